@@ -1,0 +1,58 @@
+//! Typed store errors.
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store URL is not one Spindle understands.
+    #[error(
+        "unsupported store url `{url}`: {reason}; expected `sqlite://PATH` or `postgres://USER@HOST:PORT/DATABASE`"
+    )]
+    UnsupportedUrl {
+        /// The URL with any password removed.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The database could not be reached or opened.
+    #[error("cannot open the store at {target}: {source}")]
+    Connect {
+        /// The store, described without credentials.
+        target: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A migration failed or the database holds migrations this build does not know.
+    #[error("cannot migrate the store at {target}: {source}")]
+    Migrate {
+        /// The store, described without credentials.
+        target: String,
+        /// The migrator's error.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A query failed.
+    #[error("store query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    /// A stored value could not be decoded.
+    #[error("corrupt value in the store: {0}")]
+    Corrupt(String),
+    /// A backup or restore could not be done.
+    #[error("{0}")]
+    Backup(String),
+    /// A file operation around the store failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(err: serde_json::Error) -> Self {
+        StoreError::Corrupt(err.to_string())
+    }
+}

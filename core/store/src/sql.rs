@@ -1,0 +1,572 @@
+//! The one implementation of [`ProfileStore`], over sqlx's `Any` driver.
+//!
+//! Both backends run the same statements: they are written in the SQL that SQLite and PostgreSQL share
+//! (`$N` parameters, `ON CONFLICT`, `RETURNING`), and only the DDL in the migrations differs per backend. This
+//! keeps a single code path to test and makes a second backend a matter of migrations, not of code.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use sha2::{Digest, Sha256};
+use spindle_model::{
+    ApplyReport, AuditEntry, Cursor, Event, Identifier, JobCounts, JobId, JobKind, JobRun,
+    JobRunId, JobStatus, JobTrigger, NewAuditEntry, QuarantinedRecord, RawRecord, RecordKey,
+    StoredRecord,
+};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, AssertSqlSafe, Executor, Row};
+
+use crate::{
+    Backend, OpenOptions, ProfileStore, SourceBatch, StoreError, StoreResult, StoreUrl,
+    StoredQuarantine, migrations,
+};
+
+/// A [`ProfileStore`] on SQLite or PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    url: StoreUrl,
+}
+
+/// The part of a record that is stored as JSON; the key and version live in their own columns.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Payload {
+    identifiers: Vec<Identifier>,
+    traits: std::collections::BTreeMap<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    events: Vec<Event>,
+}
+
+impl SqlStore {
+    /// Opens (creating if needed) the store at `url` and runs pending migrations.
+    pub async fn open(url: &StoreUrl, options: &OpenOptions) -> StoreResult<Self> {
+        sqlx::any::install_default_drivers();
+        let connect_error = |source| StoreError::Connect {
+            target: url.redacted().to_owned(),
+            source,
+        };
+        let (connection_url, session_setup) = match url.backend() {
+            Backend::Sqlite => {
+                let path = url
+                    .sqlite_path()
+                    .ok_or_else(|| StoreError::Corrupt("sqlite url without path".into()))?;
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                        context: format!("cannot create the store folder {}", parent.display()),
+                        source,
+                    })?;
+                }
+                let setup = vec![
+                    "PRAGMA journal_mode = WAL".to_owned(),
+                    format!("PRAGMA busy_timeout = {}", options.busy_timeout.as_millis()),
+                    "PRAGMA foreign_keys = ON".to_owned(),
+                    "PRAGMA synchronous = FULL".to_owned(),
+                ];
+                (format!("sqlite://{}?mode=rwc", path.display()), setup)
+            }
+            Backend::Postgres => {
+                let mut setup = Vec::new();
+                if let Some(schema) = url.schema() {
+                    // The name was checked by `validate_schema_name`: plain lowercase identifier, no quoting needed.
+                    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(
+                        url.expose_connection_url(),
+                    )
+                    .await
+                    .map_err(connect_error)?;
+                    conn.execute(AssertSqlSafe(format!(
+                        "CREATE SCHEMA IF NOT EXISTS {schema}"
+                    )))
+                    .await
+                    .map_err(connect_error)?;
+                    setup.push(format!("SET search_path TO {schema}"));
+                }
+                (url.expose_connection_url().to_owned(), setup)
+            }
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(options.max_connections)
+            .after_connect(move |conn, _meta| {
+                let setup = session_setup.clone();
+                Box::pin(async move {
+                    for statement in setup {
+                        conn.execute(AssertSqlSafe(statement)).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&connection_url)
+            .await
+            .map_err(connect_error)?;
+        migrations::run(&pool, url).await?;
+        tracing::debug!(store = %url.redacted(), backend = url.backend().as_str(), "store opened");
+        Ok(Self {
+            pool,
+            url: url.clone(),
+        })
+    }
+
+    /// The location of this store.
+    pub fn url(&self) -> &StoreUrl {
+        &self.url
+    }
+
+    /// The connection pool, for crates that add their own tables through migrations.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes every connection, waiting for running statements.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.url.backend() {
+            // Take SQLite's write lock up front so a concurrent writer waits (busy timeout) instead of
+            // failing when the read lock is upgraded.
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+}
+
+pub(crate) fn to_millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+pub(crate) fn from_millis(ms: i64) -> StoreResult<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} ms is out of range")))
+}
+
+fn decode_record(row: &AnyRow) -> StoreResult<StoredRecord> {
+    let payload: Payload = serde_json::from_str(row.try_get::<&str, _>("payload")?)?;
+    let updated_at = row
+        .try_get::<Option<i64>, _>("updated_at")?
+        .map(from_millis)
+        .transpose()?;
+    Ok(StoredRecord {
+        seq: row.try_get("seq")?,
+        source: row.try_get("source")?,
+        first_seen_at: from_millis(row.try_get("first_seen_at")?)?,
+        observed_at: from_millis(row.try_get("observed_at")?)?,
+        record: RawRecord {
+            stream: row.try_get("stream")?,
+            external_id: row.try_get("external_id")?,
+            version: row.try_get("version")?,
+            updated_at,
+            deleted: row.try_get::<i64, _>("deleted")? != 0,
+            identifiers: payload.identifiers,
+            traits: payload.traits,
+            events: payload.events,
+        },
+    })
+}
+
+fn decode_run(row: &AnyRow) -> StoreResult<JobRun> {
+    let kind = match row.try_get::<&str, _>("job_kind")? {
+        "source" => JobKind::Source,
+        "sync" => JobKind::Sync,
+        other => return Err(StoreError::Corrupt(format!("unknown job kind `{other}`"))),
+    };
+    let trigger_text: &str = row.try_get("trigger")?;
+    let status_text: &str = row.try_get("status")?;
+    Ok(JobRun {
+        id: row.try_get("id")?,
+        job: JobId {
+            kind,
+            name: row.try_get("job_name")?,
+        },
+        trigger: JobTrigger::parse(trigger_text)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown job trigger `{trigger_text}`")))?,
+        scheduled_for: from_millis(row.try_get("scheduled_for")?)?,
+        started_at: from_millis(row.try_get("started_at")?)?,
+        finished_at: row
+            .try_get::<Option<i64>, _>("finished_at")?
+            .map(from_millis)
+            .transpose()?,
+        status: JobStatus::parse(status_text)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown job status `{status_text}`")))?,
+        error: row.try_get("error")?,
+        counts: serde_json::from_str(row.try_get::<&str, _>("counts")?)?,
+    })
+}
+
+fn decode_audit(row: &AnyRow) -> StoreResult<AuditEntry> {
+    Ok(AuditEntry {
+        id: row.try_get("id")?,
+        at: from_millis(row.try_get("at")?)?,
+        entry: NewAuditEntry {
+            actor: row.try_get("actor")?,
+            action: row.try_get("action")?,
+            target: row.try_get("target")?,
+            details: serde_json::from_str(row.try_get::<&str, _>("details")?)?,
+        },
+    })
+}
+
+const RECORD_COLUMNS: &str = "seq, source, stream, external_id, version, updated_at, deleted, payload, first_seen_at, observed_at";
+const RUN_COLUMNS: &str = "id, job_kind, job_name, trigger, scheduled_for, started_at, finished_at, status, error, counts";
+
+#[async_trait]
+impl ProfileStore for SqlStore {
+    fn backend(&self) -> Backend {
+        self.url.backend()
+    }
+
+    async fn apply_source_batch(
+        &self,
+        source: &str,
+        batch: SourceBatch,
+    ) -> StoreResult<ApplyReport> {
+        let now = to_millis(Utc::now());
+        let mut report = ApplyReport::default();
+        let mut tx = self.begin_write().await?;
+
+        // Reserve one change sequence number per record up front. The counter row is also the writers' lock:
+        // on PostgreSQL it serialises concurrent batches, so sequence numbers become visible in order and a
+        // reader following `records_since` never skips a record that commits late.
+        let reserve = i64::try_from(batch.records.len()).unwrap_or(i64::MAX);
+        let top: i64 = sqlx::query_scalar(
+            "UPDATE counters SET value = value + $1 WHERE name = 'record_seq' RETURNING value",
+        )
+        .bind(reserve)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut next_seq = top - reserve;
+
+        // Later duplicates of a key inside one batch are judged against the earlier ones.
+        let mut seen_in_batch: HashMap<(String, String), (i64, String, i64)> = HashMap::new();
+        for record in batch.records {
+            let payload = serde_json::to_string(&Payload {
+                identifiers: record.identifiers,
+                traits: record.traits,
+                events: record.events,
+            })?;
+            let key = (record.stream.clone(), record.external_id.clone());
+            let existing = match seen_in_batch.get(&key) {
+                Some(found) => Some(found.clone()),
+                None => sqlx::query(
+                    "SELECT version, payload, deleted FROM raw_records WHERE source = $1 AND stream = $2 AND external_id = $3",
+                )
+                .bind(source)
+                .bind(&record.stream)
+                .bind(&record.external_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|row| -> StoreResult<(i64, String, i64)> { Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)) })
+                .transpose()?,
+            };
+            let updated_at = record.updated_at.map(to_millis);
+            let deleted = i64::from(record.deleted);
+            match existing {
+                None => {
+                    next_seq += 1;
+                    sqlx::query(
+                        "INSERT INTO raw_records (source, stream, external_id, seq, version, updated_at, deleted, payload, first_seen_at, observed_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                    )
+                    .bind(source)
+                    .bind(&record.stream)
+                    .bind(&record.external_id)
+                    .bind(next_seq)
+                    .bind(record.version)
+                    .bind(updated_at)
+                    .bind(deleted)
+                    .bind(&payload)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    report.inserted += 1;
+                }
+                Some((stored_version, _, _)) if record.version <= stored_version => {
+                    report.unchanged += 1
+                }
+                Some((_, stored_payload, stored_deleted))
+                    if stored_payload == payload && stored_deleted == deleted =>
+                {
+                    // Newer version, same content: remember the version so the next read compares against it,
+                    // but it is not a change downstream consumers need to see.
+                    sqlx::query(
+                        "UPDATE raw_records SET version = $4, updated_at = $5 WHERE source = $1 AND stream = $2 AND external_id = $3",
+                    )
+                    .bind(source)
+                    .bind(&record.stream)
+                    .bind(&record.external_id)
+                    .bind(record.version)
+                    .bind(updated_at)
+                    .execute(&mut *tx)
+                    .await?;
+                    report.unchanged += 1;
+                }
+                Some(_) => {
+                    next_seq += 1;
+                    sqlx::query(
+                        "UPDATE raw_records SET seq = $4, version = $5, updated_at = $6, deleted = $7, payload = $8, observed_at = $9 \
+                         WHERE source = $1 AND stream = $2 AND external_id = $3",
+                    )
+                    .bind(source)
+                    .bind(&record.stream)
+                    .bind(&record.external_id)
+                    .bind(next_seq)
+                    .bind(record.version)
+                    .bind(updated_at)
+                    .bind(deleted)
+                    .bind(&payload)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    report.updated += 1;
+                }
+            }
+            let newest = seen_in_batch
+                .get(&key)
+                .is_none_or(|(v, _, _)| record.version > *v);
+            if newest {
+                seen_in_batch.insert(key, (record.version, payload, deleted));
+            }
+        }
+
+        for entry in batch.quarantined {
+            let digest = hex::encode(Sha256::digest(entry.payload.as_bytes()));
+            let inserted = sqlx::query(
+                "INSERT INTO quarantine (source, stream, location, reason, payload, payload_sha256, quarantined_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (source, stream, location, payload_sha256) DO NOTHING",
+            )
+            .bind(source)
+            .bind(&entry.stream)
+            .bind(&entry.location)
+            .bind(&entry.reason)
+            .bind(&entry.payload)
+            .bind(&digest)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            report.quarantined += inserted.rows_affected();
+        }
+
+        for cursor in batch.cursors {
+            sqlx::query(
+                "INSERT INTO source_cursors (source, stream, position, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (source, stream) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+            )
+            .bind(source)
+            .bind(&cursor.stream)
+            .bind(serde_json::to_string(&cursor.position)?)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    async fn cursor(&self, source: &str, stream: &str) -> StoreResult<Option<Cursor>> {
+        let row = sqlx::query(
+            "SELECT stream, position FROM source_cursors WHERE source = $1 AND stream = $2",
+        )
+        .bind(source)
+        .bind(stream)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| decode_cursor(&row)).transpose()
+    }
+
+    async fn cursors(&self, source: &str) -> StoreResult<Vec<Cursor>> {
+        let rows = sqlx::query(
+            "SELECT stream, position FROM source_cursors WHERE source = $1 ORDER BY stream",
+        )
+        .bind(source)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_cursor).collect()
+    }
+
+    async fn reset_cursors(&self, source: &str) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM source_cursors WHERE source = $1")
+            .bind(source)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn record(&self, key: &RecordKey) -> StoreResult<Option<StoredRecord>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM raw_records WHERE source = $1 AND stream = $2 AND external_id = $3"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(&key.source)
+            .bind(&key.stream)
+            .bind(&key.external_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode_record).transpose()
+    }
+
+    async fn records_since(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<StoredRecord>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM raw_records WHERE seq > $1 ORDER BY seq LIMIT $2"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode_record).collect()
+    }
+
+    async fn count_records(&self, source: Option<&str>) -> StoreResult<u64> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM raw_records WHERE $1 IS NULL OR source = $1")
+                .bind(source)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+
+    async fn quarantined(
+        &self,
+        source: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredQuarantine>> {
+        let rows = sqlx::query(
+            "SELECT id, source, stream, location, reason, payload, quarantined_at FROM quarantine \
+             WHERE $1 IS NULL OR source = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(source)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredQuarantine {
+                    id: row.try_get("id")?,
+                    source: row.try_get("source")?,
+                    quarantined_at: from_millis(row.try_get("quarantined_at")?)?,
+                    record: QuarantinedRecord {
+                        stream: row.try_get("stream")?,
+                        location: row.try_get("location")?,
+                        reason: row.try_get("reason")?,
+                        payload: row.try_get("payload")?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn start_run(
+        &self,
+        job: &JobId,
+        trigger: JobTrigger,
+        scheduled_for: DateTime<Utc>,
+        started_at: DateTime<Utc>,
+    ) -> StoreResult<JobRunId> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO job_runs (job_kind, job_name, trigger, scheduled_for, started_at, status, counts) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(job.kind.as_str())
+        .bind(&job.name)
+        .bind(trigger.as_str())
+        .bind(to_millis(scheduled_for))
+        .bind(to_millis(started_at))
+        .bind(JobStatus::Running.as_str())
+        .bind(serde_json::to_string(&JobCounts::default())?)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    async fn finish_run(
+        &self,
+        run: JobRunId,
+        status: JobStatus,
+        error: Option<&str>,
+        counts: JobCounts,
+        finished_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE job_runs SET status = $2, error = $3, counts = $4, finished_at = $5 WHERE id = $1")
+            .bind(run)
+            .bind(status.as_str())
+            .bind(error)
+            .bind(serde_json::to_string(&counts)?)
+            .bind(to_millis(finished_at))
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Corrupt(format!("job run {run} does not exist")));
+        }
+        Ok(())
+    }
+
+    async fn last_run(&self, job: &JobId) -> StoreResult<Option<JobRun>> {
+        Ok(self.runs(Some(job), 1).await?.into_iter().next())
+    }
+
+    async fn runs(&self, job: Option<&JobId>, limit: u32) -> StoreResult<Vec<JobRun>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM job_runs WHERE ($1 IS NULL OR (job_kind = $1 AND job_name = $2)) \
+             ORDER BY id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(job.map(|j| j.kind.as_str()))
+            .bind(job.map(|j| j.name.as_str()))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode_run).collect()
+    }
+
+    async fn mark_interrupted_runs(&self, at: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE job_runs SET status = $1, finished_at = $2, error = $3 WHERE status = $4",
+        )
+        .bind(JobStatus::Interrupted.as_str())
+        .bind(to_millis(at))
+        .bind("the daemon stopped before this run finished; the next run resumes from the last commit")
+        .bind(JobStatus::Running.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn append_audit(&self, entry: NewAuditEntry) -> StoreResult<AuditEntry> {
+        let at = Utc::now();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO audit_log (at, actor, action, target, details) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(to_millis(at))
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.target)
+        .bind(serde_json::to_string(&entry.details)?)
+        .fetch_one(&self.pool)
+        .await?;
+        // Stored with millisecond precision; return what a later read would return.
+        Ok(AuditEntry {
+            id,
+            at: from_millis(to_millis(at))?,
+            entry,
+        })
+    }
+
+    async fn audit_log(&self, after_id: i64, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, target, details FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_audit).collect()
+    }
+}
+
+fn decode_cursor(row: &AnyRow) -> StoreResult<Cursor> {
+    Ok(Cursor {
+        stream: row.try_get("stream")?,
+        position: serde_json::from_str(row.try_get::<&str, _>("position")?)?,
+    })
+}

@@ -1,0 +1,558 @@
+//! The store conformance suite: every behaviour the rest of Spindle relies on, run against both backends.
+//!
+//! SQLite runs in a temporary file. PostgreSQL runs against `SPINDLE_TEST_POSTGRES_URL` (`.ci/postgres.sh`
+//! prints it), each test in a schema of its own that is dropped afterwards. Without that variable the
+//! PostgreSQL half fails with instructions, unless `SPINDLE_TEST_SKIP_POSTGRES=1` says to leave it out.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use chrono::{TimeZone, Utc};
+use serde_json::json;
+use spindle_model::{
+    Cursor, Identifier, JobCounts, JobId, JobStatus, JobTrigger, NewAuditEntry, QuarantinedRecord,
+    RawRecord, RecordKey,
+};
+use spindle_store::{OpenOptions, ProfileStore, SourceBatch, SqlStore, StoreUrl};
+
+struct TestStore {
+    store: SqlStore,
+    _dir: Option<tempfile::TempDir>,
+    schema: Option<String>,
+}
+
+impl TestStore {
+    async fn drop_schema(self) {
+        if let Some(schema) = &self.schema {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(self.store.pool())
+                .await;
+        }
+        self.store.close().await;
+    }
+}
+
+async fn sqlite() -> TestStore {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = StoreUrl::parse("sqlite://store.db", dir.path(), None).expect("url");
+    let store = SqlStore::open(&url, &OpenOptions::default())
+        .await
+        .expect("open sqlite");
+    TestStore {
+        store,
+        _dir: Some(dir),
+        schema: None,
+    }
+}
+
+static SCHEMA_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+async fn postgres() -> Option<TestStore> {
+    let Ok(url) = std::env::var("SPINDLE_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("SPINDLE_TEST_SKIP_POSTGRES").as_deref() == Ok("1"),
+            "SPINDLE_TEST_POSTGRES_URL is not set: run `export SPINDLE_TEST_POSTGRES_URL=$(.ci/postgres.sh)` \
+             (or set SPINDLE_TEST_SKIP_POSTGRES=1 to leave PostgreSQL out)"
+        );
+        return None;
+    };
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let schema = format!(
+        "conformance_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        SCHEMA_COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let url = StoreUrl::parse(&url, Path::new("."), Some(&schema)).expect("url");
+    let store = SqlStore::open(&url, &OpenOptions::default())
+        .await
+        .expect("open postgres");
+    Some(TestStore {
+        store,
+        _dir: None,
+        schema: Some(schema),
+    })
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let store = super::sqlite().await;
+                super::$case(&store.store).await;
+                store.drop_schema().await;
+            })*
+        }
+        mod postgres_backend {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                if let Some(store) = super::postgres().await {
+                    super::$case(&store.store).await;
+                    store.drop_schema().await;
+                }
+            })*
+        }
+    };
+}
+
+conformance!(
+    reopening_runs_no_migration_twice,
+    new_records_are_inserted_once,
+    versions_decide_replacement,
+    duplicates_inside_one_batch_keep_the_newest,
+    cursors_commit_with_their_records,
+    changes_are_followed_by_sequence,
+    quarantine_keeps_each_bad_record_once,
+    job_runs_are_recorded,
+    interrupted_runs_are_marked,
+    audit_log_is_append_only,
+    concurrent_batches_get_distinct_sequences,
+);
+
+fn record(id: &str, version: i64, email: &str) -> RawRecord {
+    RawRecord {
+        stream: "contacts".into(),
+        external_id: id.into(),
+        version,
+        updated_at: Some(
+            Utc.timestamp_millis_opt(1_700_000_000_000 + version)
+                .unwrap(),
+        ),
+        deleted: false,
+        identifiers: vec![Identifier::new("email", email)],
+        traits: BTreeMap::from([("first_name".to_owned(), json!("Ada"))]),
+        events: vec![],
+    }
+}
+
+fn key(id: &str) -> RecordKey {
+    RecordKey {
+        source: "crm".into(),
+        stream: "contacts".into(),
+        external_id: id.into(),
+    }
+}
+
+fn records(list: Vec<RawRecord>) -> SourceBatch {
+    SourceBatch {
+        records: list,
+        ..SourceBatch::default()
+    }
+}
+
+async fn reopening_runs_no_migration_twice(store: &SqlStore) {
+    store
+        .apply_source_batch("crm", records(vec![record("1", 1, "a@x.io")]))
+        .await
+        .unwrap();
+    let reopened = SqlStore::open(store.url(), &OpenOptions::default())
+        .await
+        .expect("reopen");
+    assert_eq!(reopened.count_records(None).await.unwrap(), 1);
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(applied, spindle_store::latest_version());
+}
+
+async fn new_records_are_inserted_once(store: &SqlStore) {
+    let batch = records(vec![record("1", 1, "a@x.io"), record("2", 1, "b@x.io")]);
+    let first = store
+        .apply_source_batch("crm", batch.clone())
+        .await
+        .unwrap();
+    assert_eq!((first.inserted, first.updated, first.unchanged), (2, 0, 0));
+    let again = store.apply_source_batch("crm", batch).await.unwrap();
+    assert_eq!((again.inserted, again.updated, again.unchanged), (0, 0, 2));
+    assert_eq!(store.count_records(Some("crm")).await.unwrap(), 2);
+    assert_eq!(store.count_records(Some("shop")).await.unwrap(), 0);
+
+    let stored = store.record(&key("2")).await.unwrap().expect("stored");
+    assert_eq!(stored.source, "crm");
+    assert_eq!(stored.record, record("2", 1, "b@x.io"));
+    assert!(store.record(&key("3")).await.unwrap().is_none());
+}
+
+async fn versions_decide_replacement(store: &SqlStore) {
+    store
+        .apply_source_batch("crm", records(vec![record("1", 5, "old@x.io")]))
+        .await
+        .unwrap();
+    let seq_before = store.record(&key("1")).await.unwrap().unwrap().seq;
+
+    // An older version never overwrites a newer one.
+    let stale = store
+        .apply_source_batch("crm", records(vec![record("1", 4, "stale@x.io")]))
+        .await
+        .unwrap();
+    assert_eq!(stale.unchanged, 1);
+    assert_eq!(
+        store
+            .record(&key("1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .record
+            .identifiers[0]
+            .value,
+        "old@x.io"
+    );
+
+    // A newer version with the same content is remembered but is not a change.
+    let same = store
+        .apply_source_batch("crm", records(vec![record("1", 6, "old@x.io")]))
+        .await
+        .unwrap();
+    assert_eq!(same.unchanged, 1);
+    let stored = store.record(&key("1")).await.unwrap().unwrap();
+    assert_eq!((stored.record.version, stored.seq), (6, seq_before));
+
+    // A newer version with new content replaces it and takes a new change sequence.
+    let newer = store
+        .apply_source_batch("crm", records(vec![record("1", 7, "new@x.io")]))
+        .await
+        .unwrap();
+    assert_eq!(newer.updated, 1);
+    let stored = store.record(&key("1")).await.unwrap().unwrap();
+    assert_eq!(stored.record.identifiers[0].value, "new@x.io");
+    assert!(stored.seq > seq_before);
+    assert!(stored.observed_at >= stored.first_seen_at);
+
+    // Deletion upstream is a new version too.
+    let mut gone = record("1", 8, "new@x.io");
+    gone.deleted = true;
+    store
+        .apply_source_batch("crm", records(vec![gone]))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .record(&key("1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .record
+            .deleted
+    );
+}
+
+async fn duplicates_inside_one_batch_keep_the_newest(store: &SqlStore) {
+    let batch = records(vec![
+        record("1", 2, "two@x.io"),
+        record("1", 1, "one@x.io"),
+        record("1", 3, "three@x.io"),
+    ]);
+    let report = store.apply_source_batch("crm", batch).await.unwrap();
+    assert_eq!(
+        (report.inserted, report.updated, report.unchanged),
+        (1, 1, 1)
+    );
+    let stored = store.record(&key("1")).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.record.version,
+            stored.record.identifiers[0].value.as_str()
+        ),
+        (3, "three@x.io")
+    );
+}
+
+async fn cursors_commit_with_their_records(store: &SqlStore) {
+    assert!(store.cursor("crm", "contacts").await.unwrap().is_none());
+    let cursor = Cursor {
+        stream: "contacts".into(),
+        position: json!({"after": "2024-01-01T00:00:00Z", "id": 7}),
+    };
+    let batch = SourceBatch {
+        records: vec![record("1", 1, "a@x.io")],
+        quarantined: vec![],
+        cursors: vec![
+            cursor.clone(),
+            Cursor {
+                stream: "companies".into(),
+                position: json!(3),
+            },
+        ],
+    };
+    store.apply_source_batch("crm", batch).await.unwrap();
+    assert_eq!(store.cursor("crm", "contacts").await.unwrap(), Some(cursor));
+    let all = store.cursors("crm").await.unwrap();
+    assert_eq!(
+        all.iter().map(|c| c.stream.as_str()).collect::<Vec<_>>(),
+        ["companies", "contacts"]
+    );
+    assert!(store.cursors("shop").await.unwrap().is_empty());
+
+    let moved = Cursor {
+        stream: "contacts".into(),
+        position: json!({"after": "2024-02-01T00:00:00Z", "id": 9}),
+    };
+    store
+        .apply_source_batch(
+            "crm",
+            SourceBatch {
+                cursors: vec![moved.clone()],
+                ..SourceBatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.cursor("crm", "contacts").await.unwrap(), Some(moved));
+
+    assert_eq!(store.reset_cursors("crm").await.unwrap(), 2);
+    assert!(store.cursors("crm").await.unwrap().is_empty());
+    assert_eq!(
+        store.count_records(Some("crm")).await.unwrap(),
+        1,
+        "a full re-sync keeps the records"
+    );
+}
+
+async fn changes_are_followed_by_sequence(store: &SqlStore) {
+    let batch: Vec<_> = (0..25)
+        .map(|i| record(&format!("r{i:02}"), 1, &format!("{i}@x.io")))
+        .collect();
+    store
+        .apply_source_batch("crm", records(batch))
+        .await
+        .unwrap();
+    store
+        .apply_source_batch("crm", records(vec![record("r03", 2, "changed@x.io")]))
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.records_since(after, 10).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(
+            page.windows(2).all(|w| w[0].seq < w[1].seq),
+            "pages are ordered by sequence"
+        );
+        after = page.last().unwrap().seq;
+        seen.extend(page.into_iter().map(|r| r.record.external_id));
+    }
+    assert_eq!(
+        seen.len(),
+        25,
+        "every record appears once, at its latest change"
+    );
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("r03"),
+        "the changed record moved to the end"
+    );
+}
+
+async fn quarantine_keeps_each_bad_record_once(store: &SqlStore) {
+    let bad = QuarantinedRecord {
+        stream: "rows".into(),
+        location: "line 3".into(),
+        reason: "invalid email".into(),
+        payload: "x,not-an-email".into(),
+    };
+    let batch = SourceBatch {
+        quarantined: vec![bad.clone()],
+        ..SourceBatch::default()
+    };
+    assert_eq!(
+        store
+            .apply_source_batch("file", batch.clone())
+            .await
+            .unwrap()
+            .quarantined,
+        1
+    );
+    assert_eq!(
+        store
+            .apply_source_batch("file", batch)
+            .await
+            .unwrap()
+            .quarantined,
+        0,
+        "a re-read adds no copy"
+    );
+    let other = QuarantinedRecord {
+        location: "line 9".into(),
+        ..bad.clone()
+    };
+    store
+        .apply_source_batch(
+            "file",
+            SourceBatch {
+                quarantined: vec![other],
+                ..SourceBatch::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    let listed = store.quarantined(Some("file"), 10).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1].record, bad, "newest first");
+    assert!(store.quarantined(Some("crm"), 10).await.unwrap().is_empty());
+    assert_eq!(store.quarantined(None, 1).await.unwrap().len(), 1);
+}
+
+async fn job_runs_are_recorded(store: &SqlStore) {
+    let job = JobId::source("crm");
+    assert!(store.last_run(&job).await.unwrap().is_none());
+    let planned = Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap();
+    let started = Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 2).unwrap();
+    let first = store
+        .start_run(&job, JobTrigger::Schedule, planned, started)
+        .await
+        .unwrap();
+    let counts = JobCounts {
+        read: 10,
+        inserted: 7,
+        updated: 1,
+        unchanged: 1,
+        quarantined: 1,
+    };
+    store
+        .finish_run(
+            first,
+            JobStatus::Succeeded,
+            None,
+            counts,
+            started + chrono::Duration::seconds(3),
+        )
+        .await
+        .unwrap();
+    let second = store
+        .start_run(&job, JobTrigger::Manual, started, started)
+        .await
+        .unwrap();
+    store
+        .finish_run(
+            second,
+            JobStatus::Failed,
+            Some("vendor said 500"),
+            JobCounts::default(),
+            started,
+        )
+        .await
+        .unwrap();
+    store
+        .start_run(&JobId::sync("vip"), JobTrigger::CatchUp, started, started)
+        .await
+        .unwrap();
+
+    let last = store.last_run(&job).await.unwrap().unwrap();
+    assert_eq!(
+        (last.id, last.status, last.trigger),
+        (second, JobStatus::Failed, JobTrigger::Manual)
+    );
+    assert_eq!(last.error.as_deref(), Some("vendor said 500"));
+    let runs = store.runs(Some(&job), 10).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1].counts, counts);
+    assert_eq!(runs[1].scheduled_for, planned);
+    assert_eq!(
+        runs[1].finished_at,
+        Some(started + chrono::Duration::seconds(3))
+    );
+    assert_eq!(store.runs(None, 10).await.unwrap().len(), 3);
+    assert!(
+        store
+            .finish_run(9_999_999, JobStatus::Succeeded, None, counts, started)
+            .await
+            .is_err()
+    );
+}
+
+async fn interrupted_runs_are_marked(store: &SqlStore) {
+    let now = Utc::now();
+    let running = store
+        .start_run(&JobId::source("crm"), JobTrigger::Schedule, now, now)
+        .await
+        .unwrap();
+    let done = store
+        .start_run(&JobId::source("shop"), JobTrigger::Schedule, now, now)
+        .await
+        .unwrap();
+    store
+        .finish_run(done, JobStatus::Succeeded, None, JobCounts::default(), now)
+        .await
+        .unwrap();
+    assert_eq!(store.mark_interrupted_runs(now).await.unwrap(), 1);
+    let run = store
+        .last_run(&JobId::source("crm"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((run.id, run.status), (running, JobStatus::Interrupted));
+    assert!(run.error.is_some());
+    assert_eq!(
+        store
+            .last_run(&JobId::source("shop"))
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        JobStatus::Succeeded
+    );
+}
+
+async fn audit_log_is_append_only(store: &SqlStore) {
+    let entry = NewAuditEntry {
+        actor: "cli:ops".into(),
+        action: "store.backup".into(),
+        target: "/backups/a.db".into(),
+        details: json!({"bytes": 4096}),
+    };
+    let first = store.append_audit(entry.clone()).await.unwrap();
+    let second = store
+        .append_audit(NewAuditEntry {
+            action: "source.full_resync".into(),
+            ..entry.clone()
+        })
+        .await
+        .unwrap();
+    assert!(second.id > first.id);
+    let log = store.audit_log(0, 10).await.unwrap();
+    assert_eq!(log, vec![first.clone(), second]);
+    assert_eq!(store.audit_log(first.id, 10).await.unwrap().len(), 1);
+
+    let update = sqlx::query("UPDATE audit_log SET actor = 'someone else'")
+        .execute(store.pool())
+        .await;
+    assert!(update.is_err(), "an audit entry cannot be changed");
+    let delete = sqlx::query("DELETE FROM audit_log")
+        .execute(store.pool())
+        .await;
+    assert!(delete.is_err(), "an audit entry cannot be deleted");
+    assert_eq!(store.audit_log(0, 10).await.unwrap().len(), 2);
+}
+
+async fn concurrent_batches_get_distinct_sequences(store: &SqlStore) {
+    let mut tasks = Vec::new();
+    for writer in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for batch in 0..5 {
+                let list = (0..20)
+                    .map(|i| record(&format!("w{writer}-b{batch}-{i}"), 1, "x@x.io"))
+                    .collect();
+                store
+                    .apply_source_batch("crm", records(list))
+                    .await
+                    .expect("concurrent batch");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let all = store.records_since(0, 1000).await.unwrap();
+    assert_eq!(all.len(), 400);
+    let seqs: HashSet<i64> = all.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs.len(), 400);
+}
