@@ -1,0 +1,217 @@
+//! The validated configuration: what the rest of Spindle reads. Built only by [`crate::load`].
+//!
+//! Everything here has been checked: references between sections resolve, schedules parse, secrets are
+//! resolved and held as [`SecretString`] (whose `Debug` is redacted).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use spindle_scheduler::Schedule;
+
+pub use crate::raw::{Role, SyncMode};
+use crate::store_url::StoreUrl;
+
+/// A whole, valid `connectors.toml`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `[store]`.
+    pub store: StoreConfig,
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[identity]`.
+    pub identity: IdentityConfig,
+    /// `[sources.<id>]`, by id.
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// `[destinations.<id>]`, by id.
+    pub destinations: BTreeMap<String, DestinationConfig>,
+    /// `[segments.<id>]`, by id.
+    pub segments: BTreeMap<String, SegmentConfig>,
+    /// `[syncs.<id>]`, by id.
+    pub syncs: BTreeMap<String, SyncConfig>,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Where the store is.
+    pub url: StoreUrl,
+    /// Most pooled connections.
+    pub max_connections: u32,
+    /// SQLite lock wait.
+    pub busy_timeout: Duration,
+}
+
+/// An admin API token.
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    /// Name shown in the audit log.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// The token itself.
+    pub token: SecretString,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Collector write keys.
+    pub write_keys: Vec<SecretString>,
+    /// Admin API tokens.
+    pub admin_tokens: Vec<AdminToken>,
+}
+
+/// `[identity]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// Identifier types that link records.
+    pub link_on: Vec<String>,
+    /// Per-type limit of identifiers on one profile.
+    pub limits: BTreeMap<String, u32>,
+    /// Values that never link.
+    pub blocked: Vec<String>,
+    /// Identifier types by strength, strongest first.
+    pub priority: Vec<String>,
+    /// Default phone region (ISO 3166 alpha-2).
+    pub default_region: Option<String>,
+}
+
+/// A source connector.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Its id in `[sources.<id>]`.
+    pub id: String,
+    /// When it runs on its own.
+    pub schedule: Option<Schedule>,
+    /// What it reads.
+    pub settings: SourceSettings,
+}
+
+impl SourceConfig {
+    /// The connector kind, as written in `kind`.
+    pub fn kind(&self) -> &'static str {
+        self.settings.kind()
+    }
+}
+
+/// Kind-specific settings of a source. Adding a connector adds a variant here and one arm in the
+/// connector registry (`spindle-sources`), which the compiler then requires.
+#[derive(Debug, Clone)]
+pub enum SourceSettings {
+    /// `kind = "csv"`.
+    Csv(FileSourceSettings),
+    /// `kind = "jsonl"`.
+    Jsonl(FileSourceSettings),
+}
+
+impl SourceSettings {
+    /// The kind name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceSettings::Csv(_) => "csv",
+            SourceSettings::Jsonl(_) => "jsonl",
+        }
+    }
+}
+
+/// Every source kind this build knows, as written in `kind`.
+pub const SOURCE_KINDS: &[&str] = &["csv", "jsonl"];
+
+/// Settings of a CSV or JSONL file source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSourceSettings {
+    /// The file, resolved against the config file's folder.
+    pub path: PathBuf,
+    /// Stream name.
+    pub stream: String,
+    /// Column/field with the row id; `None` uses the line number.
+    pub id_field: Option<String>,
+    /// Identifier type to column/field.
+    pub identifiers: BTreeMap<String, String>,
+    /// Trait name to column/field.
+    pub traits: BTreeMap<String, String>,
+    /// CSV delimiter byte.
+    pub delimiter: u8,
+    /// Rows per transaction.
+    pub batch_size: usize,
+}
+
+/// A host a plugin may call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedHost {
+    /// `http` or `https`; `None` allows `https` only.
+    pub scheme: Option<String>,
+    /// Host name or IP address, lowercase.
+    pub host: String,
+    /// Port; `None` means the scheme's default.
+    pub port: Option<u16>,
+}
+
+/// Resource limits of one plugin call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Linear memory cap in bytes.
+    pub memory_bytes: u64,
+    /// Wall-clock limit.
+    pub timeout: Duration,
+    /// Fuel budget, if any.
+    pub fuel: Option<u64>,
+}
+
+/// A destination.
+#[derive(Debug, Clone)]
+pub struct DestinationConfig {
+    /// Its id.
+    pub id: String,
+    /// Plugin name or `.wasm` path (resolved against the config file's folder when it is a path).
+    pub plugin: String,
+    /// Hosts the plugin may call.
+    pub allow_hosts: Vec<AllowedHost>,
+    /// Plugin settings as JSON.
+    pub config: serde_json::Value,
+    /// Secrets the host fills in by name.
+    pub secrets: BTreeMap<String, SecretString>,
+    /// Limits per call.
+    pub limits: PluginLimits,
+    /// Batch size override.
+    pub batch_size: Option<u32>,
+    /// Rate limit override.
+    pub requests_per_second: Option<f64>,
+}
+
+/// A segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentConfig {
+    /// Its id.
+    pub id: String,
+    /// The expression.
+    pub expression: String,
+    /// Description.
+    pub description: Option<String>,
+}
+
+/// An audience sync.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Its id.
+    pub id: String,
+    /// Segment id (exists).
+    pub segment: String,
+    /// Destination id (exists).
+    pub destination: String,
+    /// Mode.
+    pub mode: SyncMode,
+    /// Destination field to trait.
+    pub fields: BTreeMap<String, String>,
+    /// When it runs on its own.
+    pub schedule: Option<Schedule>,
+    /// Required consent purpose.
+    pub consent: Option<String>,
+}
