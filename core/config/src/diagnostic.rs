@@ -23,8 +23,17 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// A problem at `span` with a message and a caret label.
-    pub fn new(span: Option<Range<usize>>, message: impl Into<String>, label: impl Into<String>) -> Self {
-        Self { message: message.into(), span, label: label.into(), hint: None }
+    pub fn new(
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            span,
+            label: label.into(),
+            hint: None,
+        }
     }
 
     /// Adds a hint that says how to fix the problem.
@@ -59,7 +68,11 @@ fn floor_char_boundary(source: &str, mut offset: usize) -> usize {
 /// Renders diagnostics for a file at `path` with content `source`, one block per problem, in file order.
 /// `styled` adds terminal colours.
 pub fn render(diagnostics: &[Diagnostic], path: &str, source: &str, styled: bool) -> String {
-    let renderer = if styled { Renderer::styled() } else { Renderer::plain() };
+    let renderer = if styled {
+        Renderer::styled()
+    } else {
+        Renderer::plain()
+    };
     let mut sorted: Vec<&Diagnostic> = diagnostics.iter().collect();
     sorted.sort_by_key(|d| d.span.as_ref().map_or(usize::MAX, |s| s.start));
     let mut out = String::new();
@@ -70,10 +83,11 @@ pub fn render(diagnostics: &[Diagnostic], path: &str, source: &str, styled: bool
                 let start = floor_char_boundary(source, span.start.min(source.len()));
                 let end = floor_char_boundary(source, span.end.min(source.len())).max(start);
                 title.element(
-                    Snippet::source(source)
-                        .path(path)
-                        .fold(true)
-                        .annotation(AnnotationKind::Primary.span(start..end).label(diagnostic.label.as_str())),
+                    Snippet::source(source).path(path).fold(true).annotation(
+                        AnnotationKind::Primary
+                            .span(start..end)
+                            .label(diagnostic.label.as_str()),
+                    ),
                 )
             }
             None => Group::with_title(title),
@@ -100,7 +114,11 @@ pub fn closest<'a>(input: &str, known: impl IntoIterator<Item = &'a str>) -> Opt
 }
 
 /// "did you mean `x`?" when a close name exists, else the list of names that exist.
-pub fn suggest<'a>(input: &str, known: impl IntoIterator<Item = &'a str> + Clone, what: &str) -> String {
+pub fn suggest<'a>(
+    input: &str,
+    known: impl IntoIterator<Item = &'a str> + Clone,
+    what: &str,
+) -> String {
     match closest(input, known.clone()) {
         Some(name) => format!("did you mean `{name}`?"),
         None => {
@@ -129,7 +147,8 @@ mod tests {
     #[test]
     fn rendering_names_file_line_and_column() {
         let text = "[store]\nurl = \"mysql://x\"\n";
-        let d = Diagnostic::new(Some(14..25), "unknown store scheme", "here").with_hint("use sqlite://");
+        let d = Diagnostic::new(Some(14..25), "unknown store scheme", "here")
+            .with_hint("use sqlite://");
         let out = render(&[d], "connectors.toml", text, false);
         assert!(out.contains("connectors.toml:2:7"), "{out}");
         assert!(out.contains("^^^^^^^^^^^ here"), "{out}");
@@ -138,7 +157,13 @@ mod tests {
 
     #[test]
     fn suggestions_prefer_close_names() {
-        assert_eq!(suggest("emial", ["email", "phone"], "known"), "did you mean `email`?");
-        assert_eq!(suggest("zzz", ["email", "phone"], "known types"), "known types: `email`, `phone`");
+        assert_eq!(
+            suggest("emial", ["email", "phone"], "known"),
+            "did you mean `email`?"
+        );
+        assert_eq!(
+            suggest("zzz", ["email", "phone"], "known types"),
+            "known types: `email`, `phone`"
+        );
     }
 }

@@ -18,11 +18,13 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::diagnostic::{Diagnostic, render, suggest};
 use crate::model::{
-    AdminToken, AllowedHost, Config, DestinationConfig, FileSourceSettings, IdentityConfig, PluginLimits,
-    SOURCE_KINDS, SegmentConfig, ServerConfig, SourceConfig, SourceSettings, StoreConfig, SyncConfig,
+    AdminToken, AllowedHost, Config, DestinationConfig, FileSourceSettings, IdentityConfig,
+    PluginLimits, SOURCE_KINDS, SegmentConfig, ServerConfig, SourceConfig, SourceSettings,
+    StoreConfig, SyncConfig,
 };
 use crate::raw::{
-    RawDestination, RawFileSource, RawIdentity, RawSegment, RawServer, RawSourceCommon, RawStore, RawSync,
+    RawDestination, RawFileSource, RawIdentity, RawSegment, RawServer, RawSourceCommon, RawStore,
+    RawSync,
 };
 use crate::secret::{ProcessSecrets, SecretSource, has_reference, resolve};
 use crate::store_url::{DEFAULT_STORE_URL, StoreUrl};
@@ -30,7 +32,15 @@ use crate::store_url::{DEFAULT_STORE_URL, StoreUrl};
 /// Default path of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "connectors.toml";
 
-const TOP_LEVEL: &[&str] = &["store", "server", "identity", "sources", "destinations", "segments", "syncs"];
+const TOP_LEVEL: &[&str] = &[
+    "store",
+    "server",
+    "identity",
+    "sources",
+    "destinations",
+    "segments",
+    "syncs",
+];
 /// Identifier types with a meaning of their own; any `<name>_id` is accepted too (vendor ids).
 pub const IDENTIFIER_TYPES: &[&str] = &["email", "phone", "user_id", "anonymous_id"];
 const DEFAULT_LINK_ON: &[&str] = &["email", "phone", "user_id"];
@@ -49,7 +59,12 @@ pub struct LoadError {
 impl LoadError {
     /// Renders every problem as `error: ... --> path:line:col` blocks; `styled` adds colours.
     pub fn render(&self, styled: bool) -> String {
-        let mut out = render(&self.diagnostics, &self.path.display().to_string(), &self.source_text, styled);
+        let mut out = render(
+            &self.diagnostics,
+            &self.path.display().to_string(),
+            &self.source_text,
+            styled,
+        );
         let n = self.diagnostics.len();
         out.push_str(&format!(
             "error: {} has {n} problem{}\n",
@@ -90,14 +105,22 @@ fn base_dir_of(path: &Path) -> PathBuf {
 
 /// Validates `text` as the content of `path`, resolving secrets from `secrets`.
 pub fn load_str(text: &str, path: &Path, secrets: &dyn SecretSource) -> Result<Config, LoadError> {
-    let mut loader = Loader { diagnostics: Vec::new(), secrets, base_dir: base_dir_of(path) };
+    let mut loader = Loader {
+        diagnostics: Vec::new(),
+        secrets,
+        base_dir: base_dir_of(path),
+    };
     let config = loader.load(text, path);
     if loader.diagnostics.is_empty() {
         if let Some(config) = config {
             return Ok(config);
         }
     }
-    Err(LoadError { path: path.to_owned(), source_text: text.to_owned(), diagnostics: loader.diagnostics })
+    Err(LoadError {
+        path: path.to_owned(),
+        source_text: text.to_owned(),
+        diagnostics: loader.diagnostics,
+    })
 }
 
 struct Loader<'s> {
@@ -110,19 +133,24 @@ struct Loader<'s> {
 type Entries<T> = Vec<(Spanned<String>, T)>;
 
 impl Loader<'_> {
-    fn error(&mut self, span: Range<usize>, message: impl Into<String>, label: impl Into<String>) -> &mut Diagnostic {
-        self.diagnostics.push(Diagnostic::new(Some(span), message, label));
+    fn error(
+        &mut self,
+        span: Range<usize>,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) -> &mut Diagnostic {
+        self.diagnostics
+            .push(Diagnostic::new(Some(span), message, label));
         let last = self.diagnostics.len() - 1;
         &mut self.diagnostics[last]
     }
 
     fn load(&mut self, text: &str, path: &Path) -> Option<Config> {
         let (document, syntax_errors) = DeTable::parse_recoverable(text);
-        for err in syntax_errors {
-            let span = err.span().unwrap_or(0..0);
-            let message = err.message().trim().to_owned();
-            self.error(span, format!("invalid TOML: {message}"), "here")
-                .hint = Some("see https://toml.io for the syntax".into());
+        if !syntax_errors.is_empty() {
+            self.syntax_errors(text, syntax_errors);
+            // What follows a syntax error is only partly understood; checking it would report guesses.
+            return None;
         }
         let mut store = None;
         let mut server = None;
@@ -149,12 +177,18 @@ impl Loader<'_> {
                     })
                 }
                 "syncs" => {
-                    syncs = self.entries(value, "syncs", |l, v, id| l.section::<RawSync>(v, &format!("[syncs.{id}]")))
+                    syncs = self.entries(value, "syncs", |l, v, id| {
+                        l.section::<RawSync>(v, &format!("[syncs.{id}]"))
+                    })
                 }
                 other => {
                     let hint = suggest(other, TOP_LEVEL.iter().copied(), "sections");
-                    self.error(key_span, format!("unknown section `{other}`"), "not a section of connectors.toml")
-                        .hint = Some(hint);
+                    self.error(
+                        key_span,
+                        format!("unknown section `{other}`"),
+                        "not a section of connectors.toml",
+                    )
+                    .hint = Some(hint);
                 }
             }
         }
@@ -165,7 +199,9 @@ impl Loader<'_> {
         let identity = self.identity(identity.unwrap_or_default(), &source_ids);
         let sources: BTreeMap<String, SourceConfig> = sources
             .into_iter()
-            .filter_map(|(id, (common, settings))| self.source_config(id.into_inner(), common, settings))
+            .filter_map(|(id, (common, settings))| {
+                self.source_config(id.into_inner(), common, settings)
+            })
             .map(|s| (s.id.clone(), s))
             .collect();
         let destinations: BTreeMap<String, DestinationConfig> = destinations
@@ -173,9 +209,15 @@ impl Loader<'_> {
             .filter_map(|(id, raw)| self.destination(id.into_inner(), raw))
             .map(|d| (d.id.clone(), d))
             .collect();
-        let segment_ids: Vec<String> = segments.iter().map(|(id, _)| id.get_ref().clone()).collect();
-        let segments: BTreeMap<String, SegmentConfig> =
-            segments.into_iter().filter_map(|(id, raw)| self.segment(id.into_inner(), raw)).map(|s| (s.id.clone(), s)).collect();
+        let segment_ids: Vec<String> = segments
+            .iter()
+            .map(|(id, _)| id.get_ref().clone())
+            .collect();
+        let segments: BTreeMap<String, SegmentConfig> = segments
+            .into_iter()
+            .filter_map(|(id, raw)| self.segment(id.into_inner(), raw))
+            .map(|s| (s.id.clone(), s))
+            .collect();
         let destination_ids: Vec<String> = destinations.keys().cloned().collect();
         let syncs: BTreeMap<String, SyncConfig> = syncs
             .into_iter()
@@ -194,18 +236,70 @@ impl Loader<'_> {
         })
     }
 
+    /// Reports TOML syntax errors. A table defined twice is reported once, at its second header, instead
+    /// of once per repeated key.
+    fn syntax_errors(&mut self, text: &str, errors: Vec<toml::de::Error>) {
+        let mut in_repeated_table = false;
+        for err in errors {
+            let span = err.span().unwrap_or(0..0);
+            let message = err.message().trim().to_owned();
+            if message == "duplicate key" {
+                let line_start = text[..span.start.min(text.len())]
+                    .rfind('\n')
+                    .map_or(0, |i| i + 1);
+                if text[line_start..].trim_start().starts_with('[') {
+                    in_repeated_table = true;
+                    let header = text[line_start..]
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned();
+                    self.error(
+                        span,
+                        format!("{header} is defined twice"),
+                        "second definition",
+                    )
+                    .hint = Some(
+                        "each id can appear once; rename one of them or merge the two tables"
+                            .into(),
+                    );
+                    continue;
+                }
+                if in_repeated_table {
+                    continue;
+                }
+                self.error(span, "key is defined twice", "second definition")
+                    .hint = Some("remove one of the two definitions".into());
+                continue;
+            }
+            in_repeated_table = false;
+            self.error(span, format!("invalid TOML: {message}"), "here")
+                .hint = Some("see https://toml.io for the syntax".into());
+        }
+    }
+
     /// Deserialises one section, turning serde's error into a diagnostic that names the section.
-    fn section<T: DeserializeOwned>(&mut self, value: Spanned<DeValue<'_>>, section: &str) -> Option<T> {
+    fn section<T: DeserializeOwned>(
+        &mut self,
+        value: Spanned<DeValue<'_>>,
+        section: &str,
+    ) -> Option<T> {
         let span = value.span();
         if !matches!(value.get_ref(), DeValue::Table(_)) {
             let found = value.get_ref().type_str();
-            self.error(span, format!("{section} must be a table, found {found}"), "expected a table");
+            self.error(
+                span,
+                format!("{section} must be a table, found {found}"),
+                "expected a table",
+            );
             return None;
         }
         match T::deserialize(ValueDeserializer::from(value)) {
             Ok(parsed) => Some(parsed),
             Err(err) => {
-                let diagnostic = serde_diagnostic(err.message(), err.span().unwrap_or(span), section);
+                let diagnostic =
+                    serde_diagnostic(err.message(), err.span().unwrap_or(span), section);
                 self.diagnostics.push(diagnostic);
                 None
             }
@@ -221,7 +315,11 @@ impl Loader<'_> {
     ) -> Entries<T> {
         let span = value.span();
         let DeValue::Table(table) = value.into_inner() else {
-            self.error(span, format!("`{section}` must hold tables such as [{section}.my-id]"), "expected a table");
+            self.error(
+                span,
+                format!("`{section}` must hold tables such as [{section}.my-id]"),
+                "expected a table",
+            );
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -229,8 +327,14 @@ impl Loader<'_> {
             let id_span = key.span();
             let id = key.into_inner().into_owned();
             if let Err(reason) = check_id(&id) {
-                self.error(id_span.clone(), format!("invalid id `{id}` in [{section}]"), reason)
-                    .hint = Some("ids are lowercase letters, digits, `-` and `_`, starting with a letter".into());
+                self.error(
+                    id_span.clone(),
+                    format!("invalid id `{id}` in [{section}]"),
+                    reason,
+                )
+                .hint = Some(
+                    "ids are lowercase letters, digits, `-` and `_`, starting with a letter".into(),
+                );
                 continue;
             }
             if let Some(parsed) = parse(self, entry, &id) {
@@ -248,13 +352,18 @@ impl Loader<'_> {
         let span = value.span();
         let section = format!("[sources.{id}]");
         let DeValue::Table(table) = value.into_inner() else {
-            self.error(span, format!("{section} must be a table"), "expected a table");
+            self.error(
+                span,
+                format!("{section} must be a table"),
+                "expected a table",
+            );
             return None;
         };
-        let (common, rest): (DeTable<'_>, DeTable<'_>) = table
-            .into_iter()
-            .partition(|(key, _)| matches!(key.get_ref().as_ref(), "kind" | "schedule" | "timezone"));
-        let common: RawSourceCommon = self.section(Spanned::new(span.clone(), DeValue::Table(common)), &section)?;
+        let (common, rest): (DeTable<'_>, DeTable<'_>) = table.into_iter().partition(|(key, _)| {
+            matches!(key.get_ref().as_ref(), "kind" | "schedule" | "timezone")
+        });
+        let common: RawSourceCommon =
+            self.section(Spanned::new(span.clone(), DeValue::Table(common)), &section)?;
         let kind_span = common.kind.span();
         let rest = Spanned::new(span.clone(), DeValue::Table(rest));
         let settings = match common.kind.get_ref().as_str() {
@@ -262,7 +371,11 @@ impl Loader<'_> {
                 let raw: RawFileSource = self.section(rest, &section)?;
                 let is_csv = common.kind.get_ref() == "csv";
                 let file = self.file_source(raw, is_csv)?;
-                if is_csv { SourceSettings::Csv(file) } else { SourceSettings::Jsonl(file) }
+                if is_csv {
+                    SourceSettings::Csv(file)
+                } else {
+                    SourceSettings::Jsonl(file)
+                }
             }
             other => {
                 let hint = suggest(other, SOURCE_KINDS.iter().copied(), "known kinds");
@@ -271,8 +384,12 @@ impl Loader<'_> {
                 } else {
                     hint
                 };
-                self.error(kind_span, format!("unknown source kind `{other}`"), "no connector of this kind")
-                    .hint = Some(hint);
+                self.error(
+                    kind_span,
+                    format!("unknown source kind `{other}`"),
+                    "no connector of this kind",
+                )
+                .hint = Some(hint);
                 return None;
             }
         };
@@ -288,20 +405,38 @@ impl Loader<'_> {
         let identifiers_span = raw.identifiers.span();
         let mapping = raw.identifiers.into_inner();
         if mapping.is_empty() {
-            self.error(identifiers_span, "a file source needs at least one identifier", "empty mapping")
-                .hint = Some("map an identifier type to a column, e.g. `identifiers = { email = \"Email\" }`".into());
+            self.error(
+                identifiers_span,
+                "a file source needs at least one identifier",
+                "empty mapping",
+            )
+            .hint = Some(
+                "map an identifier type to a column, e.g. `identifiers = { email = \"Email\" }`"
+                    .into(),
+            );
             ok = false;
         }
         let mut identifiers = BTreeMap::new();
         for (kind, field) in mapping {
             if let Err(hint) = check_identifier_type(kind.get_ref()) {
-                self.error(kind.span(), format!("unknown identifier type `{}`", kind.get_ref()), "not an identifier type")
-                    .hint = Some(hint);
+                self.error(
+                    kind.span(),
+                    format!("unknown identifier type `{}`", kind.get_ref()),
+                    "not an identifier type",
+                )
+                .hint = Some(hint);
                 ok = false;
             }
             if field.get_ref().trim().is_empty() {
-                self.error(field.span(), format!("identifier `{}` maps to an empty column name", kind.get_ref()), "empty")
-                    .hint = Some("write the column (CSV) or field (JSONL) that holds it".into());
+                self.error(
+                    field.span(),
+                    format!(
+                        "identifier `{}` maps to an empty column name",
+                        kind.get_ref()
+                    ),
+                    "empty",
+                )
+                .hint = Some("write the column (CSV) or field (JSONL) that holds it".into());
                 ok = false;
             }
             identifiers.insert(kind.into_inner(), field.into_inner());
@@ -309,21 +444,30 @@ impl Loader<'_> {
         let delimiter = match raw.delimiter {
             None => b',',
             Some(d) if !is_csv => {
-                self.error(d.span(), "`delimiter` applies to CSV sources only", "remove this key");
+                self.error(
+                    d.span(),
+                    "`delimiter` applies to CSV sources only",
+                    "remove this key",
+                );
                 ok = false;
                 b','
             }
             Some(d) => match d.get_ref().as_bytes() {
                 [byte] if byte.is_ascii() => *byte,
                 _ => {
-                    self.error(d.span(), "`delimiter` must be one ASCII character", "e.g. \",\" or \";\" or \"\\t\"");
+                    self.error(
+                        d.span(),
+                        "`delimiter` must be one ASCII character",
+                        "e.g. \",\" or \";\" or \"\\t\"",
+                    );
                     ok = false;
                     b','
                 }
             },
         };
         if raw.batch_size == Some(0) {
-            self.diagnostics.push(Diagnostic::new(None, "`batch_size` must be at least 1", ""));
+            self.diagnostics
+                .push(Diagnostic::new(None, "`batch_size` must be at least 1", ""));
             ok = false;
         }
         ok.then(|| FileSourceSettings {
@@ -337,7 +481,11 @@ impl Loader<'_> {
         })
     }
 
-    fn schedule(&mut self, schedule: Option<Spanned<String>>, timezone: Option<Spanned<String>>) -> Result<Option<Schedule>, ()> {
+    fn schedule(
+        &mut self,
+        schedule: Option<Spanned<String>>,
+        timezone: Option<Spanned<String>>,
+    ) -> Result<Option<Schedule>, ()> {
         let mut ok = true;
         if let Some(expr) = &schedule {
             if let Err(reason) = spindle_scheduler::parse_cron(expr.get_ref()) {
@@ -351,11 +499,19 @@ impl Loader<'_> {
         }
         if let Some(tz) = &timezone {
             if let Err(reason) = spindle_scheduler::parse_timezone(tz.get_ref()) {
-                self.error(tz.span(), format!("invalid time zone `{}`", tz.get_ref()), "not an IANA time zone")
-                    .hint = Some(reason);
+                self.error(
+                    tz.span(),
+                    format!("invalid time zone `{}`", tz.get_ref()),
+                    "not an IANA time zone",
+                )
+                .hint = Some(reason);
                 ok = false;
             } else if schedule.is_none() {
-                self.error(tz.span(), "`timezone` without `schedule` has no effect", "remove it or add a schedule");
+                self.error(
+                    tz.span(),
+                    "`timezone` without `schedule` has no effect",
+                    "remove it or add a schedule",
+                );
                 ok = false;
             }
         }
@@ -364,7 +520,10 @@ impl Loader<'_> {
         }
         match schedule {
             None => Ok(None),
-            Some(expr) => match Schedule::parse(expr.get_ref(), timezone.as_ref().map(|t| t.get_ref().as_str())) {
+            Some(expr) => match Schedule::parse(
+                expr.get_ref(),
+                timezone.as_ref().map(|t| t.get_ref().as_str()),
+            ) {
                 Ok(parsed) => Ok(Some(parsed)),
                 Err(err) => {
                     self.error(expr.span(), err.to_string(), "here");
@@ -378,7 +537,12 @@ impl Loader<'_> {
         match resolve(template.get_ref(), self.secrets) {
             Ok(secret) => Some(secret),
             Err(err) => {
-                self.error(template.span(), err.message, "this secret cannot be resolved").hint = Some(err.hint);
+                self.error(
+                    template.span(),
+                    err.message,
+                    "this secret cannot be resolved",
+                )
+                .hint = Some(err.hint);
                 None
             }
         }
@@ -389,7 +553,11 @@ impl Loader<'_> {
         let url_template = raw.url.unwrap_or(default);
         let url = self.secret(&url_template)?;
         let schema = raw.schema.as_ref().map(|s| s.get_ref().as_str());
-        match StoreUrl::parse(secrecy::ExposeSecret::expose_secret(&url), &self.base_dir, schema) {
+        match StoreUrl::parse(
+            secrecy::ExposeSecret::expose_secret(&url),
+            &self.base_dir,
+            schema,
+        ) {
             Ok(url) => Some(StoreConfig {
                 url,
                 max_connections: raw.max_connections.unwrap_or(8).max(1),
@@ -401,7 +569,8 @@ impl Loader<'_> {
                     _ => url_template.span(),
                 };
                 self.error(span, "invalid store url", err.reason).hint = Some(
-                    "use `sqlite://spindle.db` (embedded) or `postgres://USER@HOST:5432/DATABASE`".into(),
+                    "use `sqlite://spindle.db` (embedded) or `postgres://USER@HOST:5432/DATABASE`"
+                        .into(),
                 );
                 None
             }
@@ -414,18 +583,27 @@ impl Loader<'_> {
             Some(text) => match text.get_ref().parse::<SocketAddr>() {
                 Ok(addr) => Some(addr),
                 Err(_) => {
-                    self.error(text.span(), format!("invalid listen address `{}`", text.get_ref()), "expected IP:PORT")
-                        .hint = Some("e.g. \"127.0.0.1:8080\" or \"0.0.0.0:8080\"".into());
+                    self.error(
+                        text.span(),
+                        format!("invalid listen address `{}`", text.get_ref()),
+                        "expected IP:PORT",
+                    )
+                    .hint = Some("e.g. \"127.0.0.1:8080\" or \"0.0.0.0:8080\"".into());
                     None
                 }
             },
         };
-        let write_keys: Vec<Option<SecretString>> = raw.write_keys.iter().map(|k| self.secret(k)).collect();
+        let write_keys: Vec<Option<SecretString>> =
+            raw.write_keys.iter().map(|k| self.secret(k)).collect();
         let admin_tokens: Vec<Option<AdminToken>> = raw
             .admin_tokens
             .into_iter()
             .map(|t| {
-                self.secret(&t.token).map(|token| AdminToken { name: t.name, role: t.role, token })
+                self.secret(&t.token).map(|token| AdminToken {
+                    name: t.name,
+                    role: t.role,
+                    token,
+                })
             })
             .collect();
         Some(ServerConfig {
@@ -437,29 +615,58 @@ impl Loader<'_> {
 
     fn identity(&mut self, raw: RawIdentity, source_ids: &[String]) -> Option<IdentityConfig> {
         let mut ok = true;
-        let link_on: Vec<Spanned<String>> = raw
-            .link_on
-            .unwrap_or_else(|| DEFAULT_LINK_ON.iter().map(|t| Spanned::new(0..0, (*t).to_owned())).collect());
+        let link_on: Vec<Spanned<String>> = raw.link_on.unwrap_or_else(|| {
+            DEFAULT_LINK_ON
+                .iter()
+                .map(|t| Spanned::new(0..0, (*t).to_owned()))
+                .collect()
+        });
         let names: Vec<String> = link_on.iter().map(|t| t.get_ref().clone()).collect();
         for kind in &link_on {
             if let Err(hint) = check_identifier_type(kind.get_ref()) {
-                self.error(kind.span(), format!("unknown identifier type `{}`", kind.get_ref()), "in `link_on`")
-                    .hint = Some(hint);
+                self.error(
+                    kind.span(),
+                    format!("unknown identifier type `{}`", kind.get_ref()),
+                    "in `link_on`",
+                )
+                .hint = Some(hint);
                 ok = false;
-            } else if let Some(source) = kind.get_ref().strip_suffix("_id").filter(|s| !IDENTIFIER_TYPES.contains(&kind.get_ref().as_str()) && !source_ids.iter().any(|id| id == s)) {
+            } else if let Some(source) = kind.get_ref().strip_suffix("_id").filter(|s| {
+                !IDENTIFIER_TYPES.contains(&kind.get_ref().as_str())
+                    && !source_ids.iter().any(|id| id == s)
+            }) {
                 let known: Vec<String> = source_ids.iter().map(|s| format!("{s}_id")).collect();
-                let hint = suggest(kind.get_ref(), known.iter().map(String::as_str), "vendor id types of the defined sources");
-                self.error(kind.span(), format!("`{}` names no source: there is no [sources.{source}]", kind.get_ref()), "in `link_on`")
-                    .hint = Some(hint);
+                let hint = suggest(
+                    kind.get_ref(),
+                    known.iter().map(String::as_str),
+                    "vendor id types of the defined sources",
+                );
+                self.error(
+                    kind.span(),
+                    format!(
+                        "`{}` names no source: there is no [sources.{source}]",
+                        kind.get_ref()
+                    ),
+                    "in `link_on`",
+                )
+                .hint = Some(hint);
                 ok = false;
             }
         }
         let mut limits = BTreeMap::new();
         for (kind, limit) in raw.limits {
             if !names.contains(kind.get_ref()) {
-                let hint = suggest(kind.get_ref(), names.iter().map(String::as_str), "`link_on` has");
-                self.error(kind.span(), format!("limit for `{}`, which is not in `link_on`", kind.get_ref()), "not linked on")
-                    .hint = Some(hint);
+                let hint = suggest(
+                    kind.get_ref(),
+                    names.iter().map(String::as_str),
+                    "`link_on` has",
+                );
+                self.error(
+                    kind.span(),
+                    format!("limit for `{}`, which is not in `link_on`", kind.get_ref()),
+                    "not linked on",
+                )
+                .hint = Some(hint);
                 ok = false;
             }
             if *limit.get_ref() == 0 {
@@ -470,17 +677,33 @@ impl Loader<'_> {
         }
         for kind in &raw.priority {
             if !names.contains(kind.get_ref()) {
-                let hint = suggest(kind.get_ref(), names.iter().map(String::as_str), "`link_on` has");
-                self.error(kind.span(), format!("`priority` lists `{}`, which is not in `link_on`", kind.get_ref()), "not linked on")
-                    .hint = Some(hint);
+                let hint = suggest(
+                    kind.get_ref(),
+                    names.iter().map(String::as_str),
+                    "`link_on` has",
+                );
+                self.error(
+                    kind.span(),
+                    format!(
+                        "`priority` lists `{}`, which is not in `link_on`",
+                        kind.get_ref()
+                    ),
+                    "not linked on",
+                )
+                .hint = Some(hint);
                 ok = false;
             }
         }
         if let Some(region) = &raw.default_region {
             let text = region.get_ref();
             if text.len() != 2 || !text.chars().all(|c| c.is_ascii_uppercase()) {
-                self.error(region.span(), format!("invalid region `{text}`"), "expected two capital letters")
-                    .hint = Some("use an ISO 3166 alpha-2 code such as \"FR\", \"GB\" or \"US\"".into());
+                self.error(
+                    region.span(),
+                    format!("invalid region `{text}`"),
+                    "expected two capital letters",
+                )
+                .hint =
+                    Some("use an ISO 3166 alpha-2 code such as \"FR\", \"GB\" or \"US\"".into());
                 ok = false;
             }
         }
@@ -500,13 +723,21 @@ impl Loader<'_> {
         settings: Spanned<SourceSettings>,
     ) -> Option<SourceConfig> {
         let schedule = self.schedule(common.schedule, common.timezone).ok()?;
-        Some(SourceConfig { id, schedule, settings: settings.into_inner() })
+        Some(SourceConfig {
+            id,
+            schedule,
+            settings: settings.into_inner(),
+        })
     }
 
     fn destination(&mut self, id: String, raw: RawDestination) -> Option<DestinationConfig> {
         let mut ok = true;
         if raw.plugin.get_ref().trim().is_empty() {
-            self.error(raw.plugin.span(), "`plugin` is empty", "expected a plugin name or a .wasm path");
+            self.error(
+                raw.plugin.span(),
+                "`plugin` is empty",
+                "expected a plugin name or a .wasm path",
+            );
             ok = false;
         }
         let mut allow_hosts = Vec::new();
@@ -536,7 +767,10 @@ impl Loader<'_> {
             }
         }
         let plugin = if raw.plugin.get_ref().ends_with(".wasm") {
-            self.base_dir.join(raw.plugin.get_ref()).display().to_string()
+            self.base_dir
+                .join(raw.plugin.get_ref())
+                .display()
+                .to_string()
         } else {
             raw.plugin.get_ref().clone()
         };
@@ -558,23 +792,46 @@ impl Loader<'_> {
 
     fn segment(&mut self, id: String, raw: RawSegment) -> Option<SegmentConfig> {
         if raw.expression.get_ref().trim().is_empty() {
-            self.error(raw.expression.span(), format!("segment `{id}` has an empty `where`"), "empty expression")
-                .hint = Some("e.g. where = \"total_spent > 500 and consent.email\"".into());
+            self.error(
+                raw.expression.span(),
+                format!("segment `{id}` has an empty `where`"),
+                "empty expression",
+            )
+            .hint = Some("e.g. where = \"total_spent > 500 and consent.email\"".into());
             return None;
         }
-        Some(SegmentConfig { id, expression: raw.expression.into_inner(), description: raw.description })
+        Some(SegmentConfig {
+            id,
+            expression: raw.expression.into_inner(),
+            description: raw.description,
+        })
     }
 
-    fn sync(&mut self, id: String, raw: RawSync, segments: &[String], destinations: &[String]) -> Option<SyncConfig> {
+    fn sync(
+        &mut self,
+        id: String,
+        raw: RawSync,
+        segments: &[String],
+        destinations: &[String],
+    ) -> Option<SyncConfig> {
         let mut ok = true;
-        for (reference, known, what) in
-            [(&raw.segment, segments, "segment"), (&raw.destination, destinations, "destination")]
-        {
+        for (reference, known, what) in [
+            (&raw.segment, segments, "segment"),
+            (&raw.destination, destinations, "destination"),
+        ] {
             if !known.contains(reference.get_ref()) {
                 let plural = format!("{what}s defined");
-                let hint = suggest(reference.get_ref(), known.iter().map(String::as_str), &plural);
-                self.error(reference.span(), format!("sync `{id}` names unknown {what} `{}`", reference.get_ref()), format!("no [{what}s.{}]", reference.get_ref()))
-                    .hint = Some(hint);
+                let hint = suggest(
+                    reference.get_ref(),
+                    known.iter().map(String::as_str),
+                    &plural,
+                );
+                self.error(
+                    reference.span(),
+                    format!("sync `{id}` names unknown {what} `{}`", reference.get_ref()),
+                    format!("no [{what}s.{}]", reference.get_ref()),
+                )
+                .hint = Some(hint);
                 ok = false;
             }
         }
@@ -598,23 +855,44 @@ fn serde_diagnostic(message: &str, span: Range<usize>, section: &str) -> Diagnos
         let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
         let hint = match crate::diagnostic::closest(field, known.iter().copied()) {
-            Some(close) => format!("did you mean `{close}`? {section} accepts: {}", known.join(", ")),
+            Some(close) => format!(
+                "did you mean `{close}`? {section} accepts: {}",
+                known.join(", ")
+            ),
             None => format!("{section} accepts: {}", known.join(", ")),
         };
-        return Diagnostic::new(Some(span), format!("unknown key `{field}` in {section}"), "unknown key").with_hint(hint);
+        return Diagnostic::new(
+            Some(span),
+            format!("unknown key `{field}` in {section}"),
+            "unknown key",
+        )
+        .with_hint(hint);
     }
     if let Some(rest) = message.strip_prefix("missing field `") {
         let field = rest.split('`').next().unwrap_or(rest);
-        return Diagnostic::new(Some(span), format!("{section} is missing required key `{field}`"), format!("add `{field} = ...` here"));
+        return Diagnostic::new(
+            Some(span),
+            format!("{section} is missing required key `{field}`"),
+            format!("add `{field} = ...` here"),
+        );
     }
     if let Some(rest) = message.strip_prefix("unknown variant `") {
         let (value, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
         let hint = suggest(value, known.iter().copied(), "allowed values");
-        return Diagnostic::new(Some(span), format!("invalid value `{value}` in {section}"), "not an allowed value").with_hint(hint);
+        return Diagnostic::new(
+            Some(span),
+            format!("invalid value `{value}` in {section}"),
+            "not an allowed value",
+        )
+        .with_hint(hint);
     }
     if let Some(rest) = message.strip_prefix("invalid type: ") {
-        return Diagnostic::new(Some(span), format!("wrong type in {section}: {rest}"), "wrong type");
+        return Diagnostic::new(
+            Some(span),
+            format!("wrong type in {section}: {rest}"),
+            "wrong type",
+        );
     }
     Diagnostic::new(Some(span), format!("{message} in {section}"), "here")
 }
@@ -628,7 +906,9 @@ fn check_id(id: &str) -> Result<(), String> {
     if id.len() > 64 {
         return Err("at most 64 characters".into());
     }
-    if let Some(bad) = chars.find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_')) {
+    if let Some(bad) =
+        chars.find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
+    {
         return Err(format!("`{bad}` is not allowed"));
     }
     Ok(())
@@ -644,12 +924,19 @@ fn check_identifier_type(kind: &str) -> Result<(), String> {
         }
     }
     let hint = suggest(kind, IDENTIFIER_TYPES.iter().copied(), "known types");
-    Err(format!("{hint} (identifier types: {}, or `<source>_id` for a vendor id)", IDENTIFIER_TYPES.join(", ")))
+    Err(format!(
+        "{hint} (identifier types: {}, or `<source>_id` for a vendor id)",
+        IDENTIFIER_TYPES.join(", ")
+    ))
 }
 
 fn parse_allowed_host(entry: &str) -> Result<AllowedHost, String> {
     let with_scheme = entry.contains("://");
-    let text = if with_scheme { entry.to_owned() } else { format!("https://{entry}") };
+    let text = if with_scheme {
+        entry.to_owned()
+    } else {
+        format!("https://{entry}")
+    };
     let url = url::Url::parse(&text).map_err(|err| err.to_string())?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("scheme `{}` is not http or https", url.scheme()));
@@ -657,7 +944,11 @@ fn parse_allowed_host(entry: &str) -> Result<AllowedHost, String> {
     if url.path() != "/" || url.query().is_some() || !url.username().is_empty() {
         return Err("only scheme, host and port are allowed, no path or credentials".into());
     }
-    let host = url.host_str().filter(|h| !h.is_empty()).ok_or("no host")?.to_ascii_lowercase();
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or("no host")?
+        .to_ascii_lowercase();
     Ok(AllowedHost {
         scheme: with_scheme.then(|| url.scheme().to_owned()),
         host,

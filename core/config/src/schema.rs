@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 
-use crate::raw::{RawDestination, RawFileSource, RawIdentity, RawSegment, RawServer, RawStore, RawSync};
+use crate::raw::{
+    RawDestination, RawFileSource, RawIdentity, RawSegment, RawServer, RawStore, RawSync,
+};
 
 /// The whole file.
 #[allow(dead_code)]
@@ -79,7 +81,15 @@ mod tests {
     fn schema_describes_every_section_and_kind() {
         let schema = super::json_schema();
         let text = schema.to_string();
-        for needle in ["\"store\"", "\"sources\"", "\"syncs\"", "\"csv\"", "\"jsonl\"", "\"identifiers\"", "\"add_only\""] {
+        for needle in [
+            "\"store\"",
+            "\"sources\"",
+            "\"syncs\"",
+            "\"csv\"",
+            "\"jsonl\"",
+            "\"identifiers\"",
+            "\"add_only\"",
+        ] {
             assert!(text.contains(needle), "schema lacks {needle}");
         }
         assert_eq!(schema["additionalProperties"], serde_json::json!(false));

@@ -26,7 +26,9 @@ pub struct ProcessSecrets {
 impl ProcessSecrets {
     /// Relative `${file:...}` paths are taken from `base_dir` (the config file's folder).
     pub fn new(base_dir: impl Into<PathBuf>) -> Self {
-        Self { base_dir: base_dir.into() }
+        Self {
+            base_dir: base_dir.into(),
+        }
     }
 }
 
@@ -69,17 +71,25 @@ pub fn resolve(template: &str, source: &dyn SecretSource) -> Result<SecretString
         };
         let reference = &after[..end];
         let value = match reference.split_once(':') {
-            Some(("env", name)) if !name.is_empty() => source.var(name).ok_or_else(|| SecretError {
-                message: format!("environment variable `{name}` is not set"),
-                hint: format!("export {name}=... before starting spindle, or use `${{file:PATH}}`"),
-            })?,
+            Some(("env", name)) if !name.is_empty() => {
+                source.var(name).ok_or_else(|| SecretError {
+                    message: format!("environment variable `{name}` is not set"),
+                    hint: format!(
+                        "export {name}=... before starting spindle, or use `${{file:PATH}}`"
+                    ),
+                })?
+            }
             Some(("file", path)) if !path.is_empty() => {
                 let content = source.read_file(Path::new(path)).map_err(|err| SecretError {
                     message: format!("cannot read secret file `{path}`: {err}"),
                     hint: "check the path (relative paths start at the config file's folder) and its permissions"
                         .into(),
                 })?;
-                content.strip_suffix('\n').map(|c| c.strip_suffix('\r').unwrap_or(c)).unwrap_or(&content).to_owned()
+                content
+                    .strip_suffix('\n')
+                    .map(|c| c.strip_suffix('\r').unwrap_or(c))
+                    .unwrap_or(&content)
+                    .to_owned()
             }
             _ => {
                 return Err(SecretError {
@@ -110,7 +120,10 @@ mod tests {
         fn read_file(&self, path: &Path) -> std::io::Result<String> {
             match path.to_str() {
                 Some("pg.txt") => Ok("s3cret\n".into()),
-                _ => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")),
+                _ => Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such file",
+                )),
             }
         }
     }
@@ -128,9 +141,24 @@ mod tests {
         let env = Fake(HashMap::new());
         let err = resolve("${env:MISSING}", &env).unwrap_err();
         assert_eq!(err.message, "environment variable `MISSING` is not set");
-        assert!(resolve("${vault:x}", &env).unwrap_err().message.contains("unknown secret reference"));
-        assert!(resolve("${env:X", &env).unwrap_err().message.contains("unterminated"));
-        assert!(resolve("${file:nope}", &env).unwrap_err().message.contains("cannot read secret file"));
+        assert!(
+            resolve("${vault:x}", &env)
+                .unwrap_err()
+                .message
+                .contains("unknown secret reference")
+        );
+        assert!(
+            resolve("${env:X", &env)
+                .unwrap_err()
+                .message
+                .contains("unterminated")
+        );
+        assert!(
+            resolve("${file:nope}", &env)
+                .unwrap_err()
+                .message
+                .contains("cannot read secret file")
+        );
     }
 
     #[test]

@@ -89,7 +89,8 @@ pub async fn run_source(
                 pull = source.pull(&stream, cursor.as_ref()) => pull?,
             };
             let read = pull.batch.records.len() as u64 + pull.batch.quarantined.len() as u64;
-            if let Some(next_cursor) = pull.batch.cursors.iter().rev().find(|c| c.stream == stream) {
+            if let Some(next_cursor) = pull.batch.cursors.iter().rev().find(|c| c.stream == stream)
+            {
                 cursor = Some(next_cursor.clone());
             }
             if read > 0 || !pull.batch.cursors.is_empty() {

@@ -106,6 +106,28 @@ impl SqlStore {
         })
     }
 
+    /// Connects without migrating or writing and runs `SELECT 1`: a read-only reachability check.
+    pub async fn probe(url: &StoreUrl) -> StoreResult<()> {
+        sqlx::any::install_default_drivers();
+        let connect_error = |source| StoreError::Connect {
+            target: url.redacted().to_owned(),
+            source,
+        };
+        let connection_url = match url.sqlite_path() {
+            Some(path) => format!("sqlite://{}?mode=ro", path.display()),
+            None => url.expose_connection_url().to_owned(),
+        };
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&connection_url)
+            .await
+            .map_err(connect_error)?;
+        sqlx::query("SELECT 1")
+            .execute(&mut conn)
+            .await
+            .map_err(connect_error)?;
+        sqlx::Connection::close(conn).await.map_err(connect_error)?;
+        Ok(())
+    }
+
     /// The location of this store.
     pub fn url(&self) -> &StoreUrl {
         &self.url

@@ -10,13 +10,27 @@ use super::reader::{RawRow, RowData, json_type};
 use crate::SourceError;
 
 /// Fails when a column the mapping names is not in the CSV header.
-pub(super) fn check_header(settings: &FileSourceSettings, header: &[String], path: &Path) -> Result<(), SourceError> {
+pub(super) fn check_header(
+    settings: &FileSourceSettings,
+    header: &[String],
+    path: &Path,
+) -> Result<(), SourceError> {
     let mapped = settings
         .identifiers
         .iter()
         .map(|(kind, column)| (format!("identifiers.{kind}"), column))
-        .chain(settings.traits.iter().map(|(name, column)| (format!("traits.{name}"), column)))
-        .chain(settings.id_field.iter().map(|column| ("id".to_owned(), column)));
+        .chain(
+            settings
+                .traits
+                .iter()
+                .map(|(name, column)| (format!("traits.{name}"), column)),
+        )
+        .chain(
+            settings
+                .id_field
+                .iter()
+                .map(|column| ("id".to_owned(), column)),
+        );
     let missing: Vec<String> = mapped
         .filter(|(_, column)| !header.iter().any(|h| h == *column))
         .map(|(key, column)| format!("`{column}` ({key})"))
@@ -28,16 +42,27 @@ pub(super) fn check_header(settings: &FileSourceSettings, header: &[String], pat
         "{} has no column {}; its header has: {}",
         path.display(),
         missing.join(", "),
-        header.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ")
+        header
+            .iter()
+            .map(|h| format!("`{h}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
     )))
 }
 
 /// A field's value: `None` when empty or absent.
-fn field(header: &[String], row: &RowData, name: &str) -> Result<Option<serde_json::Value>, String> {
+fn field(
+    header: &[String],
+    row: &RowData,
+    name: &str,
+) -> Result<Option<serde_json::Value>, String> {
     match row {
         RowData::Csv(Ok(fields)) => {
             let index = header.iter().position(|h| h == name);
-            Ok(index.and_then(|i| fields.get(i)).filter(|v| !v.is_empty()).map(|v| serde_json::Value::String(v.clone())))
+            Ok(index
+                .and_then(|i| fields.get(i))
+                .filter(|v| !v.is_empty())
+                .map(|v| serde_json::Value::String(v.clone())))
         }
         RowData::Json(Ok(object)) => {
             let mut current = object.get(name).or_else(|| lookup_path(object, name));
@@ -51,7 +76,10 @@ fn field(header: &[String], row: &RowData, name: &str) -> Result<Option<serde_js
 }
 
 /// `customer.email` reaches into nested objects when no key has that exact name.
-fn lookup_path<'a>(object: &'a serde_json::Map<String, serde_json::Value>, path: &str) -> Option<&'a serde_json::Value> {
+fn lookup_path<'a>(
+    object: &'a serde_json::Map<String, serde_json::Value>,
+    path: &str,
+) -> Option<&'a serde_json::Value> {
     let mut parts = path.split('.');
     let mut current = object.get(parts.next()?)?;
     for part in parts {
@@ -64,7 +92,10 @@ fn as_identifier(value: serde_json::Value, kind: &str, column: &str) -> Result<S
     match value {
         serde_json::Value::String(s) => Ok(s),
         serde_json::Value::Number(n) => Ok(n.to_string()),
-        other => Err(format!("`{column}` (identifiers.{kind}) is {}, expected a string", json_type(&other))),
+        other => Err(format!(
+            "`{column}` (identifiers.{kind}) is {}, expected a string",
+            json_type(&other)
+        )),
     }
 }
 
@@ -78,7 +109,11 @@ pub(super) fn map_row(
 ) -> Result<RawRecord, String> {
     if let RowData::Csv(Ok(fields)) = &row.data {
         if fields.len() != header.len() {
-            return Err(format!("row has {} fields but the header has {}", fields.len(), header.len()));
+            return Err(format!(
+                "row has {} fields but the header has {}",
+                fields.len(),
+                header.len()
+            ));
         }
     }
     let external_id = match &settings.id_field {
@@ -98,8 +133,15 @@ pub(super) fn map_row(
         }
     }
     if identifiers.is_empty() {
-        let columns: Vec<String> = settings.identifiers.values().map(|c| format!("`{c}`")).collect();
-        return Err(format!("row has no identifier: {} empty", columns.join(", ")));
+        let columns: Vec<String> = settings
+            .identifiers
+            .values()
+            .map(|c| format!("`{c}`"))
+            .collect();
+        return Err(format!(
+            "row has no identifier: {} empty",
+            columns.join(", ")
+        ));
     }
     let mut traits = BTreeMap::new();
     for (name, column) in &settings.traits {

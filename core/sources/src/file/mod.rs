@@ -65,7 +65,13 @@ struct ReadState {
 
 impl ReadState {
     fn fresh(last_version: i64) -> Self {
-        Self { offset: 0, line: 0, prefix: Sha256::new(), last_version, csv_header: None }
+        Self {
+            offset: 0,
+            line: 0,
+            prefix: Sha256::new(),
+            last_version,
+            csv_header: None,
+        }
     }
 
     fn position(&self) -> FilePosition {
@@ -79,24 +85,37 @@ impl ReadState {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SourceError + '_ {
-    move |source| SourceError::Io { path: path.to_owned(), source }
+    move |source| SourceError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 impl FileSource {
     /// A CSV source.
     pub fn csv(settings: FileSourceSettings) -> Self {
-        Self { settings, format: Format::Csv, state: None }
+        Self {
+            settings,
+            format: Format::Csv,
+            state: None,
+        }
     }
 
     /// A JSONL source.
     pub fn jsonl(settings: FileSourceSettings) -> Self {
-        Self { settings, format: Format::Jsonl, state: None }
+        Self {
+            settings,
+            format: Format::Jsonl,
+            state: None,
+        }
     }
 
     /// Restores the read state from the stored cursor, checking that the bytes it covers are unchanged.
     fn resume(&self, cursor: Option<&Cursor>) -> Result<ReadState, SourceError> {
         let path = &self.settings.path;
-        let Some(cursor) = cursor else { return Ok(ReadState::fresh(0)) };
+        let Some(cursor) = cursor else {
+            return Ok(ReadState::fresh(0));
+        };
         let position: FilePosition = match serde_json::from_value(cursor.position.clone()) {
             Ok(position) => position,
             Err(err) => {
@@ -136,8 +155,10 @@ impl FileSource {
     }
 
     fn pull_blocking(&mut self, cursor: Option<&Cursor>) -> Result<Pull, SourceError> {
-        let stored = cursor.and_then(|c| serde_json::from_value::<FilePosition>(c.position.clone()).ok());
-        let in_step = matches!((&self.state, &stored), (Some(state), Some(pos)) if state.position() == *pos);
+        let stored =
+            cursor.and_then(|c| serde_json::from_value::<FilePosition>(c.position.clone()).ok());
+        let in_step =
+            matches!((&self.state, &stored), (Some(state), Some(pos)) if state.position() == *pos);
         let mut state = match self.state.take() {
             Some(state) if in_step => state,
             _ => self.resume(cursor)?,
@@ -156,17 +177,28 @@ impl FileSource {
                         None => {
                             // An empty file: nothing to import yet.
                             self.state = Some(state);
-                            return Ok(Pull { batch: SourceBatch::default(), next: Next::Done });
+                            return Ok(Pull {
+                                batch: SourceBatch::default(),
+                                next: Next::Done,
+                            });
                         }
                     }
                 }
                 let header = state.csv_header.as_deref().unwrap_or_default();
                 mapping::check_header(&self.settings, header, &path)?;
-                file.seek(SeekFrom::Start(state.offset)).map_err(io_error(&path))?;
-                reader::read_csv(&mut file, &path, state.offset, self.settings.delimiter, self.settings.batch_size)?
+                file.seek(SeekFrom::Start(state.offset))
+                    .map_err(io_error(&path))?;
+                reader::read_csv(
+                    &mut file,
+                    &path,
+                    state.offset,
+                    self.settings.delimiter,
+                    self.settings.batch_size,
+                )?
             }
             Format::Jsonl => {
-                file.seek(SeekFrom::Start(state.offset)).map_err(io_error(&path))?;
+                file.seek(SeekFrom::Start(state.offset))
+                    .map_err(io_error(&path))?;
                 reader::read_jsonl(&mut file, &path, self.settings.batch_size)?
             }
         };
@@ -222,7 +254,9 @@ impl Source for FileSource {
     async fn pull(&mut self, _stream: &str, cursor: Option<&Cursor>) -> Result<Pull, SourceError> {
         // A pull reads one bounded batch from a local file. On the multi-threaded runtime the daemon uses,
         // block_in_place lets other tasks move to another worker meanwhile.
-        if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        if tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread
+        {
             tokio::task::block_in_place(|| self.pull_blocking(cursor))
         } else {
             self.pull_blocking(cursor)

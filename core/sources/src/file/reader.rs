@@ -38,12 +38,19 @@ pub(super) struct Rows {
 }
 
 fn csv_reader<R: Read>(input: R, delimiter: u8) -> csv::Reader<R> {
-    csv::ReaderBuilder::new().has_headers(false).flexible(true).delimiter(delimiter).from_reader(input)
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delimiter)
+        .from_reader(input)
 }
 
 fn csv_error(path: &Path, err: csv::Error) -> SourceError {
     match err.into_kind() {
-        csv::ErrorKind::Io(source) => SourceError::Io { path: path.to_owned(), source },
+        csv::ErrorKind::Io(source) => SourceError::Io {
+            path: path.to_owned(),
+            source,
+        },
         other => SourceError::Mismatch(format!("cannot read {} as CSV: {other:?}", path.display())),
     }
 }
@@ -53,7 +60,10 @@ pub(super) fn csv_header(path: &Path, delimiter: u8) -> Result<Option<Vec<String
     let file = File::open(path).map_err(io_error(path))?;
     let mut reader = csv_reader(file, delimiter);
     let mut record = csv::ByteRecord::new();
-    if !reader.read_byte_record(&mut record).map_err(|e| csv_error(path, e))? {
+    if !reader
+        .read_byte_record(&mut record)
+        .map_err(|e| csv_error(path, e))?
+    {
         return Ok(None);
     }
     let header = record
@@ -61,7 +71,11 @@ pub(super) fn csv_header(path: &Path, delimiter: u8) -> Result<Option<Vec<String
         .enumerate()
         .map(|(i, field)| {
             let text = String::from_utf8_lossy(field);
-            let text = if i == 0 { text.trim_start_matches('\u{feff}').to_owned() } else { text.into_owned() };
+            let text = if i == 0 {
+                text.trim_start_matches('\u{feff}').to_owned()
+            } else {
+                text.into_owned()
+            };
             text.trim().to_owned()
         })
         .collect();
@@ -85,7 +99,10 @@ pub(super) fn read_csv(
         let mut record = csv::ByteRecord::new();
         let mut skip_header = offset == 0;
         while spans.len() < limit {
-            if !reader.read_byte_record(&mut record).map_err(|e| csv_error(path, e))? {
+            if !reader
+                .read_byte_record(&mut record)
+                .map_err(|e| csv_error(path, e))?
+            {
                 at_end = true;
                 break;
             }
@@ -110,11 +127,20 @@ pub(super) fn read_csv(
         }
         if !at_end {
             // Look ahead: a batch that ends exactly at the file's end is the last one.
-            at_end = reader.is_done() || { reader.read_byte_record(&mut record).map(|more| !more).unwrap_or(false) };
+            at_end = reader.is_done() || {
+                reader
+                    .read_byte_record(&mut record)
+                    .map(|more| !more)
+                    .unwrap_or(false)
+            };
         }
     }
     let consumed = read_range(file, path, offset, end)?;
-    let slice = |at: u64| usize::try_from(at).unwrap_or(usize::MAX).min(consumed.len());
+    let slice = |at: u64| {
+        usize::try_from(at)
+            .unwrap_or(usize::MAX)
+            .min(consumed.len())
+    };
     let rows = spans
         .into_iter()
         .map(|(start, row_end, line, data)| RawRow {
@@ -123,7 +149,11 @@ pub(super) fn read_csv(
             data,
         })
         .collect();
-    Ok(Rows { rows, consumed, at_end })
+    Ok(Rows {
+        rows,
+        consumed,
+        at_end,
+    })
 }
 
 fn read_range(file: &mut File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, SourceError> {
@@ -142,7 +172,9 @@ pub(super) fn read_jsonl(file: &mut File, path: &Path, limit: usize) -> Result<R
     let mut at_end = false;
     while rows.len() < limit {
         let start = consumed.len();
-        let read = reader.read_until(b'\n', &mut consumed).map_err(io_error(path))?;
+        let read = reader
+            .read_until(b'\n', &mut consumed)
+            .map_err(io_error(path))?;
         if read == 0 {
             at_end = true;
             break;
@@ -154,15 +186,26 @@ pub(super) fn read_jsonl(file: &mut File, path: &Path, limit: usize) -> Result<R
         }
         let data = match serde_json::from_slice::<serde_json::Value>(&raw) {
             Ok(serde_json::Value::Object(map)) => Ok(map),
-            Ok(other) => Err(format!("line is JSON {} but must be an object", json_type(&other))),
+            Ok(other) => Err(format!(
+                "line is JSON {} but must be an object",
+                json_type(&other)
+            )),
             Err(err) => Err(format!("invalid JSON: {err}")),
         };
-        rows.push(RawRow { line, raw, data: RowData::Json(data) });
+        rows.push(RawRow {
+            line,
+            raw,
+            data: RowData::Json(data),
+        });
     }
     if !at_end {
         at_end = reader.fill_buf().map_err(io_error(path))?.is_empty();
     }
-    Ok(Rows { rows, consumed, at_end })
+    Ok(Rows {
+        rows,
+        consumed,
+        at_end,
+    })
 }
 
 /// The JSON type of a value, for messages.

@@ -1,0 +1,102 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Spindle: a customer data platform in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "spindle", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(long, short, global = true, env = "SPINDLE_CONFIG", default_value = spindle_config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+
+    /// Log line format on standard error.
+    #[arg(long, global = true, value_enum, env = "SPINDLE_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, e.g. `info` or `spindle=debug,sqlx=warn` (tracing's EnvFilter syntax).
+    #[arg(long, global = true, env = "SPINDLE_LOG", default_value = "info")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: schedule sources until SIGINT/SIGTERM.
+    Run {
+        /// Run every job once, then exit (for cron-driven installs and tests).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Check the configuration and report every problem.
+    Validate {
+        /// Also probe the store and each source, read-only.
+        #[arg(long)]
+        check_connections: bool,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Store maintenance.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+    /// Source connectors.
+    Sources {
+        #[command(subcommand)]
+        command: SourcesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the JSON Schema of connectors.toml (for editor completion and checks).
+    Schema,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Write a consistent copy of the embedded SQLite store to PATH (safe while the daemon runs).
+    Backup {
+        /// Where to write the backup; must not exist.
+        path: PathBuf,
+    },
+    /// Replace the embedded SQLite store with the backup at PATH (the daemon must be stopped).
+    Restore {
+        /// The backup file.
+        path: PathBuf,
+        /// Replace an existing store.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourcesCommand {
+    /// List sources with their schedule, last run, cursor and record count.
+    List,
+    /// Pull one source now.
+    Sync {
+        /// The source id, as in `[sources.<id>]`.
+        id: String,
+        /// Forget the cursor and read everything again (stored records de-duplicate the re-read).
+        #[arg(long)]
+        full: bool,
+    },
+}

@@ -1,0 +1,128 @@
+//! `spindle run [--once]`: the daemon.
+//!
+//! Start-up: load and validate the configuration, lock and open the store (migrations run), mark runs left
+//! `running` by a daemon that died as `interrupted`, then schedule every source. SIGINT or SIGTERM cancels:
+//! running jobs stop after their current transaction and the daemon exits once they have; a second signal
+//! exits at once (nothing half-written is possible, every commit is atomic).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use spindle_model::JobId;
+use spindle_scheduler::{Clock, ScheduledJob, Scheduler, SystemClock};
+use spindle_store::ProfileStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::commands::{lock_store, open_store};
+use crate::executor::DaemonExecutor;
+use crate::{Failure, load_config};
+
+/// Jobs to schedule: every source. Audience syncs are validated but not run by this version.
+fn jobs(config: &spindle_config::Config) -> Vec<ScheduledJob> {
+    config
+        .sources
+        .values()
+        .map(|source| ScheduledJob {
+            id: JobId::source(&source.id),
+            schedule: source.schedule.clone(),
+        })
+        .collect()
+}
+
+/// Cancels `token` on SIGINT or SIGTERM; exits the process on a second signal.
+fn watch_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut count = 0;
+        loop {
+            wait_for_signal().await;
+            count += 1;
+            if count == 1 {
+                tracing::info!(
+                    "shutting down: running jobs finish their current transaction (signal again to exit now)"
+                );
+                token.cancel();
+            } else {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot watch SIGTERM; watching SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs the daemon until a signal, or every job once with `once`.
+pub async fn run(path: &Path, once: bool) -> Result<(), Failure> {
+    let config = Arc::new(load_config(path)?);
+    let _lock = lock_store(&config)?;
+    let store = open_store(&config).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let interrupted = store
+        .mark_interrupted_runs(clock.now())
+        .await
+        .context("recovering interrupted runs")?;
+    if interrupted > 0 {
+        tracing::warn!(
+            runs = interrupted,
+            "runs left unfinished by a previous daemon were marked interrupted; they resume from their last commit"
+        );
+    }
+    if !config.syncs.is_empty() {
+        tracing::warn!(
+            syncs = config.syncs.len(),
+            "audience syncs are validated but not run by this version"
+        );
+    }
+    let jobs = jobs(&config);
+    tracing::info!(
+        store = %config.store.url.redacted(),
+        sources = config.sources.len(),
+        mode = if once { "once" } else { "daemon" },
+        "spindle starting"
+    );
+    let cancel = CancellationToken::new();
+    watch_signals(cancel.clone());
+    let executor = Arc::new(DaemonExecutor::new(
+        config.clone(),
+        store.clone(),
+        clock.clone(),
+    ));
+    let scheduler = Scheduler::new(jobs, clock);
+    if once {
+        scheduler
+            .run_once(executor.clone(), 2, cancel.clone())
+            .await;
+    } else {
+        scheduler.run(executor.clone(), cancel.clone()).await;
+    }
+    store.close().await;
+    let failures = executor.failures();
+    tracing::info!(failed_runs = failures, "spindle stopped");
+    if once && failures > 0 {
+        return Err(Failure::Other(anyhow::anyhow!(
+            "{failures} job run(s) failed; see the log above"
+        )));
+    }
+    Ok(())
+}
