@@ -1,1 +1,572 @@
+//! End-to-end tests of the `spindle` binary on the real embedded store: nothing of Spindle's own is faked.
+//!
+//! Each test copies the example `connectors.toml` and its data into a temporary folder and runs the built
+//! binary there, then reads the resulting SQLite store through `spindle-store`.
 
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use spindle_model::{JobId, JobStatus};
+use spindle_store::{OpenOptions, ProfileStore, SqlStore, StoreUrl};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A folder with a configuration, its data, and the store the binary creates there.
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    /// The example configuration and data, as shipped.
+    fn example() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tests/data")).unwrap();
+        for file in [
+            "connectors.toml",
+            "tests/data/crm-export.csv",
+            "tests/data/shop-customers.jsonl",
+        ] {
+            std::fs::copy(repo_root().join(file), dir.path().join(file)).unwrap();
+        }
+        Self { dir }
+    }
+
+    /// A configuration written by the test.
+    fn with_config(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("connectors.toml"), config).unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_spindle"));
+        command
+            .current_dir(self.dir.path())
+            .env_remove("SPINDLE_CONFIG")
+            .env("SPINDLE_LOG", "info")
+            .env("NO_COLOR", "1")
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn run_ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "spindle {args:?} failed:\n{}",
+            text(&output)
+        );
+        text(&output)
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    async fn store(&self) -> SqlStore {
+        let url = StoreUrl::parse("sqlite://spindle.db", self.dir.path(), None).unwrap();
+        SqlStore::open(&url, &OpenOptions::default()).await.unwrap()
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits until `condition` holds, polling; panics after `limit`.
+async fn wait_for<F, Fut>(limit: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !condition().await {
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_imports_the_example_offline() {
+    let ws = Workspace::example();
+    let log = ws.run_ok(&["run", "--once"]);
+    assert!(log.contains("run finished"), "{log}");
+
+    let store = ws.store().await;
+    assert_eq!(store.count_records(Some("crm_export")).await.unwrap(), 8);
+    assert_eq!(
+        store.count_records(Some("shop_customers")).await.unwrap(),
+        4
+    );
+    let quarantined = store.quarantined(Some("shop_customers"), 10).await.unwrap();
+    assert_eq!(quarantined.len(), 1);
+    assert!(
+        quarantined[0]
+            .record
+            .location
+            .ends_with("shop-customers.jsonl:4"),
+        "{:?}",
+        quarantined[0]
+    );
+    assert_eq!(
+        quarantined[0].record.reason,
+        "`email` (identifiers.email) is an array, expected a string"
+    );
+    let run = store
+        .last_run(&JobId::source("crm_export"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (run.status, run.counts.read, run.counts.inserted),
+        (JobStatus::Succeeded, 8, 8)
+    );
+
+    // Nothing changed: a second run reads nothing and stores nothing twice.
+    ws.run_ok(&["run", "--once"]);
+    let again = store
+        .last_run(&JobId::source("crm_export"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(again.id, run.id);
+    assert_eq!((again.status, again.counts.read), (JobStatus::Succeeded, 0));
+    assert_eq!(store.count_records(None).await.unwrap(), 12);
+
+    let listing = ws.run_ok(&["sources", "list"]);
+    assert!(
+        listing.contains("crm_export  kind=csv  schedule=0 */15 * * * * (Europe/Paris)"),
+        "{listing}"
+    );
+    assert!(listing.contains("records:  8"), "{listing}");
+}
+
+fn big_csv_config(rows: usize, batch_size: usize) -> Workspace {
+    let ws = Workspace::with_config(&format!(
+        "[sources.big]\nkind = \"csv\"\npath = \"big.csv\"\nid = \"id\"\nbatch_size = {batch_size}\n\
+         identifiers = {{ email = \"email\" }}\ntraits = {{ n = \"n\" }}\n"
+    ));
+    let mut data = String::from("id,email,n\n");
+    for i in 0..rows {
+        data.push_str(&format!("{i},person{i}@example.com,{i}\n"));
+    }
+    std::fs::write(ws.path("big.csv"), data).unwrap();
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_killed_mid_way_resumes_without_loss_or_duplicates() {
+    const ROWS: usize = 6000;
+    let ws = big_csv_config(ROWS, 5);
+    // Create the store first so the test can watch it while the import runs.
+    ws.run_ok(&["validate"]);
+    let store = ws.store().await;
+    let mut child = ws.spawn(&["run", "--once"]);
+    wait_for(Duration::from_secs(60), || async {
+        store.count_records(Some("big")).await.unwrap() > 0
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let committed = store.count_records(Some("big")).await.unwrap();
+    assert!(
+        committed < ROWS as u64,
+        "the import finished before the kill; the test needs more rows"
+    );
+    let cursor = store
+        .cursor("big", "rows")
+        .await
+        .unwrap()
+        .expect("a cursor was committed with the rows");
+    let line = cursor.position["line"].as_u64().unwrap();
+    assert_eq!(
+        line - 1,
+        committed,
+        "the cursor covers exactly the committed rows (line count includes the header)"
+    );
+
+    let log = ws.run_ok(&["run", "--once"]);
+    assert!(log.contains("marked interrupted"), "{log}");
+    assert_eq!(store.count_records(Some("big")).await.unwrap(), ROWS as u64);
+    let runs = store.runs(Some(&JobId::source("big")), 10).await.unwrap();
+    assert_eq!(runs[1].status, JobStatus::Interrupted);
+    let resumed = &runs[0];
+    assert_eq!(resumed.status, JobStatus::Succeeded);
+    assert_eq!(
+        resumed.counts.read,
+        ROWS as u64 - committed,
+        "only rows after the last commit were read"
+    );
+    assert_eq!(resumed.counts.unchanged, 0, "no row was read twice");
+    for id in [0, committed as usize, ROWS - 1] {
+        let key = spindle_model::RecordKey {
+            source: "big".into(),
+            stream: "rows".into(),
+            external_id: id.to_string(),
+        };
+        let record = store.record(&key).await.unwrap().unwrap();
+        assert_eq!(
+            record.record.identifiers[0].value,
+            format!("person{id}@example.com")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_after_the_current_transaction_and_the_next_run_resumes() {
+    const ROWS: usize = 6000;
+    let ws = big_csv_config(ROWS, 5);
+    let config = std::fs::read_to_string(ws.path("connectors.toml")).unwrap();
+    std::fs::write(
+        ws.path("connectors.toml"),
+        format!("{config}schedule = \"* * * * * *\"\n"),
+    )
+    .unwrap();
+    ws.run_ok(&["validate"]);
+    let store = ws.store().await;
+    let child = ws.spawn(&["run"]);
+    wait_for(Duration::from_secs(60), || async {
+        store.count_records(Some("big")).await.unwrap() > 0
+    })
+    .await;
+    signal(&child, "TERM");
+    let output = child.wait_with_output().unwrap();
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("shutting down"), "{log}");
+
+    let run = store
+        .last_run(&JobId::source("big"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status, JobStatus::Cancelled, "{log}");
+    let committed = store.count_records(Some("big")).await.unwrap();
+    assert!(
+        committed < ROWS as u64,
+        "the import finished before the signal; the test needs more rows"
+    );
+    assert_eq!(
+        run.counts.inserted, committed,
+        "the run's counts match what it committed"
+    );
+
+    ws.run_ok(&["run", "--once"]);
+    let resumed = store
+        .last_run(&JobId::source("big"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (resumed.counts.read, resumed.counts.unchanged),
+        (ROWS as u64 - committed, 0)
+    );
+    assert_eq!(store.count_records(Some("big")).await.unwrap(), ROWS as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_store_is_refused() {
+    let ws = Workspace::example();
+    ws.run_ok(&["validate"]);
+    let store = ws.store().await;
+    let first = ws.spawn(&["run"]);
+    wait_for(Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM job_runs")
+            .fetch_one(store.pool())
+            .await
+            .is_ok()
+            && ws.path("spindle.db.lock").exists()
+    })
+    .await;
+    // The lock is taken before the store opens; give the daemon a moment to hold it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = ws.run(&["run", "--once"]);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        text(&second).contains("another spindle process is using the store"),
+        "{}",
+        text(&second)
+    );
+    let backup = ws.run_ok(&["store", "backup", "while-running.db"]);
+    assert!(
+        backup.contains("backed up"),
+        "a backup is safe while the daemon runs: {backup}"
+    );
+    let restore = ws.run(&["store", "restore", "while-running.db", "--force"]);
+    assert!(!restore.status.success());
+    assert!(
+        text(&restore).contains("in use by a running spindle daemon"),
+        "{}",
+        text(&restore)
+    );
+    signal(&first, "TERM");
+    let output = first.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+}
+
+const SECRET_WRITE_KEY: &str = "wk_live_4b1d9f0e7c2a";
+const SECRET_TOKEN: &str = "adm_tok_93e8a1c55d70";
+
+fn assert_no_secret(output: &Output, what: &str) {
+    let all = text(output);
+    assert!(
+        !all.contains(SECRET_WRITE_KEY),
+        "{what} printed the write key:\n{all}"
+    );
+    assert!(
+        !all.contains(SECRET_TOKEN),
+        "{what} printed the admin token:\n{all}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_appear_in_logs_or_errors() {
+    let ws = Workspace::example();
+    std::fs::write(ws.path("admin-token.txt"), format!("{SECRET_TOKEN}\n")).unwrap();
+    let config = std::fs::read_to_string(ws.path("connectors.toml")).unwrap().replace(
+        "# write_keys = [\"${env:SPINDLE_WRITE_KEY}\"]",
+        "write_keys = [\"${env:SPINDLE_WRITE_KEY}\"]\nadmin_tokens = [{ name = \"ops\", role = \"admin\", token = \"${file:admin-token.txt}\" }]",
+    );
+    assert!(config.contains("admin_tokens"));
+    std::fs::write(ws.path("connectors.toml"), &config).unwrap();
+
+    for format in ["text", "json"] {
+        for args in [
+            &["run", "--once"][..],
+            &["validate", "--check-connections"],
+            &["sources", "list"],
+        ] {
+            let output = ws
+                .command(args)
+                .env("SPINDLE_WRITE_KEY", SECRET_WRITE_KEY)
+                .env("SPINDLE_LOG", "trace")
+                .env("SPINDLE_LOG_FORMAT", format)
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{args:?}: {}", text(&output));
+            assert_no_secret(&output, &format!("{args:?} with {format} logs"));
+        }
+    }
+
+    // A broken file next to resolved secrets: the errors name places and variables, never values.
+    std::fs::write(
+        ws.path("connectors.toml"),
+        format!("{config}\n[sources.crm_export2]\nkind = \"csv\"\n"),
+    )
+    .unwrap();
+    let output = ws
+        .command(&["validate"])
+        .env("SPINDLE_WRITE_KEY", SECRET_WRITE_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert_no_secret(&output, "validate with errors");
+
+    // A secret in a store URL: the password is never shown, even when the connection fails.
+    let ws = Workspace::with_config(
+        "[store]\nurl = \"postgres://spindle:${env:SPINDLE_PG_PASSWORD}@127.0.0.1:1/nothing\"\n",
+    );
+    let output = ws
+        .command(&["validate", "--check-connections"])
+        .env("SPINDLE_PG_PASSWORD", SECRET_TOKEN)
+        .env("SPINDLE_LOG", "trace")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("FAIL  store postgres://spindle@127.0.0.1:1/nothing"),
+        "{}",
+        text(&output)
+    );
+    assert_no_secret(&output, "a failed store probe");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_and_restore_round_trip() {
+    let ws = Workspace::example();
+    ws.run_ok(&["run", "--once"]);
+    let out = ws.run_ok(&["store", "backup", "backup-1.db"]);
+    assert!(out.contains("backed up"), "{out}");
+    let refused = ws.run(&["store", "backup", "backup-1.db"]);
+    assert!(
+        text(&refused).contains("already exists"),
+        "{}",
+        text(&refused)
+    );
+    let actions: Vec<String> = ws
+        .store()
+        .await
+        .audit_log(0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.entry.action)
+        .collect();
+    assert_eq!(
+        actions,
+        ["store.backup", "store.backup", "store.backup_failed"]
+    );
+
+    // Change the store after the backup.
+    let mut csv = std::fs::read_to_string(ws.path("tests/data/crm-export.csv")).unwrap();
+    csv.push_str("1009,new@example.com,,New,Person,,FR\n");
+    std::fs::write(ws.path("tests/data/crm-export.csv"), csv).unwrap();
+    ws.run_ok(&["run", "--once"]);
+    assert_eq!(ws.store().await.count_records(None).await.unwrap(), 13);
+
+    let refused = ws.run(&["store", "restore", "backup-1.db"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused).contains("pass --force to replace it"),
+        "{}",
+        text(&refused)
+    );
+    let garbage = ws.path("garbage.db");
+    std::fs::write(&garbage, b"not a database").unwrap();
+    assert!(
+        !ws.run(&["store", "restore", "garbage.db", "--force"])
+            .status
+            .success()
+    );
+
+    ws.run_ok(&["store", "restore", "backup-1.db", "--force"]);
+    let store = ws.store().await;
+    assert_eq!(
+        store.count_records(None).await.unwrap(),
+        12,
+        "the store is as it was at the backup"
+    );
+    let actions: Vec<String> = store
+        .audit_log(0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.entry.action)
+        .collect();
+    assert_eq!(
+        actions,
+        ["store.backup", "store.restore"],
+        "the backup holds its own entry; the restore follows"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_resync_reads_everything_again_and_stores_nothing_twice() {
+    let ws = Workspace::example();
+    ws.run_ok(&["run", "--once"]);
+    let out = ws.run_ok(&["sources", "sync", "crm_export", "--full"]);
+    assert!(
+        out.contains(
+            "crm_export: succeeded — read 8, inserted 0, updated 0, unchanged 8, quarantined 0"
+        ),
+        "{out}"
+    );
+    let store = ws.store().await;
+    assert_eq!(store.count_records(Some("crm_export")).await.unwrap(), 8);
+    let audit = store.audit_log(0, 10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        (
+            audit[0].entry.action.as_str(),
+            audit[0].entry.target.as_str()
+        ),
+        ("source.full_resync", "crm_export")
+    );
+
+    let unknown = ws.run(&["sources", "sync", "crm"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        text(&unknown).contains("there is no source `crm`"),
+        "{}",
+        text(&unknown)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_probes_connections_read_only() {
+    let ws = Workspace::example();
+    let out = ws.run_ok(&["validate", "--check-connections"]);
+    assert!(out.contains("ok    source crm_export (csv)"), "{out}");
+    assert!(out.contains("does not exist yet"), "{out}");
+    assert!(!ws.path("spindle.db").exists(), "a probe creates nothing");
+
+    std::fs::remove_file(ws.path("tests/data/shop-customers.jsonl")).unwrap();
+    let output = ws.run(&["validate", "--check-connections"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).contains("FAIL  source shop_customers (jsonl): cannot read"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn config_schema_is_a_json_schema_of_every_section() {
+    let ws = Workspace::with_config("");
+    let out = ws.run(&["config", "schema"]);
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        schema["$schema"]
+            .as_str()
+            .unwrap()
+            .contains("json-schema.org")
+    );
+    for section in [
+        "store",
+        "server",
+        "identity",
+        "sources",
+        "destinations",
+        "segments",
+        "syncs",
+    ] {
+        assert!(
+            schema["properties"].get(section).is_some(),
+            "schema lacks {section}"
+        );
+    }
+}
+
+#[test]
+fn version_and_help_answer() {
+    let ws = Workspace::with_config("");
+    let out = ws.run_ok(&["--version"]);
+    assert!(
+        out.starts_with(&format!("spindle {}", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
+}

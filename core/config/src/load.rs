@@ -111,10 +111,8 @@ pub fn load_str(text: &str, path: &Path, secrets: &dyn SecretSource) -> Result<C
         base_dir: base_dir_of(path),
     };
     let config = loader.load(text, path);
-    if loader.diagnostics.is_empty() {
-        if let Some(config) = config {
-            return Ok(config);
-        }
+    if let (true, Some(config)) = (loader.diagnostics.is_empty(), config) {
+        return Ok(config);
     }
     Err(LoadError {
         path: path.to_owned(),
@@ -487,8 +485,10 @@ impl Loader<'_> {
         timezone: Option<Spanned<String>>,
     ) -> Result<Option<Schedule>, ()> {
         let mut ok = true;
-        if let Some(expr) = &schedule {
-            if let Err(reason) = spindle_scheduler::parse_cron(expr.get_ref()) {
+        if let Some(expr) = &schedule
+            && let Err(reason) = spindle_scheduler::parse_cron(expr.get_ref())
+        {
+            {
                 self.error(expr.span(), format!("invalid cron expression `{}`", expr.get_ref()), reason)
                     .hint = Some(
                     "write `sec min hour day month weekday`, e.g. \"0 */15 * * * *\" (every 15 minutes) or \"0 0 9 * * Mon-Fri\""
@@ -918,10 +918,11 @@ fn check_identifier_type(kind: &str) -> Result<(), String> {
     if IDENTIFIER_TYPES.contains(&kind) {
         return Ok(());
     }
-    if let Some(vendor) = kind.strip_suffix("_id") {
-        if check_id(vendor).is_ok() {
-            return Ok(());
-        }
+    if kind
+        .strip_suffix("_id")
+        .is_some_and(|vendor| check_id(vendor).is_ok())
+    {
+        return Ok(());
     }
     let hint = suggest(kind, IDENTIFIER_TYPES.iter().copied(), "known types");
     Err(format!(

@@ -4,6 +4,8 @@
 //! prints it), each test in a schema of its own that is dropped afterwards. Without that variable the
 //! PostgreSQL half fails with instructions, unless `SPINDLE_TEST_SKIP_POSTGRES=1` says to leave it out.
 
+#![allow(clippy::unwrap_used)] // a test file: a failed unwrap is a failed assertion
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};

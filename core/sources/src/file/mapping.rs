@@ -107,8 +107,10 @@ pub(super) fn map_row(
     line: u64,
     version: i64,
 ) -> Result<RawRecord, String> {
-    if let RowData::Csv(Ok(fields)) = &row.data {
-        if fields.len() != header.len() {
+    if let RowData::Csv(Ok(fields)) = &row.data
+        && fields.len() != header.len()
+    {
+        {
             return Err(format!(
                 "row has {} fields but the header has {}",
                 fields.len(),

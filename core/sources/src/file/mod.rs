@@ -266,8 +266,10 @@ impl Source for FileSource {
     async fn check(&self) -> Result<(), SourceError> {
         let path = &self.settings.path;
         std::fs::File::open(path).map_err(io_error(path))?;
-        if self.format == Format::Csv {
-            if let Some(header) = reader::csv_header(path, self.settings.delimiter)? {
+        if self.format == Format::Csv
+            && let Some(header) = reader::csv_header(path, self.settings.delimiter)?
+        {
+            {
                 mapping::check_header(&self.settings, &header, path)?;
             }
         }
