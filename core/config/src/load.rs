@@ -22,9 +22,10 @@ use crate::model::{
     PluginLimits, SOURCE_KINDS, SegmentConfig, ServerConfig, SourceConfig, SourceSettings,
     StoreConfig, SyncConfig,
 };
+use crate::model::{HubspotAuth, HubspotSettings, ShopifySettings};
 use crate::raw::{
-    RawDestination, RawFileSource, RawIdentity, RawSegment, RawServer, RawSourceCommon, RawStore,
-    RawSync,
+    RawDestination, RawFileSource, RawHubspotSource, RawIdentity, RawSegment, RawServer,
+    RawShopifySource, RawSourceCommon, RawStore, RawSync,
 };
 use crate::secret::{ProcessSecrets, SecretSource, has_reference, resolve};
 use crate::store_url::{DEFAULT_STORE_URL, StoreUrl};
@@ -375,6 +376,14 @@ impl Loader<'_> {
                     SourceSettings::Jsonl(file)
                 }
             }
+            "hubspot" => {
+                let raw: RawHubspotSource = self.section(rest, &section)?;
+                SourceSettings::Hubspot(self.hubspot(raw, span.clone(), &section)?)
+            }
+            "shopify" => {
+                let raw: RawShopifySource = self.section(rest, &section)?;
+                SourceSettings::Shopify(self.shopify(raw, span.clone(), &section)?)
+            }
             other => {
                 let hint = suggest(other, SOURCE_KINDS.iter().copied(), "known kinds");
                 let hint = if hint.starts_with("did you mean") {
@@ -476,6 +485,192 @@ impl Loader<'_> {
             traits: raw.traits,
             delimiter,
             batch_size: raw.batch_size.map_or(1000, |n| n as usize),
+        })
+    }
+
+    /// Checks a list of stream names against the ones a connector knows; `None` means all of them.
+    fn streams(
+        &mut self,
+        list: Option<Vec<Spanned<String>>>,
+        known: &[&str],
+        key: &str,
+    ) -> Option<Vec<String>> {
+        let Some(list) = list else {
+            return Some(known.iter().map(|s| (*s).to_owned()).collect());
+        };
+        let mut ok = true;
+        let mut out: Vec<String> = Vec::new();
+        for name in list {
+            if !known.contains(&name.get_ref().as_str()) {
+                let hint = suggest(name.get_ref(), known.iter().copied(), "known");
+                self.error(
+                    name.span(),
+                    format!("unknown entry `{}` in `{key}`", name.get_ref()),
+                    "not supported",
+                )
+                .hint = Some(hint);
+                ok = false;
+            } else if out.contains(name.get_ref()) {
+                self.error(
+                    name.span(),
+                    format!("`{}` is listed twice in `{key}`", name.get_ref()),
+                    "duplicate",
+                );
+                ok = false;
+            } else {
+                out.push(name.into_inner());
+            }
+        }
+        if out.is_empty() && ok {
+            self.diagnostics.push(
+                Diagnostic::new(None, format!("`{key}` is empty"), "")
+                    .with_hint(format!("list at least one of: {}", known.join(", "))),
+            );
+            ok = false;
+        }
+        ok.then_some(out)
+    }
+
+    /// An API origin: http(s), a host, no path.
+    fn origin(&mut self, value: &Spanned<String>) -> Option<String> {
+        match url::Url::parse(value.get_ref()) {
+            Ok(url)
+                if matches!(url.scheme(), "http" | "https")
+                    && url.host_str().is_some()
+                    && url.path() == "/" =>
+            {
+                Some(value.get_ref().trim_end_matches('/').to_owned())
+            }
+            _ => {
+                self.error(
+                    value.span(),
+                    format!("invalid `base_url` `{}`", value.get_ref()),
+                    "expected an origin",
+                )
+                .hint = Some(
+                    "write scheme and host (and port), e.g. \"https://api.hubapi.com\"".into(),
+                );
+                None
+            }
+        }
+    }
+
+    fn hubspot(
+        &mut self,
+        raw: RawHubspotSource,
+        span: Range<usize>,
+        section: &str,
+    ) -> Option<HubspotSettings> {
+        let objects = self.streams(raw.objects, &["contacts", "companies"], "objects");
+        let base_url = match &raw.base_url {
+            Some(url) => self.origin(url),
+            None => Some("https://api.hubapi.com".to_owned()),
+        };
+        let auth = match (&raw.token, raw.oauth) {
+            (Some(token), None) => self.secret(token).map(HubspotAuth::PrivateApp),
+            (None, Some(oauth)) => {
+                let client_secret = self.secret(&oauth.client_secret);
+                let refresh_token = self.secret(&oauth.refresh_token);
+                Some(HubspotAuth::OAuth {
+                    client_id: oauth.client_id,
+                    client_secret: client_secret?,
+                    refresh_token: refresh_token?,
+                })
+            }
+            (Some(token), Some(_)) => {
+                self.error(token.span(), format!("{section} has both `token` and `oauth`"), "keep one").hint = Some(
+                    "a private app uses `token`; an OAuth app uses `oauth = { client_id, client_secret, refresh_token }`"
+                        .into(),
+                );
+                None
+            }
+            (None, None) => {
+                self.error(
+                    span,
+                    format!("{section} needs `token` or `oauth`"),
+                    "no credentials",
+                )
+                .hint = Some(
+                    "add `token = \"${env:HUBSPOT_TOKEN}\"` (private app) or `oauth = { ... }`"
+                        .into(),
+                );
+                None
+            }
+        };
+        if raw.requests_per_10s == Some(0) {
+            self.diagnostics.push(Diagnostic::new(
+                None,
+                format!("{section} `requests_per_10s` must be at least 1"),
+                "",
+            ));
+            return None;
+        }
+        Some(HubspotSettings {
+            base_url: base_url?,
+            auth: auth?,
+            objects: objects?,
+            requests_per_10s: raw.requests_per_10s.unwrap_or(100),
+        })
+    }
+
+    fn shopify(
+        &mut self,
+        raw: RawShopifySource,
+        span: Range<usize>,
+        section: &str,
+    ) -> Option<ShopifySettings> {
+        let streams = self.streams(raw.streams, &["customers", "orders"], "streams");
+        let valid_shop = |shop: &str| {
+            !shop.is_empty() && shop.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        let base_url = match (&raw.shop, &raw.base_url) {
+            (Some(shop), None) if valid_shop(shop) => Some(format!("https://{shop}.myshopify.com")),
+            (None, Some(url)) => self.origin(url),
+            (Some(shop), None) => {
+                self.error(
+                    span,
+                    format!("invalid shop name `{shop}`"),
+                    "in this source",
+                )
+                .hint =
+                    Some("write the name before .myshopify.com, e.g. `shop = \"my-store\"`".into());
+                None
+            }
+            (Some(_), Some(url)) => {
+                self.error(
+                    url.span(),
+                    format!("{section} has both `shop` and `base_url`"),
+                    "keep one",
+                );
+                None
+            }
+            (None, None) => {
+                self.error(
+                    span,
+                    format!("{section} needs `shop` or `base_url`"),
+                    "no shop",
+                )
+                .hint = Some("add `shop = \"my-store\"` for https://my-store.myshopify.com".into());
+                None
+            }
+        };
+        let access_token = self.secret(&raw.access_token);
+        let rate = raw.requests_per_second.unwrap_or(2.0);
+        if !(rate.is_finite() && rate > 0.0) {
+            self.diagnostics.push(Diagnostic::new(
+                None,
+                format!("{section} `requests_per_second` must be positive"),
+                "",
+            ));
+            return None;
+        }
+        Some(ShopifySettings {
+            base_url: base_url?,
+            access_token: access_token?,
+            api_version: raw.api_version.unwrap_or_else(|| "2024-01".to_owned()),
+            streams: streams?,
+            requests_per_second: rate,
+            bucket_size: raw.bucket_size.unwrap_or(40).max(1),
         })
     }
 

@@ -109,6 +109,10 @@ pub enum SourceSettings {
     Csv(FileSourceSettings),
     /// `kind = "jsonl"`.
     Jsonl(FileSourceSettings),
+    /// `kind = "hubspot"`.
+    Hubspot(HubspotSettings),
+    /// `kind = "shopify"`.
+    Shopify(ShopifySettings),
 }
 
 impl SourceSettings {
@@ -117,12 +121,60 @@ impl SourceSettings {
         match self {
             SourceSettings::Csv(_) => "csv",
             SourceSettings::Jsonl(_) => "jsonl",
+            SourceSettings::Hubspot(_) => "hubspot",
+            SourceSettings::Shopify(_) => "shopify",
         }
     }
 }
 
 /// Every source kind this build knows, as written in `kind`.
-pub const SOURCE_KINDS: &[&str] = &["csv", "jsonl"];
+pub const SOURCE_KINDS: &[&str] = &["csv", "hubspot", "jsonl", "shopify"];
+
+/// How a HubSpot source authenticates.
+#[derive(Debug, Clone)]
+pub enum HubspotAuth {
+    /// A private app's static token.
+    PrivateApp(SecretString),
+    /// An OAuth app: access tokens are obtained from the refresh token.
+    OAuth {
+        /// Client id.
+        client_id: String,
+        /// Client secret.
+        client_secret: SecretString,
+        /// Refresh token.
+        refresh_token: SecretString,
+    },
+}
+
+/// Settings of a HubSpot source.
+#[derive(Debug, Clone)]
+pub struct HubspotSettings {
+    /// API origin without a trailing slash.
+    pub base_url: String,
+    /// Credentials.
+    pub auth: HubspotAuth,
+    /// `contacts` and/or `companies`, in reading order.
+    pub objects: Vec<String>,
+    /// Requests per rolling 10 seconds.
+    pub requests_per_10s: u32,
+}
+
+/// Settings of a Shopify source.
+#[derive(Debug, Clone)]
+pub struct ShopifySettings {
+    /// Shop origin without a trailing slash.
+    pub base_url: String,
+    /// Admin API access token.
+    pub access_token: SecretString,
+    /// Admin API version, e.g. `2024-01`.
+    pub api_version: String,
+    /// `customers` and/or `orders`, in reading order.
+    pub streams: Vec<String>,
+    /// Leak rate, requests per second.
+    pub requests_per_second: f64,
+    /// Bucket size.
+    pub bucket_size: u32,
+}
 
 /// Settings of a CSV or JSONL file source.
 #[derive(Debug, Clone, PartialEq, Eq)]

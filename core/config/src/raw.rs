@@ -131,6 +131,63 @@ pub struct RawFileSource {
     pub batch_size: Option<u32>,
 }
 
+/// OAuth app credentials: the connector exchanges the refresh token for short-lived access tokens.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth {
+    /// The app's client id.
+    pub client_id: String,
+    /// The app's client secret, normally `${env:NAME}`.
+    #[schemars(with = "String")]
+    pub client_secret: Spanned<String>,
+    /// The installation's refresh token, normally `${env:NAME}`.
+    #[schemars(with = "String")]
+    pub refresh_token: Spanned<String>,
+}
+
+/// Settings of a HubSpot source (`kind = "hubspot"`): contacts and companies from the CRM v3 API.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHubspotSource {
+    /// A private app's access token, normally `${env:HUBSPOT_TOKEN}`. Give this or `oauth`.
+    #[schemars(with = "Option<String>")]
+    pub token: Option<Spanned<String>>,
+    /// OAuth app credentials instead of a private app token.
+    pub oauth: Option<RawOAuth>,
+    /// Objects to read: `contacts`, `companies`. Default both.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub objects: Option<Vec<Spanned<String>>>,
+    /// API origin. Default `https://api.hubapi.com`.
+    #[schemars(with = "Option<String>")]
+    pub base_url: Option<Spanned<String>>,
+    /// Request budget per rolling 10 seconds. Default 100 (private apps on the free and starter tiers).
+    #[schemars(range(min = 1))]
+    pub requests_per_10s: Option<u32>,
+}
+
+/// Settings of a Shopify source (`kind = "shopify"`): customers and orders from the REST Admin API.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawShopifySource {
+    /// The shop's name: `my-store` for `https://my-store.myshopify.com`. Give this or `base_url`.
+    pub shop: Option<String>,
+    /// The shop's origin, e.g. `https://my-store.myshopify.com`.
+    #[schemars(with = "Option<String>")]
+    pub base_url: Option<Spanned<String>>,
+    /// Admin API access token, normally `${env:SHOPIFY_TOKEN}`.
+    #[schemars(with = "String")]
+    pub access_token: Spanned<String>,
+    /// Admin API version. Default `2024-01`.
+    pub api_version: Option<String>,
+    /// Streams to read: `customers`, `orders`. Default both.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub streams: Option<Vec<Spanned<String>>>,
+    /// The plan's leak rate in requests per second. Default 2 (standard plans).
+    pub requests_per_second: Option<f64>,
+    /// The plan's bucket size. Default 40.
+    pub bucket_size: Option<u32>,
+}
+
 /// Resource limits of a destination plugin.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

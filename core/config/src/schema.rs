@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 
 use crate::raw::{
-    RawDestination, RawFileSource, RawIdentity, RawSegment, RawServer, RawStore, RawSync,
+    RawDestination, RawFileSource, RawHubspotSource, RawIdentity, RawSegment, RawServer,
+    RawShopifySource, RawStore, RawSync,
 };
 
 /// The whole file.
@@ -57,6 +58,26 @@ struct FileSourceSchema {
     file: RawFileSource,
 }
 
+/// A HubSpot source.
+#[allow(dead_code)]
+#[derive(JsonSchema)]
+struct HubspotSchema {
+    #[schemars(flatten)]
+    scheduling: Scheduling,
+    #[schemars(flatten)]
+    hubspot: RawHubspotSource,
+}
+
+/// A Shopify source.
+#[allow(dead_code)]
+#[derive(JsonSchema)]
+struct ShopifySchema {
+    #[schemars(flatten)]
+    scheduling: Scheduling,
+    #[schemars(flatten)]
+    shopify: RawShopifySource,
+}
+
 /// A source connector, by `kind`.
 #[allow(dead_code)]
 #[derive(JsonSchema)]
@@ -68,6 +89,12 @@ enum SourceSchema {
     /// A file of JSON objects, one per line.
     #[schemars(rename = "jsonl")]
     Jsonl(FileSourceSchema),
+    /// HubSpot CRM: contacts and companies.
+    #[schemars(rename = "hubspot")]
+    Hubspot(HubspotSchema),
+    /// Shopify: customers and orders.
+    #[schemars(rename = "shopify")]
+    Shopify(ShopifySchema),
 }
 
 /// The JSON Schema (draft 2020-12) of `connectors.toml`.

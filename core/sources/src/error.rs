@@ -18,6 +18,9 @@ pub enum SourceError {
     /// configuration or the file; nothing was imported from the stream.
     #[error("{0}")]
     Mismatch(String),
+    /// A vendor API request failed for good (after the retries it allows).
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     /// The store failed; the batch was not committed and will be read again.
     #[error(transparent)]
     Store(#[from] spindle_store::StoreError),

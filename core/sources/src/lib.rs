@@ -13,6 +13,9 @@
 mod error;
 pub mod file;
 mod framework;
+pub mod http;
+pub mod hubspot;
+pub mod shopify;
 
 pub use error::SourceError;
 pub use framework::{Next, NoProgress, Progress, Pull, Source, run_source};
@@ -24,5 +27,11 @@ pub fn build_source(config: &SourceConfig) -> Box<dyn Source> {
     match &config.settings {
         SourceSettings::Csv(settings) => Box::new(file::FileSource::csv(settings.clone())),
         SourceSettings::Jsonl(settings) => Box::new(file::FileSource::jsonl(settings.clone())),
+        SourceSettings::Hubspot(settings) => {
+            Box::new(hubspot::HubspotSource::new(&config.id, settings.clone()))
+        }
+        SourceSettings::Shopify(settings) => {
+            Box::new(shopify::ShopifySource::new(&config.id, settings.clone()))
+        }
     }
 }

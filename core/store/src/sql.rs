@@ -259,55 +259,40 @@ impl ProfileStore for SqlStore {
         .await?;
         let mut next_seq = top - reserve;
 
-        // Later duplicates of a key inside one batch are judged against the earlier ones.
-        let mut seen_in_batch: HashMap<(String, String), (i64, String, i64)> = HashMap::new();
+        // What the store holds for the batch's keys, read in a few queries rather than one per record.
+        let mut prepared = Vec::with_capacity(batch.records.len());
         for record in batch.records {
             let payload = serde_json::to_string(&Payload {
                 identifiers: record.identifiers,
                 traits: record.traits,
                 events: record.events,
             })?;
+            prepared.push(Prepared {
+                stream: record.stream,
+                external_id: record.external_id,
+                version: record.version,
+                updated_at: record.updated_at.map(to_millis),
+                deleted: i64::from(record.deleted),
+                payload,
+            });
+        }
+        let mut known = existing_versions(&mut tx, source, &prepared).await?;
+
+        let mut inserts: Vec<(i64, &Prepared)> = Vec::new();
+        for record in &prepared {
             let key = (record.stream.clone(), record.external_id.clone());
-            let existing = match seen_in_batch.get(&key) {
-                Some(found) => Some(found.clone()),
-                None => sqlx::query(
-                    "SELECT version, payload, deleted FROM raw_records WHERE source = $1 AND stream = $2 AND external_id = $3",
-                )
-                .bind(source)
-                .bind(&record.stream)
-                .bind(&record.external_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|row| -> StoreResult<(i64, String, i64)> { Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)) })
-                .transpose()?,
-            };
-            let updated_at = record.updated_at.map(to_millis);
-            let deleted = i64::from(record.deleted);
-            match existing {
+            match known.get(&key) {
                 None => {
                     next_seq += 1;
-                    sqlx::query(
-                        "INSERT INTO raw_records (source, stream, external_id, seq, version, updated_at, deleted, payload, first_seen_at, observed_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-                    )
-                    .bind(source)
-                    .bind(&record.stream)
-                    .bind(&record.external_id)
-                    .bind(next_seq)
-                    .bind(record.version)
-                    .bind(updated_at)
-                    .bind(deleted)
-                    .bind(&payload)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                    inserts.push((next_seq, record));
                     report.inserted += 1;
                 }
-                Some((stored_version, _, _)) if record.version <= stored_version => {
-                    report.unchanged += 1
+                Some(stored) if record.version <= stored.version => {
+                    report.unchanged += 1;
+                    continue;
                 }
-                Some((_, stored_payload, stored_deleted))
-                    if stored_payload == payload && stored_deleted == deleted =>
+                Some(stored)
+                    if stored.payload == record.payload && stored.deleted == record.deleted =>
                 {
                     // Newer version, same content: remember the version so the next read compares against it,
                     // but it is not a change downstream consumers need to see.
@@ -318,38 +303,53 @@ impl ProfileStore for SqlStore {
                     .bind(&record.stream)
                     .bind(&record.external_id)
                     .bind(record.version)
-                    .bind(updated_at)
+                    .bind(record.updated_at)
                     .execute(&mut *tx)
                     .await?;
                     report.unchanged += 1;
                 }
-                Some(_) => {
+                Some(stored) => {
                     next_seq += 1;
-                    sqlx::query(
-                        "UPDATE raw_records SET seq = $4, version = $5, updated_at = $6, deleted = $7, payload = $8, observed_at = $9 \
-                         WHERE source = $1 AND stream = $2 AND external_id = $3",
-                    )
-                    .bind(source)
-                    .bind(&record.stream)
-                    .bind(&record.external_id)
-                    .bind(next_seq)
-                    .bind(record.version)
-                    .bind(updated_at)
-                    .bind(deleted)
-                    .bind(&payload)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    report.updated += 1;
+                    if stored.pending_insert {
+                        // Inserted earlier in this batch: replace the pending row instead.
+                        if let Some(slot) = inserts.iter_mut().find(|(_, r)| {
+                            r.stream == record.stream && r.external_id == record.external_id
+                        }) {
+                            *slot = (next_seq, record);
+                        }
+                        report.updated += 1;
+                    } else {
+                        sqlx::query(
+                            "UPDATE raw_records SET seq = $4, version = $5, updated_at = $6, deleted = $7, payload = $8, observed_at = $9 \
+                             WHERE source = $1 AND stream = $2 AND external_id = $3",
+                        )
+                        .bind(source)
+                        .bind(&record.stream)
+                        .bind(&record.external_id)
+                        .bind(next_seq)
+                        .bind(record.version)
+                        .bind(record.updated_at)
+                        .bind(record.deleted)
+                        .bind(&record.payload)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        report.updated += 1;
+                    }
                 }
             }
-            let newest = seen_in_batch
-                .get(&key)
-                .is_none_or(|(v, _, _)| record.version > *v);
-            if newest {
-                seen_in_batch.insert(key, (record.version, payload, deleted));
-            }
+            let pending_insert = known.get(&key).is_none_or(|k| k.pending_insert);
+            known.insert(
+                key,
+                Known {
+                    version: record.version,
+                    payload: record.payload.clone(),
+                    deleted: record.deleted,
+                    pending_insert,
+                },
+            );
         }
+        insert_records(&mut tx, source, now, &inserts).await?;
 
         for entry in batch.quarantined {
             let digest = hex::encode(Sha256::digest(entry.payload.as_bytes()));
@@ -584,6 +584,120 @@ impl ProfileStore for SqlStore {
         .await?;
         rows.iter().map(decode_audit).collect()
     }
+}
+
+/// A record ready to write.
+struct Prepared {
+    stream: String,
+    external_id: String,
+    version: i64,
+    updated_at: Option<i64>,
+    deleted: i64,
+    payload: String,
+}
+
+/// What is known of a key: stored, or written earlier in the same batch.
+struct Known {
+    version: i64,
+    payload: String,
+    deleted: i64,
+    /// True when the row is still waiting in this batch's inserts.
+    pending_insert: bool,
+}
+
+/// Keys per lookup query; well under both backends' parameter limits.
+const LOOKUP_CHUNK: usize = 400;
+/// Rows per multi-row insert (10 parameters each).
+const INSERT_CHUNK: usize = 50;
+
+async fn existing_versions(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    source: &str,
+    records: &[Prepared],
+) -> StoreResult<HashMap<(String, String), Known>> {
+    let mut by_stream: HashMap<&str, Vec<&str>> = HashMap::new();
+    for record in records {
+        by_stream
+            .entry(record.stream.as_str())
+            .or_default()
+            .push(record.external_id.as_str());
+    }
+    let mut known = HashMap::new();
+    for (stream, ids) in by_stream {
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+            let sql = format!(
+                "SELECT external_id, version, payload, deleted FROM raw_records \
+                 WHERE source = $1 AND stream = $2 AND external_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(source).bind(stream);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                known.insert(
+                    (stream.to_owned(), row.try_get::<String, _>(0)?),
+                    Known {
+                        version: row.try_get(1)?,
+                        payload: row.try_get(2)?,
+                        deleted: row.try_get(3)?,
+                        pending_insert: false,
+                    },
+                );
+            }
+        }
+    }
+    Ok(known)
+}
+
+async fn insert_records(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    source: &str,
+    now: i64,
+    rows: &[(i64, &Prepared)],
+) -> StoreResult<()> {
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let b = i * 10;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8,
+                    b + 9,
+                    b + 10
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO raw_records (source, stream, external_id, seq, version, updated_at, deleted, payload, first_seen_at, observed_at) VALUES {}",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (seq, record) in chunk {
+            query = query
+                .bind(source)
+                .bind(&record.stream)
+                .bind(&record.external_id)
+                .bind(*seq)
+                .bind(record.version)
+                .bind(record.updated_at)
+                .bind(record.deleted)
+                .bind(&record.payload)
+                .bind(now)
+                .bind(now);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 fn decode_cursor(row: &AnyRow) -> StoreResult<Cursor> {

@@ -111,6 +111,7 @@ conformance!(
     interrupted_runs_are_marked,
     audit_log_is_append_only,
     concurrent_batches_get_distinct_sequences,
+    large_batches_mix_inserts_updates_and_repeats,
 );
 
 fn record(id: &str, version: i64, email: &str) -> RawRecord {
@@ -557,4 +558,41 @@ async fn concurrent_batches_get_distinct_sequences(store: &SqlStore) {
     assert_eq!(all.len(), 400);
     let seqs: HashSet<i64> = all.iter().map(|r| r.seq).collect();
     assert_eq!(seqs.len(), 400);
+}
+
+async fn large_batches_mix_inserts_updates_and_repeats(store: &SqlStore) {
+    // More keys than one lookup query or one multi-row insert holds.
+    let first: Vec<_> = (0..1000)
+        .map(|i| record(&format!("k{i}"), 1, &format!("{i}@x.io")))
+        .collect();
+    let report = store
+        .apply_source_batch("crm", records(first))
+        .await
+        .unwrap();
+    assert_eq!(report.inserted, 1000);
+    let mut second: Vec<_> = (500..1500)
+        .map(|i| record(&format!("k{i}"), 2, &format!("{i}@x.io")))
+        .collect();
+    for r in second.iter_mut().take(250) {
+        r.identifiers[0].value = format!("changed-{}", r.external_id);
+    }
+    let report = store
+        .apply_source_batch("crm", records(second))
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.inserted, report.updated, report.unchanged),
+        (500, 250, 250)
+    );
+    assert_eq!(store.count_records(Some("crm")).await.unwrap(), 1500);
+    let changed = store.record(&key("k600")).await.unwrap().unwrap();
+    assert_eq!(changed.record.identifiers[0].value, "changed-k600");
+    let same = store.record(&key("k900")).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            same.record.version,
+            same.record.identifiers[0].value.as_str()
+        ),
+        (2, "900@x.io")
+    );
 }
