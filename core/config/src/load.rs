@@ -624,13 +624,15 @@ impl Loader<'_> {
             !shop.is_empty() && shop.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         };
         let base_url = match (&raw.shop, &raw.base_url) {
-            (Some(shop), None) if valid_shop(shop) => Some(format!("https://{shop}.myshopify.com")),
+            (Some(shop), None) if valid_shop(shop.get_ref()) => {
+                Some(format!("https://{}.myshopify.com", shop.get_ref()))
+            }
             (None, Some(url)) => self.origin(url),
             (Some(shop), None) => {
                 self.error(
-                    span,
-                    format!("invalid shop name `{shop}`"),
-                    "in this source",
+                    shop.span(),
+                    format!("invalid shop name `{}`", shop.get_ref()),
+                    "not a shop name",
                 )
                 .hint =
                     Some("write the name before .myshopify.com, e.g. `shop = \"my-store\"`".into());
@@ -850,20 +852,8 @@ impl Loader<'_> {
         }
         let mut limits = BTreeMap::new();
         for (kind, limit) in raw.limits {
-            if !names.contains(kind.get_ref()) {
-                let hint = suggest(
-                    kind.get_ref(),
-                    names.iter().map(String::as_str),
-                    "`link_on` has",
-                );
-                self.error(
-                    kind.span(),
-                    format!("limit for `{}`, which is not in `link_on`", kind.get_ref()),
-                    "not linked on",
-                )
-                .hint = Some(hint);
-                ok = false;
-            }
+            let message = format!("limit for `{}`, which is not in `link_on`", kind.get_ref());
+            ok &= self.require_listed(&kind, &names, message);
             if *limit.get_ref() == 0 {
                 self.error(limit.span(), "a limit must be at least 1", "zero");
                 ok = false;
@@ -871,23 +861,11 @@ impl Loader<'_> {
             limits.insert(kind.into_inner(), limit.into_inner());
         }
         for kind in &raw.priority {
-            if !names.contains(kind.get_ref()) {
-                let hint = suggest(
-                    kind.get_ref(),
-                    names.iter().map(String::as_str),
-                    "`link_on` has",
-                );
-                self.error(
-                    kind.span(),
-                    format!(
-                        "`priority` lists `{}`, which is not in `link_on`",
-                        kind.get_ref()
-                    ),
-                    "not linked on",
-                )
-                .hint = Some(hint);
-                ok = false;
-            }
+            let message = format!(
+                "`priority` lists `{}`, which is not in `link_on`",
+                kind.get_ref()
+            );
+            ok &= self.require_listed(kind, &names, message);
         }
         if let Some(region) = &raw.default_region {
             let text = region.get_ref();
@@ -909,6 +887,25 @@ impl Loader<'_> {
             priority: raw.priority.into_iter().map(Spanned::into_inner).collect(),
             default_region: raw.default_region.map(Spanned::into_inner),
         })
+    }
+
+    /// True when `kind` is one of the `link_on` types; otherwise reports `message` with the closest one.
+    fn require_listed(
+        &mut self,
+        kind: &Spanned<String>,
+        link_on: &[String],
+        message: String,
+    ) -> bool {
+        if link_on.contains(kind.get_ref()) {
+            return true;
+        }
+        let hint = suggest(
+            kind.get_ref(),
+            link_on.iter().map(String::as_str),
+            "`link_on` has",
+        );
+        self.error(kind.span(), message, "not linked on").hint = Some(hint);
+        false
     }
 
     fn source_config(

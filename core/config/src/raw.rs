@@ -170,7 +170,8 @@ pub struct RawHubspotSource {
 #[serde(deny_unknown_fields)]
 pub struct RawShopifySource {
     /// The shop's name: `my-store` for `https://my-store.myshopify.com`. Give this or `base_url`.
-    pub shop: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub shop: Option<Spanned<String>>,
     /// The shop's origin, e.g. `https://my-store.myshopify.com`.
     #[schemars(with = "Option<String>")]
     pub base_url: Option<Spanned<String>>,

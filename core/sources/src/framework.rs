@@ -81,21 +81,34 @@ pub async fn run_source(
     let mut totals = JobCounts::default();
     for stream in source.streams() {
         let mut cursor = store.cursor(source_id, &stream).await?;
+        let mut prefetched: Option<Pull> = None;
         loop {
-            // A pull commits nothing, so abandoning it on shutdown loses nothing.
-            let pull = tokio::select! {
-                biased;
-                () = cancel.cancelled() => return Ok((totals, true)),
-                pull = source.pull(&stream, cursor.as_ref()) => pull?,
+            let pull = match prefetched.take() {
+                Some(pull) => pull,
+                // A pull commits nothing, so abandoning it on shutdown loses nothing.
+                None => tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return Ok((totals, true)),
+                    pull = source.pull(&stream, cursor.as_ref()) => pull?,
+                },
             };
             let read = pull.batch.records.len() as u64 + pull.batch.quarantined.len() as u64;
             if let Some(next_cursor) = pull.batch.cursors.iter().rev().find(|c| c.stream == stream)
             {
                 cursor = Some(next_cursor.clone());
             }
-            if read > 0 || !pull.batch.cursors.is_empty() {
-                // The commit is never raced against shutdown: it finishes or fails as a whole.
-                let report = store.apply_source_batch(source_id, pull.batch).await?;
+            let has_work = read > 0 || !pull.batch.cursors.is_empty();
+            if has_work {
+                // The commit is never raced against shutdown: it finishes or fails as a whole. While it runs,
+                // the next page is already being fetched from the position this batch ends at.
+                let commit = store.apply_source_batch(source_id, pull.batch);
+                let (report, next_pull) = if pull.next == Next::More && !cancel.is_cancelled() {
+                    let (report, next_pull) =
+                        tokio::join!(commit, source.pull(&stream, cursor.as_ref()));
+                    (report?, Some(next_pull))
+                } else {
+                    (commit.await?, None)
+                };
                 add(&mut totals, read, report);
                 progress.committed(&stream, &totals);
                 tracing::debug!(
@@ -107,6 +120,12 @@ pub async fn run_source(
                     quarantined = report.quarantined,
                     "batch committed"
                 );
+                if cancel.is_cancelled() {
+                    return Ok((totals, true));
+                }
+                if let Some(next_pull) = next_pull {
+                    prefetched = Some(next_pull?);
+                }
             }
             match pull.next {
                 Next::Done => break,

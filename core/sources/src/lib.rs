@@ -16,6 +16,8 @@ mod framework;
 pub mod http;
 pub mod hubspot;
 pub mod shopify;
+#[cfg(test)]
+mod test_support;
 
 pub use error::SourceError;
 pub use framework::{Next, NoProgress, Progress, Pull, Source, run_source};

@@ -31,7 +31,10 @@ pub enum Fault {
     /// The statuses cycle 500, 502, 503, 500, … within one fault.
     ServerErrors { count: u32 },
     /// The next `count` requests answer 429 with the vendor's body; `retry_after` = Some(secs) adds `Retry-After`.
-    RateLimited { count: u32, retry_after: Option<f64> },
+    RateLimited {
+        count: u32,
+        retry_after: Option<f64>,
+    },
     /// The next `count` requests are answered only after `delay` (to trigger client timeouts).
     ///
     /// The answer is computed (and logged) when the request arrives and sent after the delay.
@@ -94,8 +97,11 @@ pub(crate) enum PreFault {
     Slow(Duration),
 }
 
-const SERVER_ERROR_CYCLE: [StatusCode; 3] =
-    [StatusCode::INTERNAL_SERVER_ERROR, StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE];
+const SERVER_ERROR_CYCLE: [StatusCode; 3] = [
+    StatusCode::INTERNAL_SERVER_ERROR,
+    StatusCode::BAD_GATEWAY,
+    StatusCode::SERVICE_UNAVAILABLE,
+];
 
 /// Injected faults, front first; each with how many requests it has already hit.
 #[derive(Debug, Default)]
@@ -115,9 +121,9 @@ impl FaultQueue {
         let mut queue = lock(&self.queue);
         let (fault, served) = queue.front_mut()?;
         let effect = match fault {
-            Fault::ServerErrors { .. } => {
-                PreFault::ServerError(SERVER_ERROR_CYCLE[(*served as usize) % SERVER_ERROR_CYCLE.len()])
-            }
+            Fault::ServerErrors { .. } => PreFault::ServerError(
+                SERVER_ERROR_CYCLE[(*served as usize) % SERVER_ERROR_CYCLE.len()],
+            ),
             Fault::RateLimited { retry_after, .. } => PreFault::RateLimited(*retry_after),
             Fault::Slow { delay, .. } => PreFault::Slow(*delay),
             Fault::TruncatedPage { .. } => return None,
@@ -132,7 +138,9 @@ impl FaultQueue {
     /// Consumes one hit of the front fault if it is a `TruncatedPage`.
     pub(crate) fn take_truncation(&self) -> bool {
         let mut queue = lock(&self.queue);
-        let Some((fault, served)) = queue.front_mut() else { return false };
+        let Some((fault, served)) = queue.front_mut() else {
+            return false;
+        };
         if !matches!(fault, Fault::TruncatedPage { .. }) {
             return false;
         }
@@ -183,7 +191,9 @@ impl Incoming {
 
 /// Decodes `application/x-www-form-urlencoded` text.
 pub(crate) fn parse_form(text: &str) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(text.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    url::form_urlencoded::parse(text.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
 
 /// A vendor's answer before it becomes an HTTP response.
@@ -197,18 +207,40 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
-    pub(crate) fn json(status: StatusCode, content_type: &'static str, value: &serde_json::Value) -> Self {
+    pub(crate) fn json(
+        status: StatusCode,
+        content_type: &'static str,
+        value: &serde_json::Value,
+    ) -> Self {
         // Serialising a `Value` cannot fail (its map keys are strings).
         let body = serde_json::to_vec(value).unwrap_or_default();
-        Self { status, headers: vec![(header::CONTENT_TYPE, content_type.to_owned())], body, list_page: false }
+        Self {
+            status,
+            headers: vec![(header::CONTENT_TYPE, content_type.to_owned())],
+            body,
+            list_page: false,
+        }
+    }
+
+    pub(crate) fn raw(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            headers: vec![(header::CONTENT_TYPE, content_type.to_owned())],
+            body,
+            list_page: false,
+        }
     }
 
     pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.headers.push((HeaderName::from_static(name), value.into()));
+        self.headers
+            .push((HeaderName::from_static(name), value.into()));
         self
     }
 
-    pub(crate) fn headers(mut self, headers: impl IntoIterator<Item = (HeaderName, String)>) -> Self {
+    pub(crate) fn headers(
+        mut self,
+        headers: impl IntoIterator<Item = (HeaderName, String)>,
+    ) -> Self {
         self.headers.extend(headers);
         self
     }
@@ -298,7 +330,11 @@ async fn entry<V: Vendor>(State(vendor): State<Arc<V>>, request: Request) -> Res
         body,
     };
     let exempt = vendor.fault_exempt(&incoming);
-    let pre = if exempt { None } else { vendor.faults().take_pre() };
+    let pre = if exempt {
+        None
+    } else {
+        vendor.faults().take_pre()
+    };
     let mut delay = None;
     let reply = match pre {
         Some(PreFault::ServerError(status)) => vendor.injected_server_error(status),
@@ -309,12 +345,16 @@ async fn entry<V: Vendor>(State(vendor): State<Arc<V>>, request: Request) -> Res
         }
         None => vendor.handle(&incoming),
     };
-    let truncate = !exempt && reply.list_page && reply.status == StatusCode::OK && vendor.faults().take_truncation();
+    let truncate = !exempt
+        && reply.list_page
+        && reply.status == StatusCode::OK
+        && vendor.faults().take_truncation();
     vendor.log().push(RecordedRequest {
         method: incoming.method.to_string(),
         path: incoming.path.clone(),
         query: incoming.query.clone(),
-        body: (!incoming.body.is_empty()).then(|| String::from_utf8_lossy(&incoming.body).into_owned()),
+        body: (!incoming.body.is_empty())
+            .then(|| String::from_utf8_lossy(&incoming.body).into_owned()),
         authorization: vendor.credential(&incoming),
         status: reply.status.as_u16(),
     });
@@ -349,8 +389,12 @@ impl Drop for Server {
 
 /// Binds 127.0.0.1 on a free port.
 pub(crate) async fn bind() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("testkit: cannot bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("testkit: bound socket has no local address");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("testkit: cannot bind 127.0.0.1:0");
+    let addr = listener
+        .local_addr()
+        .expect("testkit: bound socket has no local address");
     (listener, addr)
 }
 
@@ -368,7 +412,10 @@ pub(crate) fn serve<V: Vendor>(listener: TcpListener, addr: SocketAddr, vendor: 
             tracing::warn!(%err, "testkit fake server stopped with an error");
         }
     });
-    Server { addr, shutdown: Some(tx) }
+    Server {
+        addr,
+        shutdown: Some(tx),
+    }
 }
 
 /// A random UUID v4 string (correlation and request ids).
@@ -377,14 +424,23 @@ pub(crate) fn uuid() -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 /// Random characters from `[A-Za-z0-9]`.
 pub(crate) fn random_token(len: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..len).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
+    (0..len)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
 }
 
 /// `Retry-After` seconds as text; `decimal` keeps a fraction on whole numbers (`2.0`, as Shopify writes it).

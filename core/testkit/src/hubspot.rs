@@ -55,6 +55,7 @@
 //!   count against a per-second limit (`policyName":"SECONDLY"`). Rejected requests are not counted.
 //! - Object types are also accepted as `contact`/`company` and `0-1`/`0-2`; unknown ones answer 400 "Unable to
 //!   infer object type from: …".
+//! - Windows and token lifetimes run on Tokio's clock (see the crate documentation).
 //!
 //! Simplified:
 //! - Only contacts and companies; no deals, no writes through the API (seed and edit with the methods here),
@@ -72,7 +73,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{HeaderName, Method, StatusCode};
 use base64::Engine;
@@ -81,11 +82,12 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, TimeZone, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
+use tokio::time::Instant;
 
 pub use crate::common::{Fault, RecordedRequest};
 use crate::common::{
-    FaultQueue, Incoming, Reply, RequestLog, Server, Vendor, lock, parse_form, random_token, read, retry_after_text,
-    uuid, write,
+    FaultQueue, Incoming, Reply, RequestLog, Server, Vendor, lock, parse_form, random_token, read,
+    retry_after_text, uuid, write,
 };
 use crate::data;
 
@@ -144,7 +146,9 @@ pub struct FakeHubspot {
 
 impl fmt::Debug for FakeHubspot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FakeHubspot").field("base_url", &self.server.base_url()).finish_non_exhaustive()
+        f.debug_struct("FakeHubspot")
+            .field("base_url", &self.server.base_url())
+            .finish_non_exhaustive()
     }
 }
 
@@ -213,6 +217,7 @@ impl ObjectType {
                 "company",
                 "city",
                 "country",
+                "zip",
                 "jobtitle",
                 "lifecyclestage",
                 "hs_lead_status",
@@ -247,6 +252,8 @@ struct HubRecord {
     created: DateTime<Utc>,
     modified: DateTime<Utc>,
     archived_at: Option<DateTime<Utc>>,
+    /// Fault injection: top-level fields that replace the rendered ones (see [`FakeHubspot::corrupt`]).
+    corrupted: Option<Map<String, Value>>,
 }
 
 #[derive(Debug)]
@@ -262,11 +269,22 @@ struct ObjectStore {
 
 impl ObjectStore {
     fn new(kind: ObjectType, first_id: u64) -> Self {
-        let mut schema: BTreeSet<String> = kind.generated_properties().iter().map(|p| (*p).to_owned()).collect();
+        let mut schema: BTreeSet<String> = kind
+            .generated_properties()
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect();
         for system in ["hs_object_id", "createdate", kind.modified_property()] {
             schema.insert(system.to_owned());
         }
-        Self { kind, records: BTreeMap::new(), by_modified: BTreeSet::new(), schema, next_id: first_id, live: 0 }
+        Self {
+            kind,
+            records: BTreeMap::new(),
+            by_modified: BTreeSet::new(),
+            schema,
+            next_id: first_id,
+            live: 0,
+        }
     }
 
     fn allocate(&mut self, gap: u64) -> u64 {
@@ -277,14 +295,16 @@ impl ObjectStore {
 
     fn index(&mut self, id: u64, record: &HubRecord) {
         if record.archived_at.is_none() {
-            self.by_modified.insert((record.modified.timestamp_millis(), id));
+            self.by_modified
+                .insert((record.modified.timestamp_millis(), id));
             self.live += 1;
         }
     }
 
     fn unindex(&mut self, id: u64, record: &HubRecord) {
         if record.archived_at.is_none() {
-            self.by_modified.remove(&(record.modified.timestamp_millis(), id));
+            self.by_modified
+                .remove(&(record.modified.timestamp_millis(), id));
             self.live -= 1;
         }
     }
@@ -304,7 +324,9 @@ impl ObjectStore {
     }
 
     fn modify(&mut self, id: u64, change: impl FnOnce(&mut HubRecord)) -> bool {
-        let Some(mut record) = self.records.remove(&id) else { return false };
+        let Some(mut record) = self.records.remove(&id) else {
+            return false;
+        };
         self.unindex(id, &record);
         change(&mut record);
         self.index(id, &record);
@@ -313,7 +335,9 @@ impl ObjectStore {
     }
 
     fn live(&self, id: u64) -> bool {
-        self.records.get(&id).is_some_and(|r| r.archived_at.is_none())
+        self.records
+            .get(&id)
+            .is_some_and(|r| r.archived_at.is_none())
     }
 
     /// A property as HubSpot would return it (system properties derived from the record).
@@ -354,7 +378,11 @@ impl HubData {
     }
 
     fn primary_company(&self, contact: u64) -> Option<u64> {
-        self.contact_companies.get(&contact)?.iter().copied().find(|c| self.companies.live(*c))
+        self.contact_companies
+            .get(&contact)?
+            .iter()
+            .copied()
+            .find(|c| self.companies.live(*c))
     }
 
     /// Live associated ids of `id` (of `from`) and whether each is the primary pair.
@@ -403,8 +431,8 @@ struct Inner {
     ttl: Duration,
     limits: Mutex<Limits>,
     data: RwLock<HubData>,
-    /// Issued OAuth access tokens and when each expires.
-    tokens: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// Issued OAuth access tokens and when each expires (Tokio's clock, so paused-time tests can age them).
+    tokens: Mutex<HashMap<String, Instant>>,
     usage: Mutex<HashMap<String, Usage>>,
     faults: FaultQueue,
     log: RequestLog,
@@ -420,7 +448,9 @@ fn iso(at: DateTime<Utc>) -> String {
 }
 
 fn truncate_ms(at: DateTime<Utc>) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(at.timestamp_millis()).single().unwrap_or(at)
+    Utc.timestamp_millis_opt(at.timestamp_millis())
+        .single()
+        .unwrap_or(at)
 }
 
 fn from_ms(ms: i64) -> DateTime<Utc> {
@@ -451,15 +481,27 @@ fn error_reply(status: StatusCode, message: &str, category: &str) -> Reply {
 }
 
 fn validation(message: impl AsRef<str>) -> Reply {
-    error_reply(StatusCode::BAD_REQUEST, message.as_ref(), "VALIDATION_ERROR")
+    error_reply(
+        StatusCode::BAD_REQUEST,
+        message.as_ref(),
+        "VALIDATION_ERROR",
+    )
 }
 
 fn unknown_type(name: &str) -> Reply {
-    error_reply(StatusCode::BAD_REQUEST, &format!("Unable to infer object type from: {name}"), "OBJECT_NOT_FOUND")
+    error_reply(
+        StatusCode::BAD_REQUEST,
+        &format!("Unable to infer object type from: {name}"),
+        "OBJECT_NOT_FOUND",
+    )
 }
 
 fn not_found() -> Reply {
-    error_reply(StatusCode::NOT_FOUND, "resource not found", "OBJECT_NOT_FOUND")
+    error_reply(
+        StatusCode::NOT_FOUND,
+        "resource not found",
+        "OBJECT_NOT_FOUND",
+    )
 }
 
 fn rate_limited(message: &str, policy: &str) -> Reply {
@@ -572,17 +614,23 @@ fn operand(kind: PropKind, prop: &str, raw: &Value) -> Result<Operand, Reply> {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
-        _ => return Err(validation(format!("Invalid filter value for property {prop}: {raw}"))),
+        _ => {
+            return Err(validation(format!(
+                "Invalid filter value for property {prop}: {raw}"
+            )));
+        }
     };
     match kind {
-        PropKind::Date => parse_date_ms(&text)
-            .map(Operand::Ms)
-            .ok_or_else(|| validation(format!("{text} is not a valid date value for property {prop}"))),
-        PropKind::Number => text
-            .trim()
-            .parse::<f64>()
-            .map(Operand::Num)
-            .map_err(|_| validation(format!("{text} is not a valid number for property {prop}"))),
+        PropKind::Date => parse_date_ms(&text).map(Operand::Ms).ok_or_else(|| {
+            validation(format!(
+                "{text} is not a valid date value for property {prop}"
+            ))
+        }),
+        PropKind::Number => {
+            text.trim().parse::<f64>().map(Operand::Num).map_err(|_| {
+                validation(format!("{text} is not a valid number for property {prop}"))
+            })
+        }
         PropKind::Text => Ok(Operand::Text(text.to_lowercase())),
     }
 }
@@ -615,20 +663,39 @@ fn parse_filter(kind: ObjectType, raw: &Value, schema: &BTreeSet<String>) -> Res
         "NOT_CONTAINS_TOKEN" => Op::NotContainsToken,
         other => return Err(validation(format!("Unknown filter operator: {other}"))),
     };
-    let pkind = if matches!(op, Op::ContainsToken | Op::NotContainsToken) { PropKind::Text } else { prop_kind(kind, &prop) };
-    let mut filter = Filter { prop, op, value: None, high: None, values: Vec::new() };
+    let pkind = if matches!(op, Op::ContainsToken | Op::NotContainsToken) {
+        PropKind::Text
+    } else {
+        prop_kind(kind, &prop)
+    };
+    let mut filter = Filter {
+        prop,
+        op,
+        value: None,
+        high: None,
+        values: Vec::new(),
+    };
     match op {
         Op::Has | Op::NotHas => {}
         Op::In | Op::NotIn => {
-            let values = raw
-                .get("values")
-                .and_then(Value::as_array)
-                .ok_or_else(|| validation(format!("Operator {op:?} needs `values` for {}", filter.prop)))?;
-            filter.values = values.iter().map(|v| operand(pkind, &filter.prop, v)).collect::<Result<_, _>>()?;
+            let values = raw.get("values").and_then(Value::as_array).ok_or_else(|| {
+                validation(format!(
+                    "Operator {op:?} needs `values` for {}",
+                    filter.prop
+                ))
+            })?;
+            filter.values = values
+                .iter()
+                .map(|v| operand(pkind, &filter.prop, v))
+                .collect::<Result<_, _>>()?;
         }
         Op::Between => {
-            let value = raw.get("value").ok_or_else(|| validation("BETWEEN needs `value`"))?;
-            let high = raw.get("highValue").ok_or_else(|| validation("BETWEEN needs `highValue`"))?;
+            let value = raw
+                .get("value")
+                .ok_or_else(|| validation("BETWEEN needs `value`"))?;
+            let high = raw
+                .get("highValue")
+                .ok_or_else(|| validation("BETWEEN needs `highValue`"))?;
             filter.value = Some(operand(pkind, &filter.prop, value)?);
             filter.high = Some(operand(pkind, &filter.prop, high)?);
         }
@@ -643,11 +710,19 @@ fn parse_filter(kind: ObjectType, raw: &Value, schema: &BTreeSet<String>) -> Res
 }
 
 /// A record's value for a filter, typed like the operand.
-fn record_operand(store: &ObjectStore, id: u64, record: &HubRecord, prop: &str, pkind: PropKind) -> Option<Operand> {
+fn record_operand(
+    store: &ObjectStore,
+    id: u64,
+    record: &HubRecord,
+    prop: &str,
+    pkind: PropKind,
+) -> Option<Operand> {
     match prop {
         "hs_object_id" => Some(Operand::Num(id as f64)),
         "createdate" => Some(Operand::Ms(record.created.timestamp_millis())),
-        p if p == store.kind.modified_property() => Some(Operand::Ms(record.modified.timestamp_millis())),
+        p if p == store.kind.modified_property() => {
+            Some(Operand::Ms(record.modified.timestamp_millis()))
+        }
         p => {
             let text = record.props.get(p)?;
             match pkind {
@@ -694,8 +769,11 @@ impl Filter {
             (Some(a), Some(b)) => compare(a, b),
             _ => None,
         };
-        let equal_any =
-            || self.values.iter().any(|v| actual.as_ref().and_then(|a| compare(a, v)) == Some(Equal));
+        let equal_any = || {
+            self.values
+                .iter()
+                .any(|v| actual.as_ref().and_then(|a| compare(a, v)) == Some(Equal))
+        };
         match self.op {
             Op::Has => actual.is_some(),
             Op::NotHas => actual.is_none(),
@@ -713,7 +791,9 @@ impl Filter {
             Op::NotIn => !equal_any(),
             Op::ContainsToken | Op::NotContainsToken => {
                 let found = match (&actual, &self.value) {
-                    (Some(Operand::Text(value)), Some(Operand::Text(pattern))) => token_matches(value, pattern),
+                    (Some(Operand::Text(value)), Some(Operand::Text(pattern))) => {
+                        token_matches(value, pattern)
+                    }
                     _ => false,
                 };
                 found == (self.op == Op::ContainsToken)
@@ -742,8 +822,13 @@ impl Pager {
 fn json_u64(value: Option<&Value>, default: u64, name: &str) -> Result<u64, Reply> {
     match value {
         None | Some(Value::Null) => Ok(default),
-        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| validation(format!("Invalid {name}: {n}"))),
-        Some(Value::String(s)) => s.trim().parse::<u64>().map_err(|_| validation(format!("Invalid {name}: {s}"))),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .ok_or_else(|| validation(format!("Invalid {name}: {n}"))),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| validation(format!("Invalid {name}: {s}"))),
         Some(other) => Err(validation(format!("Invalid {name}: {other}"))),
     }
 }
@@ -756,10 +841,14 @@ enum Selection {
 
 impl Selection {
     fn names(&self, kind: ObjectType) -> BTreeSet<String> {
-        let mut names: BTreeSet<String> =
-            ["hs_object_id", "createdate", kind.modified_property()].iter().map(|s| (*s).to_owned()).collect();
+        let mut names: BTreeSet<String> = ["hs_object_id", "createdate", kind.modified_property()]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
         match self {
-            Selection::Default => names.extend(kind.default_properties().iter().map(|s| (*s).to_owned())),
+            Selection::Default => {
+                names.extend(kind.default_properties().iter().map(|s| (*s).to_owned()))
+            }
             Selection::Named(list) => names.extend(list.iter().cloned()),
         }
         names
@@ -796,6 +885,9 @@ fn render(
     if let Some(at) = record.archived_at {
         object.insert("archivedAt".into(), Value::String(iso(at)));
     }
+    if let Some(fields) = &record.corrupted {
+        object.extend(fields.clone());
+    }
     let mut assoc = Map::new();
     for target in associations {
         if *target != kind.other() {
@@ -822,12 +914,23 @@ fn render(
 }
 
 fn split_list(values: &mut Vec<String>, raw: &str) {
-    values.extend(raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
+    values.extend(
+        raw.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+    );
 }
 
 impl Inner {
     fn authenticate(&self, request: &Incoming) -> Result<Principal, Reply> {
-        let unauthorized = || error_reply(StatusCode::UNAUTHORIZED, NO_CREDENTIALS, "INVALID_AUTHENTICATION");
+        let unauthorized = || {
+            error_reply(
+                StatusCode::UNAUTHORIZED,
+                NO_CREDENTIALS,
+                "INVALID_AUTHENTICATION",
+            )
+        };
         let header = request.header("authorization").ok_or_else(unauthorized)?;
         let (scheme, token) = header.trim().split_once(' ').ok_or_else(unauthorized)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
@@ -837,11 +940,16 @@ impl Inner {
         if self.private_app_token.as_deref() == Some(token) {
             return Ok(Principal::PrivateApp(token.to_owned()));
         }
-        let expires = lock(&self.tokens).get(token).copied().ok_or_else(unauthorized)?;
-        let now = Utc::now();
+        let expires = lock(&self.tokens)
+            .get(token)
+            .copied()
+            .ok_or_else(unauthorized)?;
+        let now = Instant::now();
         if now < expires {
             return Ok(Principal::OAuth);
         }
+        let ago = now.duration_since(expires);
+        let expired_at = Utc::now() - chrono::Duration::from_std(ago).unwrap_or_default();
         let correlation = uuid();
         Err(Reply::json(
             StatusCode::UNAUTHORIZED,
@@ -850,18 +958,22 @@ impl Inner {
                 "status": "error",
                 "message": format!(
                     "The OAuth token used to make this call expired {} ago.",
-                    duration_ago((now - expires).num_seconds())
+                    duration_ago(i64::try_from(ago.as_secs()).unwrap_or(i64::MAX))
                 ),
                 "correlationId": correlation,
                 "category": "EXPIRED_AUTHENTICATION",
-                "context": {"expire time": [iso(expires)]},
+                "context": {"expire time": [iso(expired_at)]},
             }),
         )
         .header("x-hubspot-correlation-id", correlation))
     }
 
     /// Counts the request against the rate limits, or refuses it.
-    fn admit(&self, principal: &Principal, search: bool) -> Result<Vec<(HeaderName, String)>, Reply> {
+    fn admit(
+        &self,
+        principal: &Principal,
+        search: bool,
+    ) -> Result<Vec<(HeaderName, String)>, Reply> {
         let limits = *lock(&self.limits);
         let (key, private) = match principal {
             Principal::PrivateApp(token) => (format!("private-app:{token}"), true),
@@ -870,10 +982,18 @@ impl Inner {
         let now = Instant::now();
         let mut usage_map = lock(&self.usage);
         let usage = usage_map.entry(key).or_default();
-        while usage.window.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+        while usage
+            .window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+        {
             usage.window.pop_front();
         }
-        while usage.search.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1)) {
+        while usage
+            .search
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
             usage.search.pop_front();
         }
         let daily_max = |max: u32| match max {
@@ -885,26 +1005,44 @@ impl Inner {
             let mut headers = Vec::new();
             if let Some(max) = limits.per_10s {
                 let used = usage.window.len() as u64;
-                headers.push((HeaderName::from_static("x-hubspot-ratelimit-max"), max.to_string()));
+                headers.push((
+                    HeaderName::from_static("x-hubspot-ratelimit-max"),
+                    max.to_string(),
+                ));
                 headers.push((
                     HeaderName::from_static("x-hubspot-ratelimit-remaining"),
                     u64::from(max).saturating_sub(used).to_string(),
                 ));
-                headers.push((HeaderName::from_static("x-hubspot-ratelimit-interval-milliseconds"), "10000".into()));
+                headers.push((
+                    HeaderName::from_static("x-hubspot-ratelimit-interval-milliseconds"),
+                    "10000".into(),
+                ));
                 if private {
                     let daily = daily_max(max);
                     let secondly = (max / 10).max(1);
-                    let last_second =
-                        usage.window.iter().rev().take_while(|t| now.duration_since(**t) < Duration::from_secs(1)).count();
-                    headers.push((HeaderName::from_static("x-hubspot-ratelimit-daily"), daily.to_string()));
+                    let last_second = usage
+                        .window
+                        .iter()
+                        .rev()
+                        .take_while(|t| now.duration_since(**t) < Duration::from_secs(1))
+                        .count();
+                    headers.push((
+                        HeaderName::from_static("x-hubspot-ratelimit-daily"),
+                        daily.to_string(),
+                    ));
                     headers.push((
                         HeaderName::from_static("x-hubspot-ratelimit-daily-remaining"),
                         daily.saturating_sub(usage.daily).to_string(),
                     ));
-                    headers.push((HeaderName::from_static("x-hubspot-ratelimit-secondly"), secondly.to_string()));
+                    headers.push((
+                        HeaderName::from_static("x-hubspot-ratelimit-secondly"),
+                        secondly.to_string(),
+                    ));
                     headers.push((
                         HeaderName::from_static("x-hubspot-ratelimit-secondly-remaining"),
-                        u64::from(secondly).saturating_sub(last_second as u64).to_string(),
+                        u64::from(secondly)
+                            .saturating_sub(last_second as u64)
+                            .to_string(),
                     ));
                 }
             }
@@ -912,17 +1050,25 @@ impl Inner {
         };
         if let Some(max) = limits.per_10s {
             if usage.window.len() >= max as usize {
-                return Err(rate_limited("You have reached your ten_secondly_rolling limit.", "TEN_SECONDLY_ROLLING")
-                    .headers(headers(usage)));
+                return Err(rate_limited(
+                    "You have reached your ten_secondly_rolling limit.",
+                    "TEN_SECONDLY_ROLLING",
+                )
+                .headers(headers(usage)));
             }
             if private && usage.daily >= daily_max(max) {
-                return Err(rate_limited("You have reached your daily limit.", "DAILY").headers(headers(usage)));
+                return Err(rate_limited("You have reached your daily limit.", "DAILY")
+                    .headers(headers(usage)));
             }
         }
-        if search && let Some(per_second) = limits.search_per_second {
-            if usage.search.len() >= per_second as usize {
-                return Err(rate_limited("You have reached your secondly limit.", "SECONDLY").headers(headers(usage)));
-            }
+        if search
+            && let Some(per_second) = limits.search_per_second
+            && usage.search.len() >= per_second as usize
+        {
+            return Err(
+                rate_limited("You have reached your secondly limit.", "SECONDLY")
+                    .headers(headers(usage)),
+            );
         }
         usage.window.push_back(now);
         if search {
@@ -933,7 +1079,9 @@ impl Inner {
     }
 
     fn oauth_token(&self, request: &Incoming) -> Reply {
-        let form: HashMap<String, String> = parse_form(&String::from_utf8_lossy(&request.body)).into_iter().collect();
+        let form: HashMap<String, String> = parse_form(&String::from_utf8_lossy(&request.body))
+            .into_iter()
+            .collect();
         let bad = |status: &str, message: &str| {
             Reply::json(
                 StatusCode::BAD_REQUEST,
@@ -944,7 +1092,9 @@ impl Inner {
         if form.get("grant_type").map(String::as_str) != Some("refresh_token") {
             return bad("BAD_GRANT_TYPE", "missing or unknown grant type");
         }
-        let Some(oauth) = &self.oauth else { return bad("BAD_CLIENT_ID", "missing or invalid client_id") };
+        let Some(oauth) = &self.oauth else {
+            return bad("BAD_CLIENT_ID", "missing or invalid client_id");
+        };
         if form.get("client_id") != Some(&oauth.client_id) {
             return bad("BAD_CLIENT_ID", "missing or invalid client_id");
         }
@@ -955,8 +1105,10 @@ impl Inner {
             return bad("BAD_REFRESH_TOKEN", "missing or invalid refresh token");
         }
         let token = format!("C{}", random_token(79));
-        let ttl = chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::MAX);
-        let expires = Utc::now().checked_add_signed(ttl).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let now = Instant::now();
+        let expires = now
+            .checked_add(self.ttl)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
         lock(&self.tokens).insert(token.clone(), expires);
         Reply::json(
             StatusCode::OK,
@@ -971,7 +1123,9 @@ impl Inner {
     }
 
     fn list(&self, type_name: &str, request: &Incoming) -> Reply {
-        let Some(kind) = ObjectType::parse(type_name) else { return unknown_type(type_name) };
+        let Some(kind) = ObjectType::parse(type_name) else {
+            return unknown_type(type_name);
+        };
         let params = request.query_pairs();
         let mut limit = 10usize;
         let mut after = None;
@@ -982,7 +1136,11 @@ impl Inner {
             match key.as_str() {
                 "limit" => match value.trim().parse::<usize>() {
                     Ok(n) if (1..=LIST_MAX).contains(&n) => limit = n,
-                    _ => return validation(format!("limit must be between 1 and {LIST_MAX}, got {value}")),
+                    _ => {
+                        return validation(format!(
+                            "limit must be between 1 and {LIST_MAX}, got {value}"
+                        ));
+                    }
                 },
                 "after" => match decode_after(value) {
                     Some(id) => after = Some(id),
@@ -998,17 +1156,24 @@ impl Inner {
                 _ => {}
             }
         }
-        let associations: Vec<ObjectType> = associations.iter().filter_map(|a| ObjectType::parse(a)).collect();
+        let associations: Vec<ObjectType> = associations
+            .iter()
+            .filter_map(|a| ObjectType::parse(a))
+            .collect();
         let selection = properties.map_or(Selection::Default, Selection::Named);
         let names = selection.names(kind);
         let data = read(&self.data);
         let store = data.store(kind);
-        let mut matching =
-            store.records.range(after.unwrap_or(0)..).filter(|(_, record)| record.archived_at.is_some() == archived);
+        let mut matching = store
+            .records
+            .range(after.unwrap_or(0)..)
+            .filter(|(_, record)| record.archived_at.is_some() == archived);
         let page: Vec<(&u64, &HubRecord)> = matching.by_ref().take(limit).collect();
         let next = matching.next().map(|(id, _)| *id);
-        let results: Vec<Value> =
-            page.iter().map(|(id, record)| render(&data, kind, **id, record, &names, &associations)).collect();
+        let results: Vec<Value> = page
+            .iter()
+            .map(|(id, record)| render(&data, kind, **id, record, &names, &associations))
+            .collect();
         drop(data);
         let mut body = json!({ "results": results });
         if let Some(next) = next {
@@ -1027,7 +1192,9 @@ impl Inner {
     }
 
     fn get_one(&self, type_name: &str, id_text: &str, request: &Incoming) -> Reply {
-        let Some(kind) = ObjectType::parse(type_name) else { return unknown_type(type_name) };
+        let Some(kind) = ObjectType::parse(type_name) else {
+            return unknown_type(type_name);
+        };
         let mut properties: Option<Vec<String>> = None;
         let mut associations = Vec::new();
         let mut archived = false;
@@ -1041,34 +1208,56 @@ impl Inner {
                 _ => {}
             }
         }
-        let associations: Vec<ObjectType> = associations.iter().filter_map(|a| ObjectType::parse(a)).collect();
-        let names = properties.map_or(Selection::Default, Selection::Named).names(kind);
+        let associations: Vec<ObjectType> = associations
+            .iter()
+            .filter_map(|a| ObjectType::parse(a))
+            .collect();
+        let names = properties
+            .map_or(Selection::Default, Selection::Named)
+            .names(kind);
         let data = read(&self.data);
         let store = data.store(kind);
         let found = match id_property.as_deref() {
-            None | Some("hs_object_id") => id_text.parse::<u64>().ok().and_then(|id| store.records.get_key_value(&id)),
+            None | Some("hs_object_id") => id_text
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| store.records.get_key_value(&id)),
             Some(prop) => store.records.iter().find(|(id, record)| {
-                store.value(**id, record, prop).is_some_and(|v| v.eq_ignore_ascii_case(id_text))
+                store
+                    .value(**id, record, prop)
+                    .is_some_and(|v| v.eq_ignore_ascii_case(id_text))
             }),
         };
         match found {
-            Some((id, record)) if record.archived_at.is_some() == archived => {
-                Reply::json(StatusCode::OK, JSON, &render(&data, kind, *id, record, &names, &associations))
-            }
+            Some((id, record)) if record.archived_at.is_some() == archived => Reply::json(
+                StatusCode::OK,
+                JSON,
+                &render(&data, kind, *id, record, &names, &associations),
+            ),
             _ => not_found(),
         }
     }
 
     fn search(&self, type_name: &str, request: &Incoming) -> Reply {
-        let Some(kind) = ObjectType::parse(type_name) else { return unknown_type(type_name) };
+        let Some(kind) = ObjectType::parse(type_name) else {
+            return unknown_type(type_name);
+        };
         let body: Value = match serde_json::from_slice(&request.body) {
             Ok(value @ Value::Object(_)) => value,
             Ok(_) => return validation("Invalid input JSON: expected an object"),
-            Err(err) => return validation(format!("Invalid input JSON on line {}, column {}: {err}", err.line(), err.column())),
+            Err(err) => {
+                return validation(format!(
+                    "Invalid input JSON on line {}, column {}: {err}",
+                    err.line(),
+                    err.column()
+                ));
+            }
         };
         let limit = match json_u64(body.get("limit"), 10, "limit") {
             Ok(n) if (1..=SEARCH_MAX as u64).contains(&n) => n,
-            Ok(n) => return validation(format!("limit must be between 1 and {SEARCH_MAX}, got {n}")),
+            Ok(n) => {
+                return validation(format!("limit must be between 1 and {SEARCH_MAX}, got {n}"));
+            }
             Err(reply) => return reply,
         };
         let after = match json_u64(body.get("after"), 0, "after") {
@@ -1083,27 +1272,44 @@ impl Inner {
         let properties = match body.get("properties") {
             None | Some(Value::Null) => Selection::Default,
             Some(Value::Array(items)) if items.is_empty() => Selection::Default,
-            Some(Value::Array(items)) => {
-                Selection::Named(items.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-            }
+            Some(Value::Array(items)) => Selection::Named(
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect(),
+            ),
             Some(other) => return validation(format!("properties must be an array, got {other}")),
         };
-        let query = body.get("query").and_then(Value::as_str).map(|q| q.trim().to_lowercase()).filter(|q| !q.is_empty());
+        let query = body
+            .get("query")
+            .and_then(Value::as_str)
+            .map(|q| q.trim().to_lowercase())
+            .filter(|q| !q.is_empty());
         let data = read(&self.data);
         let store = data.store(kind);
 
         let groups_raw = match body.get("filterGroups") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(groups)) => groups.clone(),
-            Some(other) => return validation(format!("filterGroups must be an array, got {other}")),
+            Some(other) => {
+                return validation(format!("filterGroups must be an array, got {other}"));
+            }
         };
         if groups_raw.len() > MAX_GROUPS {
-            return validation(format!("Too many filter groups: {} (at most {MAX_GROUPS})", groups_raw.len()));
+            return validation(format!(
+                "Too many filter groups: {} (at most {MAX_GROUPS})",
+                groups_raw.len()
+            ));
         }
         let mut groups: Vec<Vec<Filter>> = Vec::new();
         let mut filter_count = 0;
         for group in &groups_raw {
-            let filters = group.get("filters").and_then(Value::as_array).cloned().unwrap_or_default();
+            let filters = group
+                .get("filters")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             if filters.len() > MAX_FILTERS_PER_GROUP {
                 return validation(format!(
                     "Too many filters in a group: {} (at most {MAX_FILTERS_PER_GROUP})",
@@ -1121,7 +1327,9 @@ impl Inner {
             groups.push(compiled);
         }
         if filter_count > MAX_FILTERS {
-            return validation(format!("Too many filters: {filter_count} (at most {MAX_FILTERS})"));
+            return validation(format!(
+                "Too many filters: {filter_count} (at most {MAX_FILTERS})"
+            ));
         }
 
         let sorts = match body.get("sorts") {
@@ -1142,7 +1350,11 @@ impl Inner {
                 let Some(prop) = sort.get("propertyName").and_then(Value::as_str) else {
                     return validation("Every sort needs a propertyName");
                 };
-                let descending = match sort.get("direction").and_then(Value::as_str).unwrap_or("ASCENDING") {
+                let descending = match sort
+                    .get("direction")
+                    .and_then(Value::as_str)
+                    .unwrap_or("ASCENDING")
+                {
                     "ASCENDING" => false,
                     "DESCENDING" => true,
                     other => return validation(format!("Invalid sort direction: {other}")),
@@ -1159,14 +1371,25 @@ impl Inner {
 
         let matches = |id: u64, record: &HubRecord| {
             record.archived_at.is_none()
-                && (groups.is_empty() || groups.iter().any(|g| g.iter().all(|f| f.matches(store, id, record))))
-                && query.as_ref().is_none_or(|q| {
-                    kind.query_properties()
+                && (groups.is_empty()
+                    || groups
                         .iter()
-                        .any(|p| record.props.get(*p).is_some_and(|v| v.to_lowercase().contains(q.as_str())))
+                        .any(|g| g.iter().all(|f| f.matches(store, id, record))))
+                && query.as_ref().is_none_or(|q| {
+                    kind.query_properties().iter().any(|p| {
+                        record
+                            .props
+                            .get(*p)
+                            .is_some_and(|v| v.to_lowercase().contains(q.as_str()))
+                    })
                 })
         };
-        let mut pager = Pager { after: after as usize, limit: limit as usize, total: 0, page: Vec::new() };
+        let mut pager = Pager {
+            after: after as usize,
+            limit: limit as usize,
+            total: 0,
+            page: Vec::new(),
+        };
         if sort_prop == "hs_object_id" {
             let mut walk = |(id, record): (&u64, &HubRecord)| {
                 if matches(*id, record) {
@@ -1203,14 +1426,22 @@ impl Inner {
                 let by_value = match (a, b) {
                     (Some(a), Some(b)) => {
                         let ordering = compare(a, b).unwrap_or(std::cmp::Ordering::Equal);
-                        if descending { ordering.reverse() } else { ordering }
+                        if descending {
+                            ordering.reverse()
+                        } else {
+                            ordering
+                        }
                     }
                     // Records without a value come last either way.
                     (Some(_), None) => std::cmp::Ordering::Less,
                     (None, Some(_)) => std::cmp::Ordering::Greater,
                     (None, None) => std::cmp::Ordering::Equal,
                 };
-                by_value.then(if descending { b_id.cmp(a_id) } else { a_id.cmp(b_id) })
+                by_value.then(if descending {
+                    b_id.cmp(a_id)
+                } else {
+                    a_id.cmp(b_id)
+                })
             });
             keyed.iter().for_each(|(_, id)| pager.offer(*id));
         }
@@ -1219,7 +1450,12 @@ impl Inner {
         let results: Vec<Value> = pager
             .page
             .iter()
-            .filter_map(|id| store.records.get(id).map(|record| render(&data, kind, *id, record, &names, &[])))
+            .filter_map(|id| {
+                store
+                    .records
+                    .get(id)
+                    .map(|record| render(&data, kind, *id, record, &names, &[]))
+            })
             .collect();
         drop(data);
         let mut body = json!({ "total": pager.total, "results": results });
@@ -1231,22 +1467,37 @@ impl Inner {
     }
 
     fn batch_read_associations(&self, from_name: &str, to_name: &str, request: &Incoming) -> Reply {
-        let Some(from) = ObjectType::parse(from_name) else { return unknown_type(from_name) };
-        let Some(to) = ObjectType::parse(to_name) else { return unknown_type(to_name) };
+        let Some(from) = ObjectType::parse(from_name) else {
+            return unknown_type(from_name);
+        };
+        let Some(to) = ObjectType::parse(to_name) else {
+            return unknown_type(to_name);
+        };
         if from == to {
-            return validation(format!("No association types exist from {} to {}", from.plural(), to.plural()));
+            return validation(format!(
+                "No association types exist from {} to {}",
+                from.plural(),
+                to.plural()
+            ));
         }
         let body: Value = match serde_json::from_slice(&request.body) {
             Ok(value) => value,
             Err(err) => {
-                return validation(format!("Invalid input JSON on line {}, column {}: {err}", err.line(), err.column()));
+                return validation(format!(
+                    "Invalid input JSON on line {}, column {}: {err}",
+                    err.line(),
+                    err.column()
+                ));
             }
         };
         let Some(inputs) = body.get("inputs").and_then(Value::as_array) else {
             return validation("Invalid input JSON: `inputs` must be an array");
         };
         if inputs.len() > BATCH_MAX {
-            return validation(format!("Batch size {} is over the limit of {BATCH_MAX}", inputs.len()));
+            return validation(format!(
+                "Batch size {} is over the limit of {BATCH_MAX}",
+                inputs.len()
+            ));
         }
         let started = iso(Utc::now());
         let data = read(&self.data);
@@ -1332,7 +1583,10 @@ impl Vendor for Inner {
     }
 
     fn injected_rate_limit(&self, retry_after: Option<f64>) -> Reply {
-        let reply = rate_limited("You have reached your ten_secondly_rolling limit.", "TEN_SECONDLY_ROLLING");
+        let reply = rate_limited(
+            "You have reached your ten_secondly_rolling limit.",
+            "TEN_SECONDLY_ROLLING",
+        );
         match retry_after {
             Some(seconds) => reply.header("retry-after", retry_after_text(seconds, false)),
             None => reply,
@@ -1344,7 +1598,11 @@ impl Vendor for Inner {
             return if request.method == Method::POST {
                 self.oauth_token(request)
             } else {
-                error_reply(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", "VALIDATION_ERROR")
+                error_reply(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "Method not allowed",
+                    "VALIDATION_ERROR",
+                )
             };
         }
         let principal = match self.authenticate(request) {
@@ -1352,8 +1610,8 @@ impl Vendor for Inner {
             Err(reply) => return reply,
         };
         let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
-        let is_search =
-            request.method == Method::POST && matches!(segments.as_slice(), ["crm", "v3", "objects", _, "search"]);
+        let is_search = request.method == Method::POST
+            && matches!(segments.as_slice(), ["crm", "v3", "objects", _, "search"]);
         let headers = match self.admit(&principal, is_search) {
             Ok(headers) => headers,
             Err(reply) => return reply,
@@ -1377,11 +1635,21 @@ impl Vendor for Inner {
 // Seeding
 
 /// Evenly spread creation times with jitter, ascending, from three years ago to an hour ago (ms).
-fn spread_created(rng: &mut StdRng, index: usize, n: usize, now_ms: i64) -> i64 {
-    let start = now_ms - 3 * 365 * 86_400_000;
+fn spread_created(rng: &mut StdRng, index: usize, n: usize, floor_ms: i64, now_ms: i64) -> i64 {
     let end = now_ms - 3_600_000;
+    let start = (now_ms - 3 * 365 * 86_400_000).max(floor_ms).min(end);
     let step = ((end - start) / n.max(1) as i64).max(1);
-    start + step * index as i64 + rng.random_range(0..step)
+    (start + step * index as i64 + rng.random_range(0..step)).min(end)
+}
+
+/// Creation times of a new batch start after the newest existing record, so ids keep creation order.
+fn newest_created(store: &ObjectStore) -> i64 {
+    store
+        .records
+        .values()
+        .map(|r| r.created.timestamp_millis() + 1)
+        .max()
+        .unwrap_or(i64::MIN)
 }
 
 /// A modification time after `created`: half within a day, half anywhere up to a minute ago (ms).
@@ -1391,7 +1659,11 @@ fn spread_modified(rng: &mut StdRng, created: i64, now_ms: i64) -> i64 {
     if room <= 0 {
         return created;
     }
-    if rng.random_bool(0.5) { created + rng.random_range(0..=room.min(86_400_000)) } else { created + rng.random_range(0..=room) }
+    if rng.random_bool(0.5) {
+        created + rng.random_range(0..=room.min(86_400_000))
+    } else {
+        created + rng.random_range(0..=room)
+    }
 }
 
 fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
@@ -1438,6 +1710,7 @@ impl FakeHubspot {
         let mut rng = StdRng::seed_from_u64(seed);
         let now_ms = Utc::now().timestamp_millis();
         let mut data = write(&self.inner.data);
+        let floor_ms = newest_created(&data.contacts);
         let mut ids = Vec::with_capacity(n);
         for index in 0..n {
             data.seq += 1;
@@ -1452,32 +1725,62 @@ impl FakeHubspot {
             }
             if rng.random_bool(0.95) {
                 let domain = pick(&mut rng, data::EMAIL_DOMAINS);
-                let email =
-                    format!("{}.{}{}@{}", data::ascii_slug(first), data::ascii_slug(last), seq, domain);
+                let email = format!(
+                    "{}.{}{}@{}",
+                    data::ascii_slug(first),
+                    data::ascii_slug(last),
+                    seq,
+                    domain
+                );
                 props.insert("email".to_owned(), email);
             }
             if rng.random_bool(0.7) {
                 props.insert("phone".to_owned(), data::phone_free(&mut rng, place));
             }
             if rng.random_bool(0.6) {
-                let company = format!("{} {}", pick(&mut rng, data::COMPANY_STEMS), pick(&mut rng, data::COMPANY_SUFFIXES));
+                let company = format!(
+                    "{} {}",
+                    pick(&mut rng, data::COMPANY_STEMS),
+                    pick(&mut rng, data::COMPANY_SUFFIXES)
+                );
                 props.insert("company".to_owned(), company.trim().to_owned());
             }
             props.insert("city".to_owned(), place.city.to_owned());
             props.insert("country".to_owned(), place.country.to_owned());
+            if rng.random_bool(0.8) {
+                props.insert("zip".to_owned(), data::postal_code(&mut rng, place));
+            }
             if rng.random_bool(0.5) {
-                props.insert("jobtitle".to_owned(), (*pick(&mut rng, data::JOB_TITLES)).to_owned());
+                props.insert(
+                    "jobtitle".to_owned(),
+                    (*pick(&mut rng, data::JOB_TITLES)).to_owned(),
+                );
             }
-            props.insert("lifecyclestage".to_owned(), (*pick(&mut rng, data::LIFECYCLE_STAGES)).to_owned());
+            props.insert(
+                "lifecyclestage".to_owned(),
+                (*pick(&mut rng, data::LIFECYCLE_STAGES)).to_owned(),
+            );
             if rng.random_bool(0.4) {
-                props.insert("hs_lead_status".to_owned(), (*pick(&mut rng, data::LEAD_STATUSES)).to_owned());
+                props.insert(
+                    "hs_lead_status".to_owned(),
+                    (*pick(&mut rng, data::LEAD_STATUSES)).to_owned(),
+                );
             }
-            let created = spread_created(&mut rng, index, n, now_ms);
+            let created = spread_created(&mut rng, index, n, floor_ms, now_ms);
             let modified = spread_modified(&mut rng, created, now_ms);
             let gap = rng.random_range(1..=3);
             let store = &mut data.contacts;
             let id = store.allocate(gap);
-            store.upsert(id, HubRecord { props, created: from_ms(created), modified: from_ms(modified), archived_at: None });
+            store.upsert(
+                id,
+                HubRecord {
+                    corrupted: None,
+                    props,
+                    created: from_ms(created),
+                    modified: from_ms(modified),
+                    archived_at: None,
+                },
+            );
             ids.push(id.to_string());
         }
         ids
@@ -1489,6 +1792,7 @@ impl FakeHubspot {
         let mut rng = StdRng::seed_from_u64(seed);
         let now_ms = Utc::now().timestamp_millis();
         let mut data = write(&self.inner.data);
+        let floor_ms = newest_created(&data.companies);
         let mut ids = Vec::with_capacity(n);
         const TLDS: &[&str] = &["com", "io", "de", "fr", "co.uk", "net"];
         for index in 0..n {
@@ -1499,30 +1803,54 @@ impl FakeHubspot {
             let place = pick(&mut rng, data::PLACES);
             let domain = format!("{}{}.{}", data::ascii_slug(stem), seq, pick(&mut rng, TLDS));
             let mut props = BTreeMap::new();
-            props.insert("name".to_owned(), format!("{stem} {suffix}").trim().to_owned());
+            props.insert(
+                "name".to_owned(),
+                format!("{stem} {suffix}").trim().to_owned(),
+            );
             props.insert("domain".to_owned(), domain.clone());
             if rng.random_bool(0.8) {
                 props.insert("website".to_owned(), format!("https://www.{domain}"));
             }
-            props.insert("industry".to_owned(), (*pick(&mut rng, data::INDUSTRIES)).to_owned());
+            props.insert(
+                "industry".to_owned(),
+                (*pick(&mut rng, data::INDUSTRIES)).to_owned(),
+            );
             props.insert("city".to_owned(), place.city.to_owned());
             props.insert("country".to_owned(), place.country.to_owned());
             if rng.random_bool(0.7) {
                 props.insert("phone".to_owned(), data::phone_free(&mut rng, place));
             }
             if rng.random_bool(0.6) {
-                props.insert("numberofemployees".to_owned(), rng.random_range(1..5_000u32).to_string());
+                props.insert(
+                    "numberofemployees".to_owned(),
+                    rng.random_range(1..5_000u32).to_string(),
+                );
             }
             if rng.random_bool(0.4) {
-                props.insert("annualrevenue".to_owned(), (rng.random_range(10..50_000u64) * 1_000).to_string());
+                props.insert(
+                    "annualrevenue".to_owned(),
+                    (rng.random_range(10..50_000u64) * 1_000).to_string(),
+                );
             }
-            props.insert("lifecyclestage".to_owned(), (*pick(&mut rng, data::LIFECYCLE_STAGES)).to_owned());
-            let created = spread_created(&mut rng, index, n, now_ms);
+            props.insert(
+                "lifecyclestage".to_owned(),
+                (*pick(&mut rng, data::LIFECYCLE_STAGES)).to_owned(),
+            );
+            let created = spread_created(&mut rng, index, n, floor_ms, now_ms);
             let modified = spread_modified(&mut rng, created, now_ms);
             let gap = rng.random_range(1..=3);
             let store = &mut data.companies;
             let id = store.allocate(gap);
-            store.upsert(id, HubRecord { props, created: from_ms(created), modified: from_ms(modified), archived_at: None });
+            store.upsert(
+                id,
+                HubRecord {
+                    corrupted: None,
+                    props,
+                    created: from_ms(created),
+                    modified: from_ms(modified),
+                    archived_at: None,
+                },
+            );
             ids.push(id.to_string());
         }
         ids
@@ -1530,11 +1858,21 @@ impl FakeHubspot {
 
     /// Associates a contact with a company (both must exist). A contact's first company is its primary one.
     pub fn associate(&self, contact_id: &str, company_id: &str) {
-        let contact: u64 = contact_id.parse().unwrap_or_else(|_| panic!("testkit: bad contact id {contact_id:?}"));
-        let company: u64 = company_id.parse().unwrap_or_else(|_| panic!("testkit: bad company id {company_id:?}"));
+        let contact: u64 = contact_id
+            .parse()
+            .unwrap_or_else(|_| panic!("testkit: bad contact id {contact_id:?}"));
+        let company: u64 = company_id
+            .parse()
+            .unwrap_or_else(|_| panic!("testkit: bad company id {company_id:?}"));
         let mut data = write(&self.inner.data);
-        assert!(data.contacts.records.contains_key(&contact), "testkit: no contact {contact_id}");
-        assert!(data.companies.records.contains_key(&company), "testkit: no company {company_id}");
+        assert!(
+            data.contacts.records.contains_key(&contact),
+            "testkit: no contact {contact_id}"
+        );
+        assert!(
+            data.companies.records.contains_key(&company),
+            "testkit: no company {company_id}"
+        );
         let companies = data.contact_companies.entry(contact).or_default();
         if !companies.contains(&company) {
             companies.push(company);
@@ -1549,12 +1887,22 @@ impl FakeHubspot {
     /// Values become strings as in HubSpot (`null` and `""` mean no value). `modified_at` becomes
     /// `lastmodifieddate`/`updatedAt`; `createdate` may be given in `properties`, else a new contact is created
     /// at `modified_at` and a replaced one keeps its creation time. A replaced archived contact is restored.
-    pub fn put_contact(&self, id: Option<&str>, properties: Map<String, Value>, modified_at: DateTime<Utc>) -> String {
+    pub fn put_contact(
+        &self,
+        id: Option<&str>,
+        properties: Map<String, Value>,
+        modified_at: DateTime<Utc>,
+    ) -> String {
         self.put("contacts", id, properties, modified_at)
     }
 
     /// As [`put_contact`](Self::put_contact), for companies.
-    pub fn put_company(&self, id: Option<&str>, properties: Map<String, Value>, modified_at: DateTime<Utc>) -> String {
+    pub fn put_company(
+        &self,
+        id: Option<&str>,
+        properties: Map<String, Value>,
+        modified_at: DateTime<Utc>,
+    ) -> String {
         self.put("companies", id, properties, modified_at)
     }
 
@@ -1571,39 +1919,73 @@ impl FakeHubspot {
         let mut created = None;
         let mut props = BTreeMap::new();
         for (name, value) in &properties {
-            match name.as_str() {
-                "hs_object_id" | "lastmodifieddate" | "hs_lastmodifieddate" if name != "lastmodifieddate" || kind == ObjectType::Contacts => {}
-                "createdate" => created = property_text(value).and_then(|t| parse_date_ms(&t)).map(from_ms),
-                _ => {
-                    if let Some(text) = property_text(value) {
-                        props.insert(name.clone(), text);
-                    }
-                }
+            if name == "hs_object_id" || name == kind.modified_property() {
+                // System properties: the id and `modified_at` win.
+                continue;
+            }
+            if name == "createdate" {
+                created = property_text(value)
+                    .and_then(|t| parse_date_ms(&t))
+                    .map(from_ms);
+            } else if let Some(text) = property_text(value) {
+                props.insert(name.clone(), text);
             }
         }
         let mut data = write(&self.inner.data);
         let store = data.store_mut(kind);
         let id = match id {
-            Some(text) => text.parse::<u64>().unwrap_or_else(|_| panic!("testkit: HubSpot ids are numeric, got {text:?}")),
+            Some(text) => text
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("testkit: HubSpot ids are numeric, got {text:?}")),
             None => store.allocate(1),
         };
-        let created = created.or_else(|| store.records.get(&id).map(|r| r.created)).unwrap_or(modified);
-        store.upsert(id, HubRecord { props, created, modified, archived_at: None });
+        let created = created
+            .or_else(|| store.records.get(&id).map(|r| r.created))
+            .unwrap_or(modified);
+        store.upsert(
+            id,
+            HubRecord {
+                corrupted: None,
+                props,
+                created,
+                modified,
+                archived_at: None,
+            },
+        );
         id.to_string()
     }
 
     /// Sets the modified date (`lastmodifieddate`/`hs_lastmodifieddate` and `updatedAt`) of an object.
     pub fn touch(&self, object_type: &str, id: &str, modified_at: DateTime<Utc>) {
         let kind = ObjectType::expect(object_type);
-        let id_num: u64 = id.parse().unwrap_or_else(|_| panic!("testkit: bad id {id:?}"));
-        let changed = write(&self.inner.data).store_mut(kind).modify(id_num, |r| r.modified = truncate_ms(modified_at));
+        let id_num: u64 = id
+            .parse()
+            .unwrap_or_else(|_| panic!("testkit: bad id {id:?}"));
+        let changed = write(&self.inner.data)
+            .store_mut(kind)
+            .modify(id_num, |r| r.modified = truncate_ms(modified_at));
+        assert!(changed, "testkit: no {} with id {id}", kind.singular());
+    }
+
+    /// Fault injection: from now on the object is served with these top-level fields replaced (e.g.
+    /// `{"updatedAt": "not a date"}` or `{"properties": "oops"}`), as an API bug or a broken proxy would send it.
+    pub fn corrupt(&self, object_type: &str, id: &str, fields: Map<String, Value>) {
+        let kind = ObjectType::expect(object_type);
+        let id_num: u64 = id
+            .parse()
+            .unwrap_or_else(|_| panic!("testkit: bad id {id:?}"));
+        let changed = write(&self.inner.data)
+            .store_mut(kind)
+            .modify(id_num, |r| r.corrupted = Some(fields.clone()));
         assert!(changed, "testkit: no {} with id {id}", kind.singular());
     }
 
     /// Archives an object: it leaves lists (except `archived=true`), searches and counts.
     pub fn archive(&self, object_type: &str, id: &str) {
         let kind = ObjectType::expect(object_type);
-        let id_num: u64 = id.parse().unwrap_or_else(|_| panic!("testkit: bad id {id:?}"));
+        let id_num: u64 = id
+            .parse()
+            .unwrap_or_else(|_| panic!("testkit: bad id {id:?}"));
         let now = truncate_ms(Utc::now());
         let changed = write(&self.inner.data).store_mut(kind).modify(id_num, |r| {
             if r.archived_at.is_none() {
@@ -1620,7 +2002,7 @@ impl FakeHubspot {
 
     /// Every OAuth access token issued so far expires now (401 `EXPIRED_AUTHENTICATION`); new grants still work.
     pub fn expire_access_tokens(&self) {
-        let now = Utc::now() - chrono::Duration::milliseconds(1);
+        let now = Instant::now();
         for expires in lock(&self.inner.tokens).values_mut() {
             if *expires > now {
                 *expires = now;
@@ -1645,6 +2027,8 @@ impl FakeHubspot {
 
     /// Live (non-archived) objects of a type.
     pub fn count(&self, object_type: &str) -> usize {
-        read(&self.inner.data).store(ObjectType::expect(object_type)).live
+        read(&self.inner.data)
+            .store(ObjectType::expect(object_type))
+            .live
     }
 }

@@ -7,16 +7,12 @@ use std::sync::Mutex;
 
 use spindle_config::FileSourceSettings;
 use spindle_model::{JobCounts, RecordKey};
-use spindle_store::{OpenOptions, ProfileStore, SqlStore, StoreUrl};
+use spindle_store::{ProfileStore, SqlStore};
 use tokio_util::sync::CancellationToken;
 
 use super::FileSource;
+use crate::test_support::{run_all, temp_store};
 use crate::{NoProgress, Progress, SourceError, run_source};
-
-async fn store(dir: &Path) -> SqlStore {
-    let url = StoreUrl::parse("sqlite://spindle.db", dir, None).unwrap();
-    SqlStore::open(&url, &OpenOptions::default()).await.unwrap()
-}
 
 fn settings(path: PathBuf, id: Option<&str>, batch_size: usize) -> FileSourceSettings {
     FileSourceSettings {
@@ -47,17 +43,7 @@ fn append(path: &Path, text: &str) {
 }
 
 async fn run(source: &mut FileSource, store: &SqlStore) -> JobCounts {
-    let (counts, cancelled) = run_source(
-        "people",
-        source,
-        store,
-        &CancellationToken::new(),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
-    assert!(!cancelled);
-    counts
+    run_all("people", source, store).await.unwrap()
 }
 
 const HEADER: &str = "Id,Email,Phone,First Name\n";
@@ -70,7 +56,7 @@ async fn appended_rows_are_the_only_ones_read_again() {
         &path,
         &format!("{HEADER}1,ada@example.com,,Ada\n2,,+33 6 12 34 56 78,Grace\n"),
     );
-    let store = store(dir.path()).await;
+    let (store, _store_dir) = temp_store().await;
     let mut source = FileSource::csv(settings(path.clone(), Some("Id"), 1000));
 
     let first = run(&mut source, &store).await;
@@ -123,7 +109,7 @@ async fn malformed_rows_are_quarantined_and_the_rest_imported() {
             "{HEADER}1,ada@example.com,,Ada\n2,only-three,fields\n3,,,Nobody\n,x@example.com,,No Id\n4,grace@example.com,,Grace\n"
         ),
     );
-    let store = store(dir.path()).await;
+    let (store, _store_dir) = temp_store().await;
     let counts = run(
         &mut FileSource::csv(settings(path.clone(), Some("Id"), 2)),
         &store,
@@ -176,7 +162,7 @@ async fn a_rewritten_file_is_imported_again_and_only_changes_count() {
         &path,
         &format!("{HEADER}1,ada@example.com,,Ada\n2,grace@example.com,,Grace\n"),
     );
-    let store = store(dir.path()).await;
+    let (store, _store_dir) = temp_store().await;
     run(
         &mut FileSource::csv(settings(path.clone(), Some("Id"), 1000)),
         &store,
@@ -217,7 +203,7 @@ async fn a_later_row_for_the_same_id_wins() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("people.csv");
     write(&path, &format!("{HEADER}1,old@example.com,,Ada\n"));
-    let store = store(dir.path()).await;
+    let (store, _store_dir) = temp_store().await;
     run(
         &mut FileSource::csv(settings(path.clone(), Some("Id"), 1000)),
         &store,
@@ -252,7 +238,7 @@ async fn a_missing_column_stops_the_run_and_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("people.csv");
     write(&path, "Id,E-mail,Phone,First Name\n1,a@x.io,,A\n");
-    let store = store(dir.path()).await;
+    let (store, _store_dir) = temp_store().await;
     let err = run_source(
         "people",
         &mut FileSource::csv(settings(path, Some("Id"), 10)),
@@ -291,7 +277,7 @@ async fn jsonl_reads_nested_fields_and_quarantines_bad_lines() {
     let mut settings = settings(path, Some("id"), 1000);
     settings.identifiers = BTreeMap::from([("email".into(), "contact.email".into())]);
     settings.traits = BTreeMap::from([("first_name".into(), "name".into())]);
-    let store = store(dir.path()).await;
+    let (store, _store_dir) = temp_store().await;
     let counts = run(&mut FileSource::jsonl(settings), &store).await;
     assert_eq!((counts.inserted, counts.quarantined), (2, 3));
     let reasons: Vec<String> = store
@@ -351,7 +337,7 @@ async fn a_run_stopped_between_batches_resumes_exactly() {
         text.push_str(&format!("{i},p{i}@example.com,,P{i}\n"));
     }
     write(&path, &text);
-    let store = store(dir.path()).await;
+    let (store, _store_dir) = temp_store().await;
     let token = CancellationToken::new();
     let stop = CancelAfter {
         batches: Mutex::new(3),

@@ -37,6 +37,9 @@ pub fn install_tls_provider() {
     });
 }
 
+/// 429 answers waited out per request before giving up.
+const MAX_THROTTLED: usize = 30;
+
 /// Reads a vendor's rate-limit headers and says how long to pause before the next request.
 pub trait RateLimitHeaders: Send + Sync {
     /// A pause to take before the next request, from the headers of the last response.
@@ -200,6 +203,7 @@ impl HttpClient {
     pub async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
         let mut delays = self.backoff();
         let mut attempt = 0usize;
+        let mut rate_limited = 0usize;
         let mut refreshed_after_401 = false;
         let path = request.url.path().to_owned();
         loop {
@@ -234,10 +238,24 @@ impl HttpClient {
                     self.auth.invalidate();
                     Some(Duration::ZERO)
                 }
-                Attempt::Retry { error, after } => {
+                Attempt::Retry {
+                    error,
+                    after,
+                    throttled,
+                } => {
                     tracing::debug!(source = %self.source, method = %request.method, path = %path, attempt, latency_ms, error = %error, "http request will be retried");
-                    match delays.next() {
-                        Some(backoff) => Some(after.unwrap_or(backoff)),
+                    // Being throttled is the vendor pacing us, not a failure: it has a budget of its own.
+                    let next = if throttled && rate_limited < MAX_THROTTLED {
+                        rate_limited += 1;
+                        let doubling = 2u32.saturating_pow(rate_limited.min(6) as u32);
+                        let backoff =
+                            (self.options.min_backoff * doubling).min(self.options.max_backoff);
+                        Some(after.unwrap_or(backoff))
+                    } else {
+                        delays.next().map(|backoff| after.unwrap_or(backoff))
+                    };
+                    match next {
+                        Some(delay) => Some(delay),
                         None => {
                             return Err(HttpError::RetriesExhausted {
                                 attempts: attempt,
@@ -276,6 +294,7 @@ impl HttpClient {
                 return Attempt::Retry {
                     error: HttpError::Network(redact(&err)),
                     after: None,
+                    throttled: false,
                 };
             }
         };
@@ -287,6 +306,7 @@ impl HttpClient {
                 return Attempt::Retry {
                     error: HttpError::Network(format!("incomplete body: {}", redact(&err))),
                     after: None,
+                    throttled: false,
                 };
             }
         };
@@ -307,9 +327,14 @@ impl HttpClient {
             StatusCode::TOO_MANY_REQUESTS => Attempt::Retry {
                 error,
                 after: retry_after(&headers),
+                throttled: true,
             },
             StatusCode::UNAUTHORIZED => Attempt::Unauthorized(error),
-            s if s.is_server_error() => Attempt::Retry { error, after: None },
+            s if s.is_server_error() => Attempt::Retry {
+                error,
+                after: None,
+                throttled: false,
+            },
             _ => Attempt::Fatal(error),
         }
     }
@@ -320,6 +345,7 @@ enum Attempt {
     Retry {
         error: HttpError,
         after: Option<Duration>,
+        throttled: bool,
     },
     Unauthorized(HttpError),
     Fatal(HttpError),
