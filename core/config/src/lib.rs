@@ -12,6 +12,7 @@
 //! - [`json_schema`] describes the file for editors (taplo / Even Better TOML).
 #![deny(missing_docs)]
 
+mod computed;
 pub mod diagnostic;
 mod load;
 pub mod model;

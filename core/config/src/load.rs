@@ -22,10 +22,11 @@ use crate::model::{
     PluginLimits, SOURCE_KINDS, SegmentConfig, ServerConfig, SourceConfig, SourceSettings,
     StoreConfig, SyncConfig,
 };
+use crate::model::{CompoundRule, ProfilesConfig, Survivorship};
 use crate::model::{HubspotAuth, HubspotSettings, ShopifySettings};
 use crate::raw::{
-    RawDestination, RawFileSource, RawHubspotSource, RawIdentity, RawSegment, RawServer,
-    RawShopifySource, RawSourceCommon, RawStore, RawSync,
+    RawDestination, RawFileSource, RawHubspotSource, RawIdentity, RawProfiles, RawSegment,
+    RawServer, RawShopifySource, RawSourceCommon, RawStore, RawSync,
 };
 use crate::secret::{ProcessSecrets, SecretSource, has_reference, resolve};
 use crate::store_url::{DEFAULT_STORE_URL, StoreUrl};
@@ -34,6 +35,7 @@ use crate::store_url::{DEFAULT_STORE_URL, StoreUrl};
 pub const DEFAULT_CONFIG_PATH: &str = "connectors.toml";
 
 const TOP_LEVEL: &[&str] = &[
+    "profiles",
     "store",
     "server",
     "identity",
@@ -154,6 +156,7 @@ impl Loader<'_> {
         let mut store = None;
         let mut server = None;
         let mut identity = None;
+        let mut profiles = None;
         let mut sources = Vec::new();
         let mut destinations = Vec::new();
         let mut segments = Vec::new();
@@ -164,6 +167,7 @@ impl Loader<'_> {
                 "store" => store = self.section::<RawStore>(value, "[store]"),
                 "server" => server = self.section::<RawServer>(value, "[server]"),
                 "identity" => identity = self.section::<RawIdentity>(value, "[identity]"),
+                "profiles" => profiles = self.section::<RawProfiles>(value, "[profiles]"),
                 "sources" => sources = self.entries(value, "sources", |l, v, id| l.source(v, id)),
                 "destinations" => {
                     destinations = self.entries(value, "destinations", |l, v, id| {
@@ -196,6 +200,7 @@ impl Loader<'_> {
         let server = self.server(server.unwrap_or_default());
         let source_ids: Vec<String> = sources.iter().map(|(id, _)| id.get_ref().clone()).collect();
         let identity = self.identity(identity.unwrap_or_default(), &source_ids);
+        let profiles = self.profiles(profiles.unwrap_or_default());
         let sources: BTreeMap<String, SourceConfig> = sources
             .into_iter()
             .filter_map(|(id, (common, settings))| {
@@ -228,6 +233,7 @@ impl Loader<'_> {
             store: store?,
             server: server?,
             identity: identity?,
+            profiles: profiles?,
             sources,
             destinations,
             segments,
@@ -880,12 +886,134 @@ impl Loader<'_> {
                 ok = false;
             }
         }
+        for pattern in &raw.blocked_patterns {
+            if let Err(err) = regex::Regex::new(pattern.get_ref()) {
+                let reason = err
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                self.error(pattern.span(), format!("invalid pattern `{}` in `blocked_patterns`", pattern.get_ref()), reason)
+                    .hint = Some("patterns are regular expressions matched against normalised values, e.g. \"^test@\"".into());
+                ok = false;
+            }
+        }
+        let mut compound = Vec::new();
+        for rule in raw.compound {
+            if rule.fields.len() < 2 {
+                self.error(rule.name.span(), format!("compound rule `{}` needs at least two fields", rule.name.get_ref()), "too few fields")
+                    .hint = Some("e.g. fields = [\"last_name\", \"first_initial\", \"birth_date\", \"postal_code\"]".into());
+                ok = false;
+            }
+            if compound
+                .iter()
+                .any(|c: &CompoundRule| &c.name == rule.name.get_ref())
+            {
+                self.error(
+                    rule.name.span(),
+                    format!("compound rule `{}` is defined twice", rule.name.get_ref()),
+                    "duplicate name",
+                );
+                ok = false;
+            }
+            compound.push(CompoundRule {
+                name: rule.name.into_inner(),
+                fields: rule.fields.into_iter().map(Spanned::into_inner).collect(),
+            });
+        }
         ok.then(|| IdentityConfig {
             link_on: names,
             limits,
             blocked: raw.blocked,
             priority: raw.priority.into_iter().map(Spanned::into_inner).collect(),
             default_region: raw.default_region.map(Spanned::into_inner),
+            blocked_patterns: raw
+                .blocked_patterns
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect(),
+            compound,
+        })
+    }
+
+    fn survivorship(
+        &mut self,
+        value: &Spanned<toml::Value>,
+        trait_name: &str,
+    ) -> Option<Survivorship> {
+        let hint = "use \"latest\", \"first_seen\", \"max\", \"min\" or { source_priority = [\"shop\", \"crm\"] }";
+        let parsed = match value.get_ref() {
+            toml::Value::String(rule) => match rule.as_str() {
+                "latest" => Some(Survivorship::Latest),
+                "first_seen" => Some(Survivorship::FirstSeen),
+                "max" => Some(Survivorship::Max),
+                "min" => Some(Survivorship::Min),
+                _ => None,
+            },
+            toml::Value::Table(table) => match (table.len(), table.get("source_priority")) {
+                (1, Some(toml::Value::Array(list))) if !list.is_empty() => list
+                    .iter()
+                    .map(|s| s.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<String>>>()
+                    .map(Survivorship::SourcePriority),
+                _ => None,
+            },
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.error(
+                value.span(),
+                format!("invalid survivorship rule for `{trait_name}`"),
+                "not a rule",
+            )
+            .hint = Some(hint.into());
+        }
+        parsed
+    }
+
+    fn profiles(&mut self, raw: RawProfiles) -> Option<ProfilesConfig> {
+        let mut ok = true;
+        let default_survivorship = match &raw.default_survivorship {
+            None => Survivorship::Latest,
+            Some(rule) => {
+                let value = Spanned::new(rule.span(), toml::Value::String(rule.get_ref().clone()));
+                match self.survivorship(&value, "default_survivorship") {
+                    Some(rule) => rule,
+                    None => {
+                        ok = false;
+                        Survivorship::Latest
+                    }
+                }
+            }
+        };
+        let mut survivorship = BTreeMap::new();
+        for (name, value) in &raw.survivorship {
+            match self.survivorship(value, name) {
+                Some(rule) => {
+                    survivorship.insert(name.clone(), rule);
+                }
+                None => ok = false,
+            }
+        }
+        let mut computed = Vec::new();
+        for (name, expression) in &raw.computed {
+            match crate::computed::parse_computed(name, expression.get_ref()) {
+                Ok(parsed) => computed.push(parsed),
+                Err(err) => {
+                    // The span covers the quoted string; the expression starts one byte in.
+                    let start = expression.span().start + 1 + err.offset;
+                    self.error(start..start + 1, format!("invalid computed trait `{name}`"), err.message).hint =
+                        Some("write `function(event[.property] [within 90d])`, e.g. \"sum(order_completed.amount within 90d)\"".into());
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(ProfilesConfig {
+            default_survivorship,
+            survivorship,
+            computed,
         })
     }
 

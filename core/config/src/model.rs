@@ -25,6 +25,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[identity]`.
     pub identity: IdentityConfig,
+    /// `[profiles]`.
+    pub profiles: ProfilesConfig,
     /// `[sources.<id>]`, by id.
     pub sources: BTreeMap<String, SourceConfig>,
     /// `[destinations.<id>]`, by id.
@@ -81,6 +83,82 @@ pub struct IdentityConfig {
     pub priority: Vec<String>,
     /// Default phone region (ISO 3166 alpha-2).
     pub default_region: Option<String>,
+    /// Patterns of values that never link (checked regular expressions).
+    pub blocked_patterns: Vec<String>,
+    /// Compound rules.
+    pub compound: Vec<CompoundRule>,
+}
+
+/// A compound matching rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompoundRule {
+    /// Its name.
+    pub name: String,
+    /// Trait names (or `first_initial`) that must all agree.
+    pub fields: Vec<String>,
+}
+
+/// How one trait's value is chosen among a profile's records.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Survivorship {
+    /// From the most recently updated record.
+    #[default]
+    Latest,
+    /// From the record Spindle saw first.
+    FirstSeen,
+    /// The largest value (numbers by value, else text order).
+    Max,
+    /// The smallest value.
+    Min,
+    /// From the first listed source that has it, else the latest.
+    SourcePriority(Vec<String>),
+}
+
+/// What a computed trait aggregates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    /// Number of events.
+    Count,
+    /// Sum of a numeric property.
+    Sum,
+    /// Smallest property value.
+    Min,
+    /// Largest property value.
+    Max,
+    /// Property of the earliest event (its time when no property is named).
+    First,
+    /// Property of the latest event (its time when no property is named).
+    Last,
+    /// Number of distinct property values.
+    Distinct,
+}
+
+/// A trait computed over the timeline, e.g. `sum(order_completed.amount within 90d)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComputedTrait {
+    /// The trait's name.
+    pub name: String,
+    /// The function.
+    pub aggregate: Aggregate,
+    /// Event name.
+    pub event: String,
+    /// Event property, when the function reads one.
+    pub property: Option<String>,
+    /// Only events this recent count.
+    pub within: Option<chrono::Duration>,
+    /// The expression as written.
+    pub expression: String,
+}
+
+/// `[profiles]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProfilesConfig {
+    /// Rule for traits without their own.
+    pub default_survivorship: Survivorship,
+    /// Rules per trait.
+    pub survivorship: BTreeMap<String, Survivorship>,
+    /// Computed traits, by name order.
+    pub computed: Vec<ComputedTrait>,
 }
 
 /// A source connector.

@@ -88,6 +88,44 @@ pub struct RawIdentity {
     /// Region for phone numbers written without a country code (ISO 3166 alpha-2, e.g. `FR`).
     #[schemars(with = "Option<String>")]
     pub default_region: Option<Spanned<String>>,
+    /// Regular expressions; a normalised identifier value that matches one never links (e.g. `"^test@"`).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub blocked_patterns: Vec<Spanned<String>>,
+    /// Rules that link records without a shared identifier, when all their fields agree.
+    #[serde(default)]
+    pub compound: Vec<RawCompoundRule>,
+}
+
+/// A compound matching rule: records whose normalised fields all agree are linked.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompoundRule {
+    /// The rule's name, shown in explanations.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// Trait names compared after normalisation (trimmed, lower-case, single spaces); `first_initial` is the
+    /// first letter of `first_name`. At least two.
+    #[schemars(with = "Vec<String>")]
+    pub fields: Vec<Spanned<String>>,
+}
+
+/// `[profiles]`: how a profile's traits are chosen and computed.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfiles {
+    /// Rule for traits not listed in `survivorship`: `latest` (default), `first_seen`, `max` or `min`.
+    #[schemars(with = "Option<String>")]
+    pub default_survivorship: Option<Spanned<String>>,
+    /// Per trait: `"latest"`, `"first_seen"`, `"max"`, `"min"` or `{ source_priority = ["shop", "crm"] }`.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
+    pub survivorship: BTreeMap<String, Spanned<toml::Value>>,
+    /// Traits computed over the timeline, e.g. `orders_90d = "count(order_completed within 90d)"`,
+    /// `total_spent = "sum(order_completed.amount)"`. Functions: count, sum, min, max, first, last, distinct.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub computed: BTreeMap<String, Spanned<String>>,
 }
 
 /// Keys every source has, whatever its kind.

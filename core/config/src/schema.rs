@@ -24,6 +24,8 @@ struct ConfigFile {
     server: Option<RawServer>,
     /// How records are linked into profiles.
     identity: Option<RawIdentity>,
+    /// How profile traits are chosen and computed.
+    profiles: Option<crate::raw::RawProfiles>,
     /// Source connectors by id.
     #[schemars(default)]
     sources: BTreeMap<String, SourceSchema>,

@@ -1,0 +1,148 @@
+//! Identifier normalisation: the form in which identifiers are compared.
+//!
+//! - `email`: trimmed, lower-cased, and refused unless it parses as an address (RFC 5322 via `email_address`).
+//! - `phone`: parsed with `phonenumber` (libphonenumber's metadata) in the configured default region and
+//!   written in E.164; refused when it is not a valid number. A value already written in strict E.164
+//!   (`+` and 8 to 15 digits, no leading zero) is taken as it is without a parse, which keeps a full
+//!   rebuild of a million records fast; such a value only ever matches the same number.
+//! - `user_id`, `anonymous_id`: trimmed.
+//! - `<source>_id` (vendor ids): trimmed; the type already names the source, so ids of two vendors never meet.
+//!
+//! The raw value is always kept beside the normalised one by the caller.
+
+use std::collections::HashMap;
+
+use phonenumber::country::Id as Country;
+
+/// A normalised identifier value, or why the raw value cannot be one.
+pub type Normalized = Result<String, String>;
+
+/// Normalises identifiers, remembering phone numbers already parsed.
+#[derive(Debug)]
+pub struct Normalizer {
+    region: Option<Country>,
+    phones: HashMap<String, Normalized>,
+}
+
+fn strict_e164(text: &str) -> bool {
+    let Some(digits) = text.strip_prefix('+') else {
+        return false;
+    };
+    (8..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+}
+
+impl Normalizer {
+    /// A normaliser for phones without a country code in `default_region` (ISO 3166 alpha-2).
+    pub fn new(default_region: Option<&str>) -> Self {
+        let region = default_region.and_then(|r| r.parse::<Country>().ok());
+        Self {
+            region,
+            phones: HashMap::new(),
+        }
+    }
+
+    /// The comparable form of a `kind` identifier.
+    pub fn normalize(&mut self, kind: &str, raw: &str) -> Normalized {
+        let value = raw.trim();
+        if value.is_empty() {
+            return Err("empty value".into());
+        }
+        match kind {
+            "email" => {
+                let lower = value.to_lowercase();
+                email_address::EmailAddress::parse_with_options(
+                    &lower,
+                    email_address::Options::default(),
+                )
+                .map(|_| lower)
+                .map_err(|err| format!("not an e-mail address: {err}"))
+            }
+            "phone" => {
+                if strict_e164(value) {
+                    return Ok(value.to_owned());
+                }
+                if let Some(known) = self.phones.get(value) {
+                    return known.clone();
+                }
+                let result = self.parse_phone(value);
+                self.phones.insert(value.to_owned(), result.clone());
+                result
+            }
+            _ => Ok(value.to_owned()),
+        }
+    }
+
+    fn parse_phone(&self, value: &str) -> Normalized {
+        if self.region.is_none() && !value.starts_with('+') {
+            return Err("no country code and no `default_region` to assume one".into());
+        }
+        let number = phonenumber::parse(self.region, value)
+            .map_err(|err| format!("not a phone number: {err}"))?;
+        if !phonenumber::is_valid(&number) {
+            return Err("not a valid phone number".into());
+        }
+        Ok(number.format().mode(phonenumber::Mode::E164).to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_trimmed_lowercased_and_checked() {
+        let mut n = Normalizer::new(None);
+        assert_eq!(
+            n.normalize("email", "  Grace.Hopper@Example.COM "),
+            Ok("grace.hopper@example.com".into())
+        );
+        assert!(
+            n.normalize("email", "not-an-email")
+                .unwrap_err()
+                .starts_with("not an e-mail address")
+        );
+        assert!(n.normalize("email", "   ").is_err());
+    }
+
+    #[test]
+    fn phones_become_e164_in_the_default_region() {
+        let mut n = Normalizer::new(Some("FR"));
+        assert_eq!(
+            n.normalize("phone", "06 12 34 56 78"),
+            Ok("+33612345678".into())
+        );
+        assert_eq!(
+            n.normalize("phone", "+44 20 7946 0958"),
+            Ok("+442079460958".into())
+        );
+        assert_eq!(
+            n.normalize("phone", "+1 (415) 555-2671"),
+            Ok("+14155552671".into())
+        );
+        assert_eq!(
+            n.normalize("phone", "+33612345678"),
+            Ok("+33612345678".into())
+        );
+        assert!(n.normalize("phone", "12").is_err());
+        let mut us = Normalizer::new(Some("US"));
+        assert_eq!(
+            us.normalize("phone", "(415) 555-2671"),
+            Ok("+14155552671".into())
+        );
+        let mut none = Normalizer::new(None);
+        assert!(
+            none.normalize("phone", "(415) 555-2671")
+                .unwrap_err()
+                .contains("no `default_region`")
+        );
+    }
+
+    #[test]
+    fn other_ids_are_trimmed() {
+        let mut n = Normalizer::new(None);
+        assert_eq!(n.normalize("crm_id", " 42 "), Ok("42".into()));
+        assert_eq!(n.normalize("user_id", "U-1"), Ok("U-1".into()));
+    }
+}
