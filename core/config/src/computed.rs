@@ -76,13 +76,13 @@ pub fn parse_computed(name: &str, text: &str) -> Result<ComputedTrait, Expressio
             format!("`{event}` is not an event name"),
         ));
     }
-    if let Some(property) = property {
-        if property.is_empty() || !property.chars().all(is_name_char) {
-            return Err(fail(
-                target_offset + event.len() + 1,
-                format!("`{property}` is not a property name"),
-            ));
-        }
+    if let Some(property) = property
+        && (property.is_empty() || !property.chars().all(is_name_char))
+    {
+        return Err(fail(
+            target_offset + event.len() + 1,
+            format!("`{property}` is not a property name"),
+        ));
     }
     let needs_property = matches!(
         aggregate,

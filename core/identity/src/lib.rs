@@ -1,5 +1,18 @@
-//! Identity resolution and the unified profile.
+//! Identity resolution and the unified profile: one customer, one profile, explainable and reversible.
+//!
+//! Contract:
+//! - [`normalize`] gives identifiers their comparable form; the raw value is kept beside it.
+//! - [`resolve`] is the pure, deterministic linking algorithm (priority, limits, canonical order).
+//! - [`profile`] builds a customer's document: survivorship traits, consent, identifiers, computed traits,
+//!   timeline.
+//! - [`IdentityEngine`] applies them to the store, incrementally (`resolve_pending`) or from scratch
+//!   (`rebuild`), with stable profile ids and the evidence of every link; [`explain`] renders that evidence.
 #![deny(missing_docs)]
 
+mod engine;
+pub mod explain;
 pub mod normalize;
+pub mod profile;
 pub mod resolve;
+
+pub use engine::{IdentityEngine, IdentityError, ResolveReport};

@@ -13,6 +13,7 @@
 
 mod backup;
 mod error;
+mod identity;
 mod migrations;
 pub use migrations::latest_version;
 mod sql;
@@ -26,6 +27,7 @@ use spindle_model::{
 
 pub use backup::{RestoreOptions, StoreLock, backup_sqlite, restore_sqlite};
 pub use error::StoreError;
+pub use identity::{IdentityStore, ProfileRow, ProfileWrite, ResolutionWrite};
 pub use spindle_config::store_url::{Backend, StoreUrl};
 pub use sql::SqlStore;
 

@@ -12,12 +12,20 @@ use sqlx::{AnyPool, AssertSqlSafe, SqlSafeStr};
 use crate::{Backend, StoreError, StoreResult, StoreUrl};
 
 /// `(version, description, sqlite DDL, postgres DDL)`, in order. Append only.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "foundation",
-    include_str!("../migrations/sqlite/0001_foundation.sql"),
-    include_str!("../migrations/postgres/0001_foundation.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "foundation",
+        include_str!("../migrations/sqlite/0001_foundation.sql"),
+        include_str!("../migrations/postgres/0001_foundation.sql"),
+    ),
+    (
+        2,
+        "profiles",
+        include_str!("../migrations/sqlite/0002_profiles.sql"),
+        include_str!("../migrations/postgres/0002_profiles.sql"),
+    ),
+];
 
 /// The newest schema version this build knows.
 pub fn latest_version() -> i64 {

@@ -143,7 +143,7 @@ impl SqlStore {
         self.pool.close().await;
     }
 
-    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+    pub(crate) async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
         Ok(match self.url.backend() {
             // Take SQLite's write lock up front so a concurrent writer waits (busy timeout) instead of
             // failing when the read lock is upgraded.
@@ -163,7 +163,7 @@ pub(crate) fn from_millis(ms: i64) -> StoreResult<DateTime<Utc>> {
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} ms is out of range")))
 }
 
-fn decode_record(row: &AnyRow) -> StoreResult<StoredRecord> {
+pub(crate) fn decode_record(row: &AnyRow) -> StoreResult<StoredRecord> {
     let payload: Payload = serde_json::from_str(row.try_get::<&str, _>("payload")?)?;
     let updated_at = row
         .try_get::<Option<i64>, _>("updated_at")?
@@ -229,7 +229,7 @@ fn decode_audit(row: &AnyRow) -> StoreResult<AuditEntry> {
     })
 }
 
-const RECORD_COLUMNS: &str = "seq, source, stream, external_id, version, updated_at, deleted, payload, first_seen_at, observed_at";
+pub(crate) const RECORD_COLUMNS: &str = "seq, source, stream, external_id, version, updated_at, deleted, payload, first_seen_at, observed_at";
 const RUN_COLUMNS: &str = "id, job_kind, job_name, trigger, scheduled_for, started_at, finished_at, status, error, counts";
 
 #[async_trait]

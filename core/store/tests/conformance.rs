@@ -7,8 +7,6 @@
 #![allow(clippy::unwrap_used)] // a test file: a failed unwrap is a failed assertion
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::{TimeZone, Utc};
 use serde_json::json;
@@ -16,90 +14,9 @@ use spindle_model::{
     Cursor, Identifier, JobCounts, JobId, JobStatus, JobTrigger, NewAuditEntry, QuarantinedRecord,
     RawRecord, RecordKey,
 };
-use spindle_store::{OpenOptions, ProfileStore, SourceBatch, SqlStore, StoreUrl};
+use spindle_store::{OpenOptions, ProfileStore, SourceBatch, SqlStore};
 
-struct TestStore {
-    store: SqlStore,
-    _dir: Option<tempfile::TempDir>,
-    schema: Option<String>,
-}
-
-impl TestStore {
-    async fn drop_schema(self) {
-        if let Some(schema) = &self.schema {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-                .execute(self.store.pool())
-                .await;
-        }
-        self.store.close().await;
-    }
-}
-
-async fn sqlite() -> TestStore {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = StoreUrl::parse("sqlite://store.db", dir.path(), None).expect("url");
-    let store = SqlStore::open(&url, &OpenOptions::default())
-        .await
-        .expect("open sqlite");
-    TestStore {
-        store,
-        _dir: Some(dir),
-        schema: None,
-    }
-}
-
-static SCHEMA_COUNTER: AtomicU32 = AtomicU32::new(0);
-
-async fn postgres() -> Option<TestStore> {
-    let Ok(url) = std::env::var("SPINDLE_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var("SPINDLE_TEST_SKIP_POSTGRES").as_deref() == Ok("1"),
-            "SPINDLE_TEST_POSTGRES_URL is not set: run `export SPINDLE_TEST_POSTGRES_URL=$(.ci/postgres.sh)` \
-             (or set SPINDLE_TEST_SKIP_POSTGRES=1 to leave PostgreSQL out)"
-        );
-        return None;
-    };
-    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    let schema = format!(
-        "conformance_{}_{}_{}",
-        std::process::id(),
-        nanos,
-        SCHEMA_COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    let url = StoreUrl::parse(&url, Path::new("."), Some(&schema)).expect("url");
-    let store = SqlStore::open(&url, &OpenOptions::default())
-        .await
-        .expect("open postgres");
-    Some(TestStore {
-        store,
-        _dir: None,
-        schema: Some(schema),
-    })
-}
-
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite_backend {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let store = super::sqlite().await;
-                super::$case(&store.store).await;
-                store.drop_schema().await;
-            })*
-        }
-        mod postgres_backend {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                if let Some(store) = super::postgres().await {
-                    super::$case(&store.store).await;
-                    store.drop_schema().await;
-                }
-            })*
-        }
-    };
-}
-
-conformance!(
+spindle_testkit::store_backends!(
     reopening_runs_no_migration_twice,
     new_records_are_inserted_once,
     versions_decide_replacement,

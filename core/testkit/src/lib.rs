@@ -34,5 +34,6 @@ mod common;
 mod data;
 pub mod hubspot;
 pub mod shopify;
+pub mod store;
 
 pub use common::{Fault, RecordedRequest};

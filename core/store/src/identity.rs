@@ -1,0 +1,456 @@
+//! Storage of resolved profiles, behind [`IdentityStore`].
+//!
+//! Contract:
+//! - `profiles` holds one JSON document per customer; `profile_members` maps every resolved record to its
+//!   profile; `profile_identifiers` maps every normalised identifier a profile holds to it; `profile_aliases`
+//!   remembers ids that were merged into another so old ids keep answering.
+//! - [`IdentityStore::write_resolution`] replaces the given profiles (members, identifiers, document),
+//!   deletes the removed ones, records aliases and advances the identity high-water mark, all in one
+//!   transaction: readers see the state before or after a resolution step, never half of it.
+
+use async_trait::async_trait;
+use chrono::Utc;
+use spindle_model::{RecordKey, StoredRecord};
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::StoreResult;
+use crate::sql::{RECORD_COLUMNS, SqlStore, decode_record, from_millis, to_millis};
+
+/// A profile as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileRow {
+    /// Profile id.
+    pub id: i64,
+    /// The profile document (JSON).
+    pub document: serde_json::Value,
+    /// Member records.
+    pub record_count: u64,
+    /// When the id was first given.
+    pub created_at: chrono::DateTime<Utc>,
+    /// When the profile last changed.
+    pub updated_at: chrono::DateTime<Utc>,
+}
+
+/// A profile to write in full.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileWrite {
+    /// Its id.
+    pub id: i64,
+    /// The document.
+    pub document: serde_json::Value,
+    /// Lower-case text that `search_profiles` matches (names, e-mails, phones, ids).
+    pub search_text: String,
+    /// Its records.
+    pub members: Vec<RecordKey>,
+    /// Its normalised identifiers, `(type, value)`.
+    pub identifiers: Vec<(String, String)>,
+}
+
+/// One resolution step, written atomically.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResolutionWrite {
+    /// Profiles that no longer exist (members and identifiers go with them).
+    pub removed: Vec<i64>,
+    /// Profiles written in full.
+    pub profiles: Vec<ProfileWrite>,
+    /// Ids merged into another: `(old, new)`.
+    pub aliases: Vec<(i64, i64)>,
+    /// The record change sequence resolved up to, when it advances.
+    pub high_water: Option<i64>,
+    /// True for a full rebuild: every existing profile, member and identifier row is replaced.
+    pub replace_all: bool,
+}
+
+/// Keys per `IN` list; every backend accepts this many parameters.
+const CHUNK: usize = 300;
+
+fn placeholders(start: usize, rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let cells: Vec<String> = (0..width)
+                .map(|col| format!("${}", start + row * width + col))
+                .collect();
+            if width == 1 {
+                cells.join("")
+            } else {
+                format!("({})", cells.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Profile storage.
+#[async_trait]
+pub trait IdentityStore: Send + Sync {
+    /// The record change sequence that resolution has reached.
+    async fn identity_high_water(&self) -> StoreResult<i64>;
+    /// Reserves `count` new profile ids; returns the first.
+    async fn reserve_profile_ids(&self, count: u64) -> StoreResult<i64>;
+    /// Stored records by key (missing keys are skipped).
+    async fn records_by_keys(&self, keys: &[RecordKey]) -> StoreResult<Vec<StoredRecord>>;
+    /// The profile of each given record that has one.
+    async fn profiles_of_records(&self, keys: &[RecordKey]) -> StoreResult<Vec<(RecordKey, i64)>>;
+    /// Profiles holding any of the given `(type, value)` identifiers.
+    async fn profiles_with_identifiers(
+        &self,
+        identifiers: &[(String, String)],
+    ) -> StoreResult<Vec<(String, String, i64)>>;
+    /// Members of the given profiles.
+    async fn profile_members(&self, profiles: &[i64]) -> StoreResult<Vec<(i64, RecordKey)>>;
+    /// Identifiers of the given profiles, `(profile, type, value)`.
+    async fn profile_identifiers(
+        &self,
+        profiles: &[i64],
+    ) -> StoreResult<Vec<(i64, String, String)>>;
+    /// Writes a resolution step atomically.
+    async fn write_resolution(&self, write: ResolutionWrite) -> StoreResult<()>;
+    /// A profile by id, following merges (`None` when neither it nor an alias exists).
+    async fn profile(&self, id: i64) -> StoreResult<Option<ProfileRow>>;
+    /// Profiles whose search text contains `text` (lower-cased), by id, at most `limit`.
+    async fn search_profiles(&self, text: &str, limit: u32) -> StoreResult<Vec<ProfileRow>>;
+    /// Every membership, for rebuild reports.
+    async fn all_memberships(&self) -> StoreResult<Vec<(i64, RecordKey)>>;
+    /// How many profiles exist.
+    async fn count_profiles(&self) -> StoreResult<u64>;
+}
+
+fn decode_profile(row: &sqlx::any::AnyRow) -> StoreResult<ProfileRow> {
+    Ok(ProfileRow {
+        id: row.try_get("id")?,
+        document: serde_json::from_str(row.try_get::<&str, _>("document")?)?,
+        record_count: u64::try_from(row.try_get::<i64, _>("record_count")?).unwrap_or_default(),
+        created_at: from_millis(row.try_get("created_at")?)?,
+        updated_at: from_millis(row.try_get("updated_at")?)?,
+    })
+}
+
+fn decode_key(row: &sqlx::any::AnyRow, offset: usize) -> StoreResult<RecordKey> {
+    Ok(RecordKey {
+        source: row.try_get(offset)?,
+        stream: row.try_get(offset + 1)?,
+        external_id: row.try_get(offset + 2)?,
+    })
+}
+
+impl SqlStore {
+    async fn counter(&self, name: &str) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM counters WHERE name = $1")
+                .bind(name)
+                .fetch_one(self.pool())
+                .await?,
+        )
+    }
+}
+
+#[async_trait]
+impl IdentityStore for SqlStore {
+    async fn identity_high_water(&self) -> StoreResult<i64> {
+        self.counter("identity_seq").await
+    }
+
+    async fn reserve_profile_ids(&self, count: u64) -> StoreResult<i64> {
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        let top: i64 = sqlx::query_scalar(
+            "UPDATE counters SET value = value + $1 WHERE name = 'profile_id' RETURNING value",
+        )
+        .bind(count)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(top - count + 1)
+    }
+
+    async fn records_by_keys(&self, keys: &[RecordKey]) -> StoreResult<Vec<StoredRecord>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT {RECORD_COLUMNS} FROM raw_records WHERE (source, stream, external_id) IN ({})",
+                placeholders(1, chunk.len(), 3)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for key in chunk {
+                query = query
+                    .bind(&key.source)
+                    .bind(&key.stream)
+                    .bind(&key.external_id);
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                out.push(decode_record(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn profiles_of_records(&self, keys: &[RecordKey]) -> StoreResult<Vec<(RecordKey, i64)>> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT source, stream, external_id, profile_id FROM profile_members WHERE (source, stream, external_id) IN ({})",
+                placeholders(1, chunk.len(), 3)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for key in chunk {
+                query = query
+                    .bind(&key.source)
+                    .bind(&key.stream)
+                    .bind(&key.external_id);
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                out.push((decode_key(&row, 0)?, row.try_get(3)?));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn profiles_with_identifiers(
+        &self,
+        identifiers: &[(String, String)],
+    ) -> StoreResult<Vec<(String, String, i64)>> {
+        let mut out = Vec::new();
+        for chunk in identifiers.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT id_type, id_value, profile_id FROM profile_identifiers WHERE (id_type, id_value) IN ({})",
+                placeholders(1, chunk.len(), 2)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (kind, value) in chunk {
+                query = query.bind(kind).bind(value);
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                out.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn profile_members(&self, profiles: &[i64]) -> StoreResult<Vec<(i64, RecordKey)>> {
+        let mut out = Vec::new();
+        for chunk in profiles.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT source, stream, external_id, profile_id FROM profile_members WHERE profile_id IN ({}) \
+                 ORDER BY profile_id, source, stream, external_id",
+                placeholders(1, chunk.len(), 1)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                out.push((row.try_get(3)?, decode_key(&row, 0)?));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn profile_identifiers(
+        &self,
+        profiles: &[i64],
+    ) -> StoreResult<Vec<(i64, String, String)>> {
+        let mut out = Vec::new();
+        for chunk in profiles.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT profile_id, id_type, id_value FROM profile_identifiers WHERE profile_id IN ({})",
+                placeholders(1, chunk.len(), 1)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                out.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn write_resolution(&self, write: ResolutionWrite) -> StoreResult<()> {
+        let now = to_millis(Utc::now());
+        let mut tx = self.begin_write().await?;
+        if write.replace_all {
+            for table in ["profile_members", "profile_identifiers"] {
+                sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let cleared: Vec<i64> = if write.replace_all {
+            Vec::new()
+        } else {
+            write
+                .removed
+                .iter()
+                .copied()
+                .chain(write.profiles.iter().map(|p| p.id))
+                .collect()
+        };
+        for chunk in cleared.chunks(CHUNK) {
+            for table in ["profile_members", "profile_identifiers"] {
+                let sql = format!(
+                    "DELETE FROM {table} WHERE profile_id IN ({})",
+                    placeholders(1, chunk.len(), 1)
+                );
+                let mut query = sqlx::query(AssertSqlSafe(sql));
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.execute(&mut *tx).await?;
+            }
+        }
+        let removed: Vec<i64> = if write.replace_all {
+            let keep: std::collections::HashSet<i64> =
+                write.profiles.iter().map(|p| p.id).collect();
+            let all: Vec<i64> = sqlx::query_scalar("SELECT id FROM profiles")
+                .fetch_all(&mut *tx)
+                .await?;
+            all.into_iter()
+                .filter(|id| !keep.contains(id))
+                .chain(write.removed.iter().copied())
+                .collect()
+        } else {
+            write.removed.clone()
+        };
+        for chunk in removed.chunks(CHUNK) {
+            let sql = format!(
+                "DELETE FROM profiles WHERE id IN ({})",
+                placeholders(1, chunk.len(), 1)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        for chunk in write.profiles.chunks(50) {
+            let sql = format!(
+                "INSERT INTO profiles (id, document, search_text, record_count, created_at, updated_at) VALUES {} \
+                 ON CONFLICT (id) DO UPDATE SET document = excluded.document, search_text = excluded.search_text, \
+                 record_count = excluded.record_count, updated_at = excluded.updated_at",
+                placeholders(1, chunk.len(), 6)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for profile in chunk {
+                query = query
+                    .bind(profile.id)
+                    .bind(serde_json::to_string(&profile.document)?)
+                    .bind(&profile.search_text)
+                    .bind(i64::try_from(profile.members.len()).unwrap_or(i64::MAX))
+                    .bind(now)
+                    .bind(now);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        let members: Vec<(i64, &RecordKey)> = write
+            .profiles
+            .iter()
+            .flat_map(|p| p.members.iter().map(move |k| (p.id, k)))
+            .collect();
+        for chunk in members.chunks(100) {
+            let sql = format!(
+                "INSERT INTO profile_members (source, stream, external_id, profile_id) VALUES {}",
+                placeholders(1, chunk.len(), 4)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (id, key) in chunk {
+                query = query
+                    .bind(&key.source)
+                    .bind(&key.stream)
+                    .bind(&key.external_id)
+                    .bind(*id);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        let identifiers: Vec<(i64, &(String, String))> = write
+            .profiles
+            .iter()
+            .flat_map(|p| p.identifiers.iter().map(move |i| (p.id, i)))
+            .collect();
+        for chunk in identifiers.chunks(150) {
+            let sql = format!(
+                "INSERT INTO profile_identifiers (id_type, id_value, profile_id) VALUES {} ON CONFLICT DO NOTHING",
+                placeholders(1, chunk.len(), 3)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (id, (kind, value)) in chunk {
+                query = query.bind(kind).bind(value).bind(*id);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        for (old, new) in &write.aliases {
+            sqlx::query(
+                "INSERT INTO profile_aliases (old_id, new_id, merged_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (old_id) DO UPDATE SET new_id = excluded.new_id, merged_at = excluded.merged_at",
+            )
+            .bind(*old)
+            .bind(*new)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            // Ids that pointed at `old` now point at `new`, so one lookup always lands.
+            sqlx::query("UPDATE profile_aliases SET new_id = $2 WHERE new_id = $1")
+                .bind(*old)
+                .bind(*new)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(high_water) = write.high_water {
+            sqlx::query("UPDATE counters SET value = $1 WHERE name = 'identity_seq'")
+                .bind(high_water)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn profile(&self, id: i64) -> StoreResult<Option<ProfileRow>> {
+        let target: Option<i64> =
+            sqlx::query_scalar("SELECT new_id FROM profile_aliases WHERE old_id = $1")
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?;
+        let row = sqlx::query(
+            "SELECT id, document, record_count, created_at, updated_at FROM profiles WHERE id = $1",
+        )
+        .bind(target.unwrap_or(id))
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(decode_profile).transpose()
+    }
+
+    async fn search_profiles(&self, text: &str, limit: u32) -> StoreResult<Vec<ProfileRow>> {
+        let pattern = format!(
+            "%{}%",
+            text.to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let rows = sqlx::query(
+            "SELECT id, document, record_count, created_at, updated_at FROM profiles \
+             WHERE search_text LIKE $1 ESCAPE '\\' ORDER BY id LIMIT $2",
+        )
+        .bind(pattern)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(decode_profile).collect()
+    }
+
+    async fn all_memberships(&self) -> StoreResult<Vec<(i64, RecordKey)>> {
+        let rows =
+            sqlx::query("SELECT source, stream, external_id, profile_id FROM profile_members")
+                .fetch_all(self.pool())
+                .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(3)?, decode_key(row, 0)?)))
+            .collect()
+    }
+
+    async fn count_profiles(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM profiles")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+}
