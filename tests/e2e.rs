@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use spindle_model::{JobId, JobStatus};
-use spindle_store::{OpenOptions, ProfileStore, SqlStore, StoreUrl};
+use spindle_store::{IdentityStore, OpenOptions, ProfileStore, SqlStore, StoreUrl};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -669,4 +669,76 @@ async fn a_shopify_sync_killed_mid_way_resumes_without_loss_or_duplicates() {
     ));
     std::fs::write(ws.path("shopify-token.txt"), "shpat_test\n").unwrap();
     kill_mid_sync_and_resume(&ws, "shop", 12_000, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_are_resolved_after_each_run_and_explained() {
+    let ws = Workspace::example();
+    ws.run_ok(&["run", "--once"]);
+    let store = ws.store().await;
+    let run = store
+        .last_run(&JobId::identity())
+        .await
+        .unwrap()
+        .expect("an identity run follows the sources");
+    assert_eq!(run.status, JobStatus::Succeeded);
+
+    let show = ws.run_ok(&["profiles", "show", "  Ada.Lovelace@Example.com "]);
+    assert!(
+        show.contains("2 records from crm_export, shop_customers"),
+        "{show}"
+    );
+    assert!(
+        show.contains("email                      granted"),
+        "{show}"
+    );
+    let by_phone = ws.run_ok(&["profiles", "show", "+44 20 7946 0958"]);
+    assert_eq!(by_phone, show, "the same customer by e-mail or by phone");
+    let by_vendor_id = ws.run_ok(&["profiles", "explain", "crm_export_id:1002"]);
+    assert!(
+        by_vendor_id.contains(
+            "crm_export/rows/1002 ── email grace.hopper@example.com ── shop_customers/rows/c_2"
+        ),
+        "{by_vendor_id}"
+    );
+    let search = ws.run_ok(&["profiles", "search", "lovelace"]);
+    assert_eq!(search.lines().count(), 1, "{search}");
+    let missing = ws.run(&["profiles", "show", "nobody@example.com"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing).contains("no profile holds email `nobody@example.com`"),
+        "{}",
+        text(&missing)
+    );
+
+    let profiles_before = store.count_profiles().await.unwrap();
+    let rebuilt = ws.run_ok(&["identity", "rebuild"]);
+    assert!(rebuilt.contains(&format!("rebuilt {profiles_before} profile(s) from 12 record(s): {profiles_before} unchanged, 0 split, 0 merged, 0 new")), "{rebuilt}");
+
+    // Linking by e-mail only: Ada's CRM and shop records still share an address, so nothing splits;
+    // dropping e-mail as well splits every cross-source customer.
+    let config = std::fs::read_to_string(ws.path("connectors.toml")).unwrap();
+    let narrowed = config
+        .replace(
+            "link_on = [\"email\", \"phone\", \"user_id\", \"crm_export_id\"]",
+            "link_on = [\"crm_export_id\"]",
+        )
+        .replace("limits = { user_id = 1, email = 5 }\n", "")
+        .replace("priority = [\"user_id\", \"email\", \"phone\"]\n", "");
+    assert_ne!(narrowed, config);
+    std::fs::write(ws.path("connectors.toml"), narrowed).unwrap();
+    let split = ws.run_ok(&["identity", "rebuild"]);
+    assert!(split.contains("split"), "{split}");
+    assert!(
+        !split.contains(" 0 split"),
+        "cross-source customers split without e-mail links: {split}"
+    );
+    let audit: Vec<String> = store
+        .audit_log(0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.entry.action)
+        .collect();
+    assert_eq!(audit, ["identity.rebuild", "identity.rebuild"]);
 }

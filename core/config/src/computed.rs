@@ -100,17 +100,31 @@ pub fn parse_computed(name: &str, text: &str) -> Result<ComputedTrait, Expressio
             format!("`count` counts events; write `count({event})`"),
         ));
     }
-    let within = match (words.next(), words.next(), words.next()) {
-        (None, _, _) => None,
-        (Some("within"), Some(span), None) => Some(parse_window(span).ok_or_else(|| {
+    let rest: Vec<&str> = words.collect();
+    let offset_of = |word: &str| inner_start + inner.rfind(word).unwrap_or(0);
+    let within = match rest.as_slice() {
+        [] => None,
+        ["within", span] => Some(parse_window(span).ok_or_else(|| {
             fail(
-                inner_start + inner.rfind(span).unwrap_or(0),
+                offset_of(span),
                 format!("`{span}` is not a window; write e.g. `90d`, `12h`, `30m` or `4w`"),
             )
         })?),
-        (Some(word), _, _) => {
+        ["within"] => {
             return Err(fail(
-                inner_start + inner.find(word).unwrap_or(0),
+                offset_of("within") + 6,
+                "`within` needs a window, e.g. `within 90d`".into(),
+            ));
+        }
+        ["within", _, extra, ..] => {
+            return Err(fail(
+                offset_of(extra),
+                format!("unexpected `{extra}`; write the window as one word, e.g. `90d`"),
+            ));
+        }
+        [word, ..] => {
+            return Err(fail(
+                offset_of(word),
                 format!("expected `within <window>`, found `{word}`"),
             ));
         }
@@ -175,7 +189,13 @@ mod tests {
             )
         );
         let err = parse_computed("x", "count(order_completed within 90 days)").unwrap_err();
-        assert_eq!(err.offset, 29);
+        assert_eq!(
+            (err.offset, err.message.as_str()),
+            (
+                32,
+                "unexpected `days`; write the window as one word, e.g. `90d`"
+            )
+        );
         let err = parse_computed("x", "count(order_completed within 9y)").unwrap_err();
         assert!(err.message.contains("`9y` is not a window"), "{err:?}");
     }

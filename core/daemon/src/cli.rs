@@ -62,6 +62,46 @@ pub enum Command {
         #[command(subcommand)]
         command: SourcesCommand,
     },
+    /// Customer profiles.
+    Profiles {
+        #[command(subcommand)]
+        command: ProfilesCommand,
+    },
+    /// Identity resolution.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfilesCommand {
+    /// The 360° view: traits, computed traits, consent, identifiers, sources and timeline.
+    Show {
+        /// A profile id, an e-mail, a phone number, or `type:value` (e.g. `crm_id:1001`).
+        who: String,
+    },
+    /// Why a profile's records are one customer: its records, the links and their evidence.
+    Explain {
+        /// A profile id, an e-mail, a phone number, or `type:value`.
+        who: String,
+    },
+    /// Profiles whose names, e-mails, phones or ids contain TEXT.
+    Search {
+        /// Text to look for (case-insensitive).
+        text: String,
+        /// Most profiles to list.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdentityCommand {
+    /// Resolve records changed since the last resolution (the daemon does this after each source run).
+    Resolve,
+    /// Resolve every record again from scratch with the current rules; report profiles split, merged, unchanged.
+    Rebuild,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,7 +12,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, ConfigCommand, SourcesCommand, StoreCommand};
+use crate::cli::{
+    Cli, Command, ConfigCommand, IdentityCommand, ProfilesCommand, SourcesCommand, StoreCommand,
+};
 
 /// How a command ended, mapped to the process exit code.
 #[derive(Debug)]
@@ -76,6 +78,21 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Sources {
             command: SourcesCommand::List,
         } => commands::sources::list(&path).await,
+        Command::Profiles {
+            command: ProfilesCommand::Show { who },
+        } => commands::profiles::show(&path, &who).await,
+        Command::Profiles {
+            command: ProfilesCommand::Explain { who },
+        } => commands::profiles::explain(&path, &who).await,
+        Command::Profiles {
+            command: ProfilesCommand::Search { text, limit },
+        } => commands::profiles::search(&path, &text, limit).await,
+        Command::Identity {
+            command: IdentityCommand::Resolve,
+        } => commands::profiles::resolve(&path).await,
+        Command::Identity {
+            command: IdentityCommand::Rebuild,
+        } => commands::profiles::rebuild(&path).await,
         Command::Sources {
             command: SourcesCommand::Sync { id, full },
         } => commands::sources::sync(&path, &id, full).await,

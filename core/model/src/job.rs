@@ -13,6 +13,8 @@ pub enum JobKind {
     Source,
     /// Run an audience sync.
     Sync,
+    /// Resolve changed records into profiles.
+    Identity,
 }
 
 impl JobKind {
@@ -21,6 +23,7 @@ impl JobKind {
         match self {
             JobKind::Source => "source",
             JobKind::Sync => "sync",
+            JobKind::Identity => "identity",
         }
     }
 }
@@ -43,6 +46,14 @@ impl JobId {
         }
     }
 
+    /// The identity resolution job (one per installation).
+    pub fn identity() -> Self {
+        Self {
+            kind: JobKind::Identity,
+            name: "profiles".into(),
+        }
+    }
+
     /// An audience sync job.
     pub fn sync(name: impl Into<String>) -> Self {
         Self {
@@ -57,6 +68,7 @@ impl JobId {
         let kind = match kind {
             "source" => JobKind::Source,
             "sync" => JobKind::Sync,
+            "identity" => JobKind::Identity,
             _ => return None,
         };
         (!name.is_empty()).then(|| Self {

@@ -191,6 +191,7 @@ fn decode_run(row: &AnyRow) -> StoreResult<JobRun> {
     let kind = match row.try_get::<&str, _>("job_kind")? {
         "source" => JobKind::Source,
         "sync" => JobKind::Sync,
+        "identity" => JobKind::Identity,
         other => return Err(StoreError::Corrupt(format!("unknown job kind `{other}`"))),
     };
     let trigger_text: &str = row.try_get("trigger")?;

@@ -1,0 +1,210 @@
+//! `spindle profiles show|explain|search` and `spindle identity resolve|rebuild`.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use chrono::Utc;
+use spindle_config::Config;
+use spindle_identity::normalize::Normalizer;
+use spindle_identity::profile::{self, ProfileDocument};
+use spindle_identity::{IdentityEngine, explain};
+use spindle_model::{JobId, JobTrigger, NewAuditEntry};
+use spindle_store::{IdentityStore, ProfileStore, SqlStore};
+
+use crate::commands::{cli_actor, lock_store, open_store};
+use crate::{Failure, load_config};
+
+fn print(text: &str) -> Result<(), Failure> {
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .context("writing to standard output")?;
+    Ok(())
+}
+
+/// Finds the one profile `who` names: an id, an e-mail, a phone, or `type:value`.
+async fn find(
+    config: &Config,
+    store: &SqlStore,
+    who: &str,
+) -> Result<(i64, ProfileDocument), Failure> {
+    let who = who.trim();
+    let id = if let Ok(id) = who.parse::<i64>() {
+        id
+    } else {
+        let (kind, raw) = match who.split_once(':') {
+            Some((kind, raw)) if !kind.contains('@') && !kind.starts_with('+') => {
+                (kind.to_owned(), raw)
+            }
+            _ if who.contains('@') => ("email".to_owned(), who),
+            _ => ("phone".to_owned(), who),
+        };
+        let mut normalizer = Normalizer::new(config.identity.default_region.as_deref());
+        let value = normalizer
+            .normalize(&kind, raw)
+            .map_err(|reason| anyhow::anyhow!("`{who}` is not a usable {kind}: {reason}"))?;
+        let found = store
+            .profiles_with_identifiers(&[(kind.clone(), value.clone())])
+            .await
+            .context("looking up profiles")?;
+        let mut ids: Vec<i64> = found.into_iter().map(|(_, _, id)| id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        match ids.as_slice() {
+            [] => return Err(anyhow::anyhow!("no profile holds {kind} `{value}`").into()),
+            [one] => *one,
+            many => {
+                let list: Vec<String> = many.iter().map(ToString::to_string).collect();
+                return Err(anyhow::anyhow!(
+                    "{} profiles hold {kind} `{value}` (it links nobody, or limits kept them apart): {}; name one by id",
+                    many.len(),
+                    list.join(", ")
+                )
+                .into());
+            }
+        }
+    };
+    let row = store
+        .profile(id)
+        .await
+        .context("reading the profile")?
+        .ok_or_else(|| {
+            anyhow::anyhow!("there is no profile {id}; `spindle profiles search` lists them")
+        })?;
+    let doc: ProfileDocument =
+        serde_json::from_value(row.document).context("reading the profile document")?;
+    Ok((row.id, doc))
+}
+
+/// Prints the 360° view of one profile.
+pub async fn show(path: &Path, who: &str) -> Result<(), Failure> {
+    let config = load_config(path)?;
+    let store = open_store(&config).await?;
+    let (id, doc) = find(&config, &store, who).await?;
+    let records = store
+        .records_by_keys(&doc.records)
+        .await
+        .context("reading the profile's records")?;
+    let members: Vec<&spindle_model::StoredRecord> = records.iter().collect();
+    let timeline = profile::timeline(&members);
+    // Windows such as `within 90d` are evaluated now, not when the profile was last resolved.
+    let computed = profile::compute(&config.profiles.computed, &timeline, Utc::now());
+    store.close().await;
+    print(&explain::show(id, &doc, &computed, &timeline))
+}
+
+/// Prints why one profile's records are one customer.
+pub async fn explain(path: &Path, who: &str) -> Result<(), Failure> {
+    let config = load_config(path)?;
+    let store = open_store(&config).await?;
+    let (id, doc) = find(&config, &store, who).await?;
+    store.close().await;
+    print(&explain::explain(id, &doc))
+}
+
+/// Lists profiles matching a text.
+pub async fn search(path: &Path, text: &str, limit: u32) -> Result<(), Failure> {
+    let config = load_config(path)?;
+    let store = open_store(&config).await?;
+    let rows = store
+        .search_profiles(text, limit)
+        .await
+        .context("searching profiles")?;
+    store.close().await;
+    let mut out = String::new();
+    for row in &rows {
+        let doc: ProfileDocument =
+            serde_json::from_value(row.document.clone()).context("reading a profile")?;
+        let name: Vec<String> = ["first_name", "last_name"]
+            .iter()
+            .filter_map(|t| {
+                doc.traits
+                    .get(*t)
+                    .and_then(|v| v.value.as_str())
+                    .map(str::to_owned)
+            })
+            .collect();
+        let email = doc
+            .identifiers
+            .iter()
+            .find(|i| i.kind == "email")
+            .map_or("", |i| i.value.as_str());
+        out.push_str(&format!(
+            "{:>8}  {:<28} {:<34} {} record(s) from {}\n",
+            row.id,
+            name.join(" "),
+            email,
+            doc.records.len(),
+            doc.sources.join(", ")
+        ));
+    }
+    if rows.is_empty() {
+        out.push_str(&format!("no profile matches `{text}`\n"));
+    }
+    print(&out)
+}
+
+/// Resolves pending records now.
+pub async fn resolve(path: &Path) -> Result<(), Failure> {
+    let config = load_config(path)?;
+    let _lock = lock_store(&config)?;
+    let store = open_store(&config).await?;
+    let engine = IdentityEngine::new(store.as_ref(), &config.identity, &config.profiles)
+        .context("identity rules")?;
+    let report = engine
+        .resolve_pending()
+        .await
+        .context("resolving profiles")?;
+    store.close().await;
+    print(&format!(
+        "resolved {} record(s): {} profile(s) written, {} new, {} merged, {} split\n",
+        report.records, report.profiles_written, report.created, report.merged, report.split
+    ))
+}
+
+/// Rebuilds every profile with the current rules.
+pub async fn rebuild(path: &Path) -> Result<(), Failure> {
+    let config = load_config(path)?;
+    let _lock = lock_store(&config)?;
+    let store = open_store(&config).await?;
+    let engine = IdentityEngine::new(store.as_ref(), &config.identity, &config.profiles)
+        .context("identity rules")?;
+    let started = Utc::now();
+    let run = store
+        .start_run(&JobId::identity(), JobTrigger::Manual, started, started)
+        .await
+        .context("recording the run")?;
+    let result = engine.rebuild().await;
+    let (status, error) = match &result {
+        Ok(_) => (spindle_model::JobStatus::Succeeded, None),
+        Err(err) => (spindle_model::JobStatus::Failed, Some(err.to_string())),
+    };
+    let counts = result
+        .as_ref()
+        .map_or(Default::default(), |r| spindle_model::JobCounts {
+            read: r.records,
+            inserted: r.created,
+            updated: r.profiles_written.saturating_sub(r.created),
+            ..Default::default()
+        });
+    store
+        .finish_run(run, status, error.as_deref(), counts, Utc::now())
+        .await
+        .context("recording the run")?;
+    let report = result.context("rebuilding profiles")?;
+    store
+        .append_audit(NewAuditEntry {
+            actor: cli_actor(),
+            action: "identity.rebuild".into(),
+            target: "profiles".into(),
+            details: serde_json::to_value(report).unwrap_or_default(),
+        })
+        .await
+        .context("recording the rebuild in the audit log")?;
+    let profiles = store.count_profiles().await.context("counting profiles")?;
+    store.close().await;
+    print(&format!(
+        "rebuilt {} profile(s) from {} record(s): {} unchanged, {} split, {} merged, {} new\n",
+        profiles, report.records, report.unchanged, report.split, report.merged, report.created
+    ))
+}
