@@ -20,6 +20,7 @@ spindle_testkit::store_backends!(
     a_rule_change_splits_profiles_on_rebuild,
     a_new_record_merges_two_profiles_and_the_old_id_follows,
     traits_consent_and_computed_traits_follow_the_rules,
+    compound_rules_link_records_without_a_shared_key,
 );
 
 fn identity(link_on: &[&str]) -> IdentityConfig {
@@ -447,4 +448,82 @@ async fn traits_consent_and_computed_traits_follow_the_rules(store: &SqlStore) {
     assert_eq!(doc.computed["orders_90d"], json!(2));
     assert_eq!(doc.computed["total_spent"], json!(80.5));
     assert_eq!(doc.event_count, 3);
+}
+
+async fn compound_rules_link_records_without_a_shared_key(store: &SqlStore) {
+    let person = |id: &str, first: &str, last: &str, dob: &str, zip: &str, email: &str| {
+        record(
+            "rows",
+            id,
+            &[("email", email)],
+            json!({"first_name": first, "last_name": last, "birth_date": dob, "postal_code": zip}),
+        )
+    };
+    put(
+        store,
+        "file",
+        vec![
+            person(
+                "1",
+                "Marie",
+                "Curie ",
+                "1867-11-07",
+                "75005",
+                "marie@sorbonne.fr",
+            ),
+            person(
+                "2",
+                "M.",
+                "curie",
+                "1867-11-07",
+                "75005",
+                "mcurie@radium.org",
+            ),
+            person(
+                "3",
+                "Pierre",
+                "Curie",
+                "1859-05-15",
+                "75005",
+                "pierre@sorbonne.fr",
+            ),
+            person("4", "Marie", "Curie", "1867-11-07", "", "other@x.io"),
+        ],
+    )
+    .await;
+    let mut identity = identity(&["email"]);
+    identity.compound = vec![spindle_config::CompoundRule {
+        name: "name_dob_zip".into(),
+        fields: vec![
+            "last_name".into(),
+            "first_initial".into(),
+            "birth_date".into(),
+            "postal_code".into(),
+        ],
+    }];
+    let profiles = ProfilesConfig::default();
+    IdentityEngine::new(store, &identity, &profiles)
+        .unwrap()
+        .resolve_pending()
+        .await
+        .unwrap();
+    let marie = profile_of(store, "file", "rows", "1").await;
+    assert_eq!(
+        profile_of(store, "file", "rows", "2").await,
+        marie,
+        "same last name, initial, birth date, postcode"
+    );
+    assert_ne!(
+        profile_of(store, "file", "rows", "3").await,
+        marie,
+        "another first initial and birth date"
+    );
+    assert_ne!(
+        profile_of(store, "file", "rows", "4").await,
+        marie,
+        "an empty field never matches"
+    );
+    let doc = document(store, marie).await;
+    assert_eq!(doc.links[0].rule, "compound:name_dob_zip");
+    assert_eq!(doc.links[0].value, "curie|m|1867-11-07|75005");
 }
