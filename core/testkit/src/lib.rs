@@ -33,6 +33,8 @@
 mod common;
 mod data;
 pub mod hubspot;
+pub mod mailchimp;
+pub mod plugins;
 pub mod shopify;
 pub mod store;
 
