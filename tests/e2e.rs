@@ -742,3 +742,116 @@ async fn profiles_are_resolved_after_each_run_and_explained() {
         .collect();
     assert_eq!(audit, ["identity.rebuild", "identity.rebuild"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_are_inspected_tested_against_recordings_and_checked_by_validate() {
+    let mailchimp = spindle_testkit::plugins::built("mailchimp");
+    let webhook = spindle_testkit::plugins::built("webhook");
+    let ws = Workspace::with_config("");
+
+    let inspected = ws.run_ok(&["plugin", "inspect", webhook.to_str().unwrap()]);
+    assert!(
+        inspected.contains("world: spindle:destination@0.1.0"),
+        "{inspected}"
+    );
+    assert!(
+        inspected.contains("sync modes: upsert, mirror, add_only"),
+        "{inspected}"
+    );
+    assert!(
+        inspected.contains("exports: describe, validate-config, sync-batch, delete-subjects"),
+        "{inspected}"
+    );
+
+    let fixture = repo_root().join("plugins/mailchimp/fixtures/upsert-two");
+    let tested = ws.run_ok(&[
+        "plugin",
+        "test",
+        mailchimp.to_str().unwrap(),
+        "--fixture",
+        fixture.to_str().unwrap(),
+    ]);
+    assert!(
+        tested.contains("> PUT /3.0/lists/a1b2c3/members/3e3417d7ef77d5932a6734b916515ed5"),
+        "{tested}"
+    );
+    assert!(tested.contains("p1: Outcome::Delivered"), "{tested}");
+    assert!(
+        tested.contains("p2: Outcome::Rejected(\"400 grace@example.com looks fake"),
+        "{tested}"
+    );
+    assert!(
+        !tested.contains("DIFFERS") && !tested.contains("not used"),
+        "{tested}"
+    );
+
+    let config = |url: &str| {
+        format!(
+            "[destinations.hook]\nplugin = \"{}\"\nallow_hosts = [\"https://hooks.example.com\"]\nconfig = {{ url = \"{url}\" }}\n\
+             secrets = {{ signing_key = \"${{env:SPINDLE_TEST_SIGNING_KEY}}\" }}\n",
+            webhook.display()
+        )
+    };
+    std::fs::write(
+        ws.path("connectors.toml"),
+        config("https://hooks.example.com/in"),
+    )
+    .unwrap();
+    let ok = ws
+        .command(&["validate"])
+        .env("SPINDLE_TEST_SIGNING_KEY", "k")
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(
+        text(&ok).contains("ok    destination hook"),
+        "{}",
+        text(&ok)
+    );
+    std::fs::write(
+        ws.path("connectors.toml"),
+        config("ftp://hooks.example.com/in"),
+    )
+    .unwrap();
+    let refused = ws
+        .command(&["validate"])
+        .env("SPINDLE_TEST_SIGNING_KEY", "k")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(text(&refused).contains("plugin"), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("refuses its config: `url` must be an http(s) URL"),
+        "{}",
+        text(&refused)
+    );
+}
+
+#[test]
+fn plugin_new_adds_a_plugin_from_the_template() {
+    let ws = Workspace::with_config("");
+    std::fs::create_dir_all(ws.path("plugins")).unwrap();
+    std::fs::write(
+        ws.path("plugins/Cargo.toml"),
+        "[workspace]\nmembers = [\"sdk\"]\n",
+    )
+    .unwrap();
+    let out = ws.run_ok(&["plugin", "new", "acme-mail"]);
+    assert!(out.contains("created plugins/acme-mail"), "{out}");
+    let manifest = std::fs::read_to_string(ws.path("plugins/Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains("members = [\"acme-mail\", \"sdk\"]"),
+        "{manifest}"
+    );
+    let lib = std::fs::read_to_string(ws.path("plugins/acme-mail/src/lib.rs")).unwrap();
+    assert!(lib.contains("Info::new(\"acme-mail\""), "{lib}");
+    assert!(lib.contains("spindle_plugin_sdk::export!(Plugin);"));
+    let again = ws.run(&["plugin", "new", "acme-mail"]);
+    assert!(text(&again).contains("already exists"), "{}", text(&again));
+    let bad = ws.run(&["plugin", "new", "Acme"]);
+    assert!(
+        text(&bad).contains("is not a plugin name"),
+        "{}",
+        text(&bad)
+    );
+}

@@ -72,6 +72,44 @@ pub enum Command {
         #[command(subcommand)]
         command: IdentityCommand,
     },
+    /// Destination plugins: create, build, inspect, test.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Create `plugins/<name>` from the template and add it to the plugin workspace.
+    New {
+        /// The plugin's name (lowercase, `-` allowed).
+        name: String,
+        /// The plugin workspace.
+        #[arg(long, default_value = "plugins")]
+        workspace: PathBuf,
+    },
+    /// Build plugins for `wasm32-wasip2` (release, size-optimised).
+    Build {
+        /// Plugins to build; all when none are named.
+        names: Vec<String>,
+        /// The plugin workspace.
+        #[arg(long, default_value = "plugins")]
+        workspace: PathBuf,
+    },
+    /// Show a component's world, version, imports and config schema.
+    Inspect {
+        /// The `.wasm` file.
+        file: PathBuf,
+    },
+    /// Run a plugin against recorded request/response pairs and print every HTTP exchange.
+    Test {
+        /// A plugin name or `.wasm` path.
+        plugin: String,
+        /// A folder with `batch.json`, `exchanges.json` and optionally `secrets.json`.
+        #[arg(long)]
+        fixture: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

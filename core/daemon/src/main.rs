@@ -13,7 +13,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{
-    Cli, Command, ConfigCommand, IdentityCommand, ProfilesCommand, SourcesCommand, StoreCommand,
+    Cli, Command, ConfigCommand, IdentityCommand, PluginCommand, ProfilesCommand, SourcesCommand,
+    StoreCommand,
 };
 
 /// How a command ended, mapped to the process exit code.
@@ -93,6 +94,18 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Identity {
             command: IdentityCommand::Rebuild,
         } => commands::profiles::rebuild(&path).await,
+        Command::Plugin {
+            command: PluginCommand::New { name, workspace },
+        } => commands::plugin::new(&workspace, &name),
+        Command::Plugin {
+            command: PluginCommand::Build { names, workspace },
+        } => commands::plugin::build(&workspace, &names),
+        Command::Plugin {
+            command: PluginCommand::Inspect { file },
+        } => commands::plugin::inspect(&file).await,
+        Command::Plugin {
+            command: PluginCommand::Test { plugin, fixture },
+        } => commands::plugin::test(&plugin, &fixture).await,
         Command::Sources {
             command: SourcesCommand::Sync { id, full },
         } => commands::sources::sync(&path, &id, full).await,

@@ -79,6 +79,47 @@ pub enum PluginError {
     /// The engine could not be set up.
     #[error("cannot set up the plugin engine: {0}")]
     Engine(String),
+    /// A plugin named in the configuration is not built.
+    #[error(
+        "plugin `{plugin}` is not built: looked for {searched}; run `spindle plugin build {plugin}`"
+    )]
+    NotFound {
+        /// The name.
+        plugin: String,
+        /// The paths tried.
+        searched: String,
+    },
+}
+
+/// Where a destination's plugin is: a `.wasm` path as given, or a built plugin's name looked up in
+/// `<dir>/plugins/<name>.wasm`, then the plugin workspace's build output (`<dir>/target/wasm-plugins/…` and
+/// `<dir>/plugins/target/…`, profile `plugin`), where `dir` is the configuration file's folder.
+pub fn locate(plugin: &str, config_dir: &Path) -> Result<PathBuf, PluginError> {
+    if plugin.ends_with(".wasm") {
+        return Ok(PathBuf::from(plugin));
+    }
+    let file = format!("{}.wasm", plugin.replace('-', "_"));
+    let candidates = [
+        config_dir.join("plugins").join(format!("{plugin}.wasm")),
+        config_dir
+            .join("target/wasm-plugins/wasm32-wasip2/plugin")
+            .join(&file),
+        config_dir
+            .join("plugins/target/wasm32-wasip2/plugin")
+            .join(&file),
+    ];
+    candidates
+        .iter()
+        .find(|c| c.is_file())
+        .cloned()
+        .ok_or_else(|| PluginError::NotFound {
+            plugin: plugin.to_owned(),
+            searched: candidates
+                .iter()
+                .map(|c| c.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 /// Limits and capabilities of calls for one destination.
@@ -397,6 +438,28 @@ impl PluginHost {
             }
         }
         Ok(())
+    }
+
+    /// The component's imports and exports, by name.
+    pub fn interface(&self, plugin_path: &Path) -> Result<(Vec<String>, Vec<String>), PluginError> {
+        let wasm = std::fs::read(plugin_path).map_err(|source| PluginError::Read {
+            path: plugin_path.to_owned(),
+            source,
+        })?;
+        let component =
+            Component::new(&self.engine, &wasm).map_err(|err| PluginError::Invalid {
+                plugin: plugin_path.display().to_string(),
+                reason: format!("{err:#}"),
+            })?;
+        let ty = component.component_type();
+        Ok((
+            ty.imports(&self.engine)
+                .map(|(n, _)| n.to_owned())
+                .collect(),
+            ty.exports(&self.engine)
+                .map(|(n, _)| n.to_owned())
+                .collect(),
+        ))
     }
 
     /// Loads a component from `path`, from the compiled cache when possible.

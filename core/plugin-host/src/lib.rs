@@ -18,7 +18,7 @@
 pub mod gate;
 mod host;
 
-pub use host::{CallLimits, LoadedPlugin, PluginError, PluginHost, SUPPORTED_VERSION};
+pub use host::{CallLimits, LoadedPlugin, PluginError, PluginHost, SUPPORTED_VERSION, locate};
 
 /// The generated bindings of the `destination` world (the crate's only `bindgen!`).
 #[allow(missing_docs, clippy::all)]

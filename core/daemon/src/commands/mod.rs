@@ -1,6 +1,7 @@
 //! One module per command group. Shared here: opening the store the way every command does.
 
 pub mod config;
+pub mod plugin;
 pub mod profiles;
 pub mod run;
 pub mod sources;

@@ -23,6 +23,10 @@ pub async fn run(path: &Path, check_connections: bool) -> Result<(), Failure> {
         config.store.url.redacted()
     );
     writeln!(out, "{summary}").context("writing to standard output")?;
+    let plugin_problems = check_destinations(&config, &mut out).await?;
+    if plugin_problems > 0 {
+        return Err(Failure::InvalidConfig);
+    }
     if !check_connections {
         return Ok(());
     }
@@ -73,4 +77,61 @@ pub async fn run(path: &Path, check_connections: bool) -> Result<(), Failure> {
         )));
     }
     Ok(())
+}
+
+/// Loads each destination's plugin (when built) and asks it to validate the destination's `config`.
+/// Returns how many destinations have a config their plugin refuses or a plugin that cannot load.
+async fn check_destinations(
+    config: &spindle_config::Config,
+    out: &mut impl Write,
+) -> Result<usize, Failure> {
+    if config.destinations.is_empty() {
+        return Ok(0);
+    }
+    let config_dir = config
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let host =
+        spindle_plugin_host::PluginHost::new(Some(crate::commands::plugin::cache_dir(config_dir)))
+            .context("starting the plugin engine")?;
+    let mut problems = 0;
+    for (id, destination) in &config.destinations {
+        let path = match spindle_plugin_host::locate(&destination.plugin, config_dir) {
+            Ok(path) => path,
+            Err(err) => {
+                writeln!(
+                    out,
+                    "  note  destination {id}: {err}; its config was not checked"
+                )
+                .context("writing to standard output")?;
+                continue;
+            }
+        };
+        let limits = crate::commands::plugin::call_limits(destination);
+        let checked = match host.load(&path) {
+            Ok(plugin) => host
+                .validate_config(&plugin, &limits, &destination.config.to_string())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        let line = match checked {
+            Ok(Ok(())) => format!("  ok    destination {id} (plugin {})", destination.plugin),
+            Ok(Err(reason)) => {
+                problems += 1;
+                format!(
+                    "error: destination {id}: plugin {} refuses its config: {reason}",
+                    destination.plugin
+                )
+            }
+            Err(reason) => {
+                problems += 1;
+                format!("error: destination {id}: {reason}")
+            }
+        };
+        writeln!(out, "{line}").context("writing to standard output")?;
+    }
+    Ok(problems)
 }
