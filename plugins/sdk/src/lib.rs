@@ -2,7 +2,7 @@
 //!
 //! A plugin is one short file: a typed config, a [`Destination`] implementation, and [`export!`]:
 //!
-//! ```ignore
+//! ```text
 //! use spindle_plugin_sdk::prelude::*;
 //!
 //! #[derive(serde::Deserialize)]
