@@ -15,7 +15,9 @@ if [ -z "${SPINDLE_TEST_POSTGRES_URL:-}" ]; then
 fi
 
 # The plugin SDK's own unit tests run natively, in the plugin workspace's target folder.
-CARGO_TARGET_DIR=target/wasm-plugins cargo test --manifest-path plugins/Cargo.toml -p spindle-plugin-sdk "$@"
+locked=()
+for arg in "$@"; do [ "$arg" = "--locked" ] && locked=(--locked); done
+CARGO_TARGET_DIR=target/wasm-plugins cargo test --manifest-path plugins/Cargo.toml -p spindle-plugin-sdk "${locked[@]}"
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
