@@ -72,10 +72,56 @@ pub enum Command {
         #[command(subcommand)]
         command: IdentityCommand,
     },
+    /// Segments (audiences).
+    Segments {
+        #[command(subcommand)]
+        command: SegmentsCommand,
+    },
+    /// Audience syncs.
+    Syncs {
+        #[command(subcommand)]
+        command: SyncsCommand,
+    },
     /// Destination plugins: create, build, inspect, test.
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SegmentsCommand {
+    /// Count and sample the members of a configured segment or of an expression.
+    Preview {
+        /// A segment id, or an expression such as `total_spent > 500 and consent.email`.
+        segment: String,
+        /// How many members to show.
+        #[arg(long, default_value_t = 10)]
+        sample: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncsCommand {
+    /// List syncs with their last run, pending changes and dead letters.
+    List,
+    /// Run a sync now.
+    Run {
+        /// The sync id.
+        id: String,
+        /// Show the changes it would send, as a table, and send nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// A sync's recent runs.
+    History {
+        /// The sync id.
+        id: String,
+    },
+    /// Give a sync's dead letters another chance, then run it.
+    Replay {
+        /// The sync id.
+        id: String,
     },
 }
 

@@ -25,6 +25,10 @@ pub struct DaemonExecutor {
     clock: Arc<dyn Clock>,
     failures: AtomicU32,
     identity_lock: tokio::sync::Mutex<()>,
+    plugin_host: tokio::sync::OnceCell<Result<spindle_plugin_host::PluginHost, String>>,
+    plugins: tokio::sync::Mutex<
+        std::collections::HashMap<String, (spindle_plugin_host::LoadedPlugin, usize)>,
+    >,
 }
 
 /// Logs a line per committed batch.
@@ -55,6 +59,8 @@ impl DaemonExecutor {
             clock,
             failures: AtomicU32::new(0),
             identity_lock: tokio::sync::Mutex::new(()),
+            plugin_host: tokio::sync::OnceCell::new(),
+            plugins: tokio::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -103,6 +109,9 @@ impl DaemonExecutor {
             .resolve_pending()
             .await
             .map_err(|err| err.to_string())?;
+        if report.profiles_written > 0 || report.merged > 0 {
+            self.evaluate_segments().await?;
+        }
         tracing::info!(
             records = report.records,
             profiles = report.profiles_written,
@@ -115,6 +124,124 @@ impl DaemonExecutor {
             read: report.records,
             inserted: report.created,
             updated: report.profiles_written.saturating_sub(report.created),
+            ..JobCounts::default()
+        };
+        Ok((counts, false))
+    }
+
+    /// Re-evaluates every segment over every profile and records who entered and left.
+    pub async fn evaluate_segments(&self) -> Result<(), String> {
+        if self.config.segments.is_empty() {
+            return Ok(());
+        }
+        let segments =
+            spindle_sync::membership::Segments::compile(&self.config).map_err(|e| e.to_string())?;
+        let report = spindle_sync::membership::evaluate_all(
+            self.store.as_ref(),
+            &segments,
+            self.clock.now(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        for (segment, (entered, exited)) in &report.changes {
+            if entered + exited > 0 {
+                tracing::info!(segment = %segment, entered, exited, "segment membership changed");
+            }
+        }
+        Ok(())
+    }
+
+    /// The plugin of a destination, loaded once (compiled code cached beside the configuration), with the
+    /// batch size to use.
+    pub async fn plugin_for(
+        &self,
+        destination: &spindle_config::DestinationConfig,
+    ) -> Result<
+        (
+            spindle_plugin_host::PluginHost,
+            spindle_plugin_host::LoadedPlugin,
+            usize,
+        ),
+        String,
+    > {
+        let config_dir = self
+            .config
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .to_owned();
+        let host = self
+            .plugin_host
+            .get_or_init(|| async {
+                spindle_plugin_host::PluginHost::new(Some(crate::commands::plugin::cache_dir(
+                    &config_dir,
+                )))
+                .map_err(|e| e.to_string())
+            })
+            .await
+            .clone()?;
+        let mut plugins = self.plugins.lock().await;
+        if let Some((plugin, size)) = plugins.get(&destination.id) {
+            return Ok((host, plugin.clone(), *size));
+        }
+        let path = spindle_plugin_host::locate(&destination.plugin, &config_dir)
+            .map_err(|e| e.to_string())?;
+        let plugin = host.load(&path).map_err(|e| e.to_string())?;
+        let limits = crate::commands::plugin::call_limits(destination);
+        let info = host
+            .describe(&plugin, &limits)
+            .await
+            .map_err(|e| e.to_string())?;
+        let size = destination
+            .batch_size
+            .unwrap_or(info.max_batch_size)
+            .min(info.max_batch_size)
+            .max(1) as usize;
+        plugins.insert(destination.id.clone(), (plugin.clone(), size));
+        Ok((host, plugin, size))
+    }
+
+    /// Runs one audience sync: brings memberships up to date, then diffs and sends.
+    async fn sync(&self, name: &str) -> Outcome {
+        let sync = self
+            .config
+            .syncs
+            .get(name)
+            .ok_or_else(|| format!("sync `{name}` is not in the configuration"))?;
+        let destination = self
+            .config
+            .destinations
+            .get(&sync.destination)
+            .ok_or_else(|| {
+                format!(
+                    "destination `{}` is not in the configuration",
+                    sync.destination
+                )
+            })?;
+        {
+            let _one_at_a_time = self.identity_lock.lock().await;
+            self.evaluate_segments().await?;
+        }
+        let (host, plugin, batch_size) = self.plugin_for(destination).await?;
+        let report = spindle_sync::engine::run_sync(
+            self.store.as_ref(),
+            &host,
+            &plugin,
+            sync,
+            destination,
+            batch_size,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let counts = JobCounts {
+            read: report.added + report.updated + report.removed,
+            inserted: report.added,
+            updated: report.updated,
+            removed: report.removed,
+            delivered: report.delivered,
+            rejected: report.rejected,
+            retried: report.retried,
             ..JobCounts::default()
         };
         Ok((counts, false))
@@ -143,9 +270,7 @@ impl DaemonExecutor {
                 None => Err(format!("source `{}` is not in the configuration", job.name)),
             },
             JobKind::Identity => self.resolve().await,
-            JobKind::Sync => {
-                Err("audience syncs are not run by this version of spindle".to_owned())
-            }
+            JobKind::Sync => self.sync(&job.name).await,
         }
     }
 

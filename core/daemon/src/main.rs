@@ -13,8 +13,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{
-    Cli, Command, ConfigCommand, IdentityCommand, PluginCommand, ProfilesCommand, SourcesCommand,
-    StoreCommand,
+    Cli, Command, ConfigCommand, IdentityCommand, PluginCommand, ProfilesCommand, SegmentsCommand,
+    SourcesCommand, StoreCommand, SyncsCommand,
 };
 
 /// How a command ended, mapped to the process exit code.
@@ -94,6 +94,21 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Identity {
             command: IdentityCommand::Rebuild,
         } => commands::profiles::rebuild(&path).await,
+        Command::Segments {
+            command: SegmentsCommand::Preview { segment, sample },
+        } => commands::syncs::preview(&path, &segment, sample).await,
+        Command::Syncs {
+            command: SyncsCommand::List,
+        } => commands::syncs::list(&path).await,
+        Command::Syncs {
+            command: SyncsCommand::Run { id, dry_run },
+        } => commands::syncs::run(&path, &id, dry_run).await,
+        Command::Syncs {
+            command: SyncsCommand::History { id },
+        } => commands::syncs::history(&path, &id).await,
+        Command::Syncs {
+            command: SyncsCommand::Replay { id },
+        } => commands::syncs::replay(&path, &id).await,
         Command::Plugin {
             command: PluginCommand::New { name, workspace },
         } => commands::plugin::new(&workspace, &name),

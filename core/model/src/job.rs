@@ -171,6 +171,18 @@ pub struct JobCounts {
     pub unchanged: u64,
     /// Records quarantined.
     pub quarantined: u64,
+    /// Audience members removed from a destination.
+    #[serde(default)]
+    pub removed: u64,
+    /// Changes a destination accepted.
+    #[serde(default)]
+    pub delivered: u64,
+    /// Changes a destination refused (dead letters).
+    #[serde(default)]
+    pub rejected: u64,
+    /// Retries scheduled.
+    #[serde(default)]
+    pub retried: u64,
 }
 
 /// Store-assigned id of a job run.

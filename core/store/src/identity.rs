@@ -113,6 +113,10 @@ pub trait IdentityStore: Send + Sync {
     async fn all_memberships(&self) -> StoreResult<Vec<(i64, RecordKey)>>;
     /// How many profiles exist.
     async fn count_profiles(&self) -> StoreResult<u64>;
+    /// Profiles with id greater than `after_id`, by id, at most `limit` (for walking every profile).
+    async fn profiles_page(&self, after_id: i64, limit: u32) -> StoreResult<Vec<ProfileRow>>;
+    /// Profiles by id (missing ids are skipped; merged ids are not followed).
+    async fn profiles_by_ids(&self, ids: &[i64]) -> StoreResult<Vec<ProfileRow>>;
 }
 
 fn decode_profile(row: &sqlx::any::AnyRow) -> StoreResult<ProfileRow> {
@@ -452,5 +456,34 @@ impl IdentityStore for SqlStore {
             .fetch_one(self.pool())
             .await?;
         Ok(u64::try_from(n).unwrap_or_default())
+    }
+
+    async fn profiles_page(&self, after_id: i64, limit: u32) -> StoreResult<Vec<ProfileRow>> {
+        let rows = sqlx::query(
+            "SELECT id, document, record_count, created_at, updated_at FROM profiles WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(decode_profile).collect()
+    }
+
+    async fn profiles_by_ids(&self, ids: &[i64]) -> StoreResult<Vec<ProfileRow>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT id, document, record_count, created_at, updated_at FROM profiles WHERE id IN ({})",
+                placeholders(1, chunk.len(), 1)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                out.push(decode_profile(&row)?);
+            }
+        }
+        Ok(out)
     }
 }

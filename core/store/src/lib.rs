@@ -15,6 +15,7 @@ mod backup;
 mod error;
 mod identity;
 mod migrations;
+mod sync_state;
 pub use migrations::latest_version;
 mod sql;
 
@@ -30,6 +31,7 @@ pub use error::StoreError;
 pub use identity::{IdentityStore, ProfileRow, ProfileWrite, ResolutionWrite};
 pub use spindle_config::store_url::{Backend, StoreUrl};
 pub use sql::SqlStore;
+pub use sync_state::{DeadLetter, OutboxItem, OutboxRow, Settlement, SyncStore, rejected_marker};
 
 /// Result type of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;

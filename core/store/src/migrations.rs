@@ -25,6 +25,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0002_profiles.sql"),
         include_str!("../migrations/postgres/0002_profiles.sql"),
     ),
+    (
+        3,
+        "segments_and_syncs",
+        include_str!("../migrations/sqlite/0003_segments_and_syncs.sql"),
+        include_str!("../migrations/postgres/0003_segments_and_syncs.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.

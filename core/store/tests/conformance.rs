@@ -335,6 +335,7 @@ async fn job_runs_are_recorded(store: &SqlStore) {
         updated: 1,
         unchanged: 1,
         quarantined: 1,
+        ..JobCounts::default()
     };
     store
         .finish_run(

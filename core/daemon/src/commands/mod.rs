@@ -6,6 +6,7 @@ pub mod profiles;
 pub mod run;
 pub mod sources;
 pub mod store;
+pub mod syncs;
 pub mod validate;
 
 use std::sync::Arc;

@@ -18,16 +18,25 @@ use crate::commands::{lock_store, open_store};
 use crate::executor::DaemonExecutor;
 use crate::{Failure, load_config};
 
-/// Jobs to schedule: every source. Audience syncs are validated but not run by this version.
-fn jobs(config: &spindle_config::Config) -> Vec<ScheduledJob> {
-    config
+/// Jobs to schedule: source jobs, then audience sync jobs.
+fn jobs(config: &spindle_config::Config) -> (Vec<ScheduledJob>, Vec<ScheduledJob>) {
+    let sources = config
         .sources
         .values()
         .map(|source| ScheduledJob {
             id: JobId::source(&source.id),
             schedule: source.schedule.clone(),
         })
-        .collect()
+        .collect();
+    let syncs = config
+        .syncs
+        .values()
+        .map(|sync| ScheduledJob {
+            id: JobId::sync(&sync.id),
+            schedule: sync.schedule.clone(),
+        })
+        .collect();
+    (sources, syncs)
 }
 
 /// Cancels `token` on SIGINT or SIGTERM; exits the process on a second signal.
@@ -88,16 +97,11 @@ pub async fn run(path: &Path, once: bool) -> Result<(), Failure> {
             "runs left unfinished by a previous daemon were marked interrupted; they resume from their last commit"
         );
     }
-    if !config.syncs.is_empty() {
-        tracing::warn!(
-            syncs = config.syncs.len(),
-            "audience syncs are validated but not run by this version"
-        );
-    }
-    let jobs = jobs(&config);
+    let (source_jobs, sync_jobs) = jobs(&config);
     tracing::info!(
         store = %config.store.url.redacted(),
         sources = config.sources.len(),
+        syncs = config.syncs.len(),
         mode = if once { "once" } else { "daemon" },
         "spindle starting"
     );
@@ -108,13 +112,22 @@ pub async fn run(path: &Path, once: bool) -> Result<(), Failure> {
         store.clone(),
         clock.clone(),
     ));
-    let scheduler = Scheduler::new(jobs, clock);
     if once {
-        scheduler
+        // Sources first, so that the syncs send what they brought.
+        Scheduler::new(source_jobs, clock.clone())
             .run_once(executor.clone(), 2, cancel.clone())
             .await;
+        if !cancel.is_cancelled() {
+            Scheduler::new(sync_jobs, clock)
+                .run_once(executor.clone(), 2, cancel.clone())
+                .await;
+        }
     } else {
-        scheduler.run(executor.clone(), cancel.clone()).await;
+        let mut jobs = source_jobs;
+        jobs.extend(sync_jobs);
+        Scheduler::new(jobs, clock)
+            .run(executor.clone(), cancel.clone())
+            .await;
     }
     store.close().await;
     let failures = executor.failures();

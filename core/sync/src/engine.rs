@@ -1,0 +1,374 @@
+//! One audience sync run: diff, outbox, send, settle.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use spindle_config::{DestinationConfig, SyncConfig, SyncMode};
+use spindle_identity::profile::ProfileDocument;
+use spindle_plugin_host::{
+    Batch, BatchError, CallLimits, Identifier, LoadedPlugin, Outcome, PluginHost, Removal, Upsert,
+};
+use spindle_store::{IdentityStore, OutboxItem, OutboxRow, Settlement, SyncStore, rejected_marker};
+
+use crate::SyncError;
+
+/// Attempts of one change before it becomes a dead letter.
+pub const MAX_ATTEMPTS: u32 = 8;
+/// A retry due within this wait is waited for in the same run; a later one is left for the next run.
+const WAIT_IN_RUN: Duration = Duration::from_secs(30);
+
+/// What a run did (or, dry, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SyncReport {
+    /// New members sent.
+    pub added: u64,
+    /// Members whose payload changed.
+    pub updated: u64,
+    /// Members who left the segment (mirror mode).
+    pub removed: u64,
+    /// Changes the destination accepted.
+    pub delivered: u64,
+    /// Changes the destination refused (now dead letters).
+    pub rejected: u64,
+    /// Retries scheduled.
+    pub retried: u64,
+    /// Changes still waiting at the end of the run.
+    pub pending: u64,
+}
+
+/// One change of a dry run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlannedChange {
+    /// `add`, `update` or `remove`.
+    pub action: &'static str,
+    /// The profile.
+    pub profile_id: i64,
+    /// The payload that would be sent.
+    pub payload: String,
+}
+
+/// The payload of a member: the sync's field mapping applied to its profile (destination field →
+/// trait, computed trait, or identifier type), missing values left out.
+pub fn payload(
+    fields: &BTreeMap<String, String>,
+    id: i64,
+    doc: &ProfileDocument,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for (destination_field, source) in fields {
+        let value = if source == "profile_id" {
+            Some(serde_json::Value::from(id))
+        } else if let Some(t) = doc.traits.get(source) {
+            Some(t.value.clone())
+        } else if let Some(c) = doc.computed.get(source) {
+            Some(c.clone())
+        } else {
+            doc.identifiers
+                .iter()
+                .find(|i| &i.kind == source)
+                .map(|i| serde_json::Value::String(i.value.clone()))
+        };
+        if let Some(value) = value.filter(|v| !v.is_null()) {
+            out.insert(destination_field.clone(), value);
+        }
+    }
+    out
+}
+
+fn item(
+    op: &str,
+    id: i64,
+    doc: Option<&ProfileDocument>,
+    fields: &BTreeMap<String, String>,
+) -> OutboxItem {
+    let payload = doc
+        .map(|d| serde_json::Value::Object(payload(fields, id, d)).to_string())
+        .unwrap_or_else(|| "{}".into());
+    let identifiers: Vec<(String, String)> = doc
+        .map(|d| {
+            d.identifiers
+                .iter()
+                .map(|i| (i.kind.clone(), i.value.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let identifiers = serde_json::to_string(&identifiers).unwrap_or_else(|_| "[]".into());
+    let hash = hex::encode(Sha256::digest(
+        format!("{payload}\n{identifiers}").as_bytes(),
+    ));
+    OutboxItem {
+        profile_id: id,
+        op: op.to_owned(),
+        payload,
+        payload_hash: hash,
+        identifiers,
+    }
+}
+
+/// Computes the changes between the segment's current members and what the destination holds.
+pub async fn plan<S: IdentityStore + SyncStore>(
+    store: &S,
+    sync: &SyncConfig,
+) -> Result<(Vec<OutboxItem>, Vec<PlannedChange>), SyncError> {
+    let members: Vec<i64> = store
+        .segment_members(&sync.segment)
+        .await?
+        .into_iter()
+        .collect();
+    let delivered: HashMap<i64, String> = store.delivered(&sync.id).await?;
+    let mut docs: BTreeMap<i64, ProfileDocument> = BTreeMap::new();
+    for row in store.profiles_by_ids(&members).await? {
+        if let Ok(doc) = serde_json::from_value::<ProfileDocument>(row.document) {
+            docs.insert(row.id, doc);
+        }
+    }
+    let mut items = Vec::new();
+    let mut plan = Vec::new();
+    for (id, doc) in &docs {
+        if let Some(purpose) = &sync.consent
+            && doc.consent.get(purpose) != Some(&true)
+        {
+            continue;
+        }
+        let candidate = item("upsert", *id, Some(doc), &sync.fields);
+        let action = match delivered.get(id) {
+            None => "add",
+            Some(hash)
+                if *hash == candidate.payload_hash
+                    || *hash == rejected_marker(&candidate.payload_hash) =>
+            {
+                continue;
+            }
+            Some(_) if sync.mode == SyncMode::AddOnly => continue,
+            Some(_) => "update",
+        };
+        plan.push(PlannedChange {
+            action,
+            profile_id: *id,
+            payload: candidate.payload.clone(),
+        });
+        items.push(candidate);
+    }
+    if sync.mode == SyncMode::Mirror {
+        let kept: std::collections::HashSet<i64> = items
+            .iter()
+            .map(|i| i.profile_id)
+            .chain(docs.keys().copied())
+            .collect();
+        let consenting = |id: &i64| match &sync.consent {
+            None => true,
+            Some(purpose) => docs
+                .get(id)
+                .is_some_and(|d| d.consent.get(purpose) == Some(&true)),
+        };
+        let mut gone: Vec<i64> = delivered
+            .keys()
+            .copied()
+            .filter(|id| !kept.contains(id) || !consenting(id))
+            .collect();
+        gone.sort_unstable();
+        for id in gone {
+            // The identifiers of a departed member: from its profile when it still exists.
+            let doc = store
+                .profile(id)
+                .await?
+                .and_then(|row| serde_json::from_value::<ProfileDocument>(row.document).ok());
+            let removal = item("remove", id, doc.as_ref(), &BTreeMap::new());
+            plan.push(PlannedChange {
+                action: "remove",
+                profile_id: id,
+                payload: removal.identifiers.clone(),
+            });
+            items.push(removal);
+        }
+    }
+    Ok((items, plan))
+}
+
+fn identifiers(text: &str) -> Vec<Identifier> {
+    serde_json::from_str::<Vec<(String, String)>>(text)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(kind, value)| Identifier { kind, value })
+        .collect()
+}
+
+fn backoff(attempts: u32, retry_after: Option<u32>) -> Duration {
+    let exponential = Duration::from_millis(500u64.saturating_mul(1 << attempts.min(10)))
+        .min(Duration::from_secs(300));
+    let jittered = exponential.mul_f64(rand::rng().random_range(0.5..1.0));
+    jittered.max(Duration::from_secs(u64::from(retry_after.unwrap_or(0))))
+}
+
+/// Runs a sync: plans, enqueues, and drains the outbox through the plugin.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_sync<S: IdentityStore + SyncStore>(
+    store: &S,
+    host: &PluginHost,
+    plugin: &LoadedPlugin,
+    sync: &SyncConfig,
+    destination: &DestinationConfig,
+    batch_size: usize,
+) -> Result<SyncReport, SyncError> {
+    let (items, plan) = plan(store, sync).await?;
+    let mut report = SyncReport::default();
+    for change in &plan {
+        match change.action {
+            "add" => report.added += 1,
+            "update" => report.updated += 1,
+            _ => report.removed += 1,
+        }
+    }
+    store.enqueue(&sync.id, &items, Utc::now()).await?;
+    let limits = CallLimits {
+        limits: destination.limits,
+        allow_hosts: destination.allow_hosts.clone(),
+        secrets: destination.secrets.clone(),
+    };
+    let mode = match sync.mode {
+        SyncMode::Upsert => spindle_plugin_host::SyncMode::Upsert,
+        SyncMode::Mirror => spindle_plugin_host::SyncMode::Mirror,
+        SyncMode::AddOnly => spindle_plugin_host::SyncMode::AddOnly,
+    };
+    let batch_size = u32::try_from(batch_size.max(1)).unwrap_or(u32::MAX);
+    loop {
+        let now = Utc::now();
+        let due: Vec<OutboxRow> = store.due(&sync.id, now, batch_size).await?;
+        if due.is_empty() {
+            // Wait for retries that are due soon; leave later ones for the next run.
+            match next_due(store, &sync.id, now).await? {
+                Some(wait) if wait <= WAIT_IN_RUN => {
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                _ => break,
+            }
+        }
+        let batch = Batch {
+            mode,
+            config: destination.config.to_string(),
+            upserts: due
+                .iter()
+                .filter(|r| r.item.op == "upsert")
+                .map(|r| Upsert {
+                    id: r.id.to_string(),
+                    identifiers: identifiers(&r.item.identifiers),
+                    fields: r.item.payload.clone(),
+                })
+                .collect(),
+            removals: due
+                .iter()
+                .filter(|r| r.item.op == "remove")
+                .map(|r| Removal {
+                    id: r.id.to_string(),
+                    identifiers: identifiers(&r.item.identifiers),
+                })
+                .collect(),
+        };
+        let retry_or_reject =
+            |id: i64, attempts: u32, after: Option<u32>, error: String| -> Settlement {
+                if attempts + 1 >= MAX_ATTEMPTS {
+                    Settlement::Rejected {
+                        id,
+                        reason: format!("gave up after {MAX_ATTEMPTS} attempts: {error}"),
+                    }
+                } else {
+                    let wait =
+                        chrono::Duration::from_std(backoff(attempts, after)).unwrap_or_default();
+                    Settlement::Retry {
+                        id,
+                        not_before: Utc::now() + wait,
+                        error,
+                    }
+                }
+            };
+        let settlements: Vec<Settlement> = match host.sync_batch(plugin, &limits, &batch).await {
+            Ok(Ok(outcomes)) => {
+                let mut by_row: HashMap<i64, Outcome> = outcomes
+                    .into_iter()
+                    .filter_map(|o| o.id.parse::<i64>().ok().map(|id| (id, o.outcome)))
+                    .collect();
+                due.iter()
+                    .map(|row| match by_row.remove(&row.id) {
+                        Some(Outcome::Delivered) => Settlement::Delivered { id: row.id },
+                        Some(Outcome::Rejected(reason)) => {
+                            Settlement::Rejected { id: row.id, reason }
+                        }
+                        Some(Outcome::Retry(after)) => retry_or_reject(
+                            row.id,
+                            row.attempts,
+                            after,
+                            "the destination asked to retry".into(),
+                        ),
+                        None => retry_or_reject(
+                            row.id,
+                            row.attempts,
+                            None,
+                            "the plugin reported no outcome for this record".into(),
+                        ),
+                    })
+                    .collect()
+            }
+            Ok(Err(BatchError::RateLimited(after))) => due
+                .iter()
+                .map(|r| retry_or_reject(r.id, r.attempts, after, "rate limited".into()))
+                .collect(),
+            Ok(Err(BatchError::Unavailable(why))) => due
+                .iter()
+                .map(|r| retry_or_reject(r.id, r.attempts, None, why.clone()))
+                .collect(),
+            Ok(Err(
+                BatchError::Unauthorized(why)
+                | BatchError::InvalidConfig(why)
+                | BatchError::Fatal(why),
+            )) => {
+                return Err(SyncError::Destination {
+                    destination: destination.id.clone(),
+                    reason: why,
+                });
+            }
+            Err(err) => {
+                // A plugin failure (trap, limit) fails the batch; its records wait for the next attempt.
+                let message = err.to_string();
+                let settlements: Vec<Settlement> = due
+                    .iter()
+                    .map(|r| retry_or_reject(r.id, r.attempts, None, message.clone()))
+                    .collect();
+                store.settle(&sync.id, &settlements, Utc::now()).await?;
+                return Err(SyncError::Plugin(err));
+            }
+        };
+        for settlement in &settlements {
+            match settlement {
+                Settlement::Delivered { .. } => report.delivered += 1,
+                Settlement::Rejected { .. } => report.rejected += 1,
+                Settlement::Retry { .. } => report.retried += 1,
+            }
+        }
+        store.settle(&sync.id, &settlements, Utc::now()).await?;
+    }
+    report.pending = store.pending(&sync.id).await?;
+    tracing::info!(sync = %sync.id, added = report.added, updated = report.updated, removed = report.removed, delivered = report.delivered, rejected = report.rejected, retried = report.retried, pending = report.pending, "sync run finished");
+    Ok(report)
+}
+
+/// How long until the next pending change of a sync is due, if any is pending.
+async fn next_due<S: SyncStore>(
+    store: &S,
+    sync: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Duration>, SyncError> {
+    if store.pending(sync).await? == 0 {
+        return Ok(None);
+    }
+    let horizon = now + chrono::Duration::seconds(WAIT_IN_RUN.as_secs() as i64 + 1);
+    let soon = store.due(sync, horizon, 1).await?;
+    Ok(Some(if soon.is_empty() {
+        Duration::MAX
+    } else {
+        Duration::from_millis(250)
+    }))
+}
