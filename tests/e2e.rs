@@ -855,3 +855,164 @@ fn plugin_new_adds_a_plugin_from_the_template() {
         text(&bad)
     );
 }
+
+/// A local webhook receiver: records each delivery's arrival time and body.
+async fn webhook_receiver() -> (
+    u16,
+    std::sync::Arc<std::sync::Mutex<Vec<(Instant, serde_json::Value)>>>,
+) {
+    let received: std::sync::Arc<std::sync::Mutex<Vec<(Instant, serde_json::Value)>>> =
+        Default::default();
+    let log = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push((
+                    Instant::now(),
+                    serde_json::from_slice(&body).unwrap_or_default(),
+                ));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (port, received)
+}
+
+fn sync_config(webhook: &Path, good_port: u16, hanging_port: u16) -> String {
+    format!(
+        r#"
+[sources.people]
+kind = "csv"
+path = "people.csv"
+id = "id"
+identifiers = {{ email = "email" }}
+traits = {{ first_name = "first_name", tier = "tier" }}
+
+[segments.gold]
+where = 'tier = "gold"'
+
+[destinations.hook]
+plugin = "{plugin}"
+allow_hosts = ["http://127.0.0.1:{good_port}"]
+config = {{ url = "http://127.0.0.1:{good_port}/hook", signing_secret = "" }}
+
+[destinations.stuck]
+plugin = "{plugin}"
+allow_hosts = ["http://127.0.0.1:{hanging_port}"]
+config = {{ url = "http://127.0.0.1:{hanging_port}/hook" }}
+secrets = {{ signing_key = "k" }}
+limits = {{ timeout_secs = 4 }}
+
+[syncs.gold-hook]
+segment = "gold"
+destination = "hook"
+mode = "mirror"
+fields = {{ name = "first_name", email = "email" }}
+
+[syncs.gold-stuck]
+segment = "gold"
+destination = "stuck"
+mode = "upsert"
+fields = {{ name = "first_name" }}
+"#,
+        plugin = webhook.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audiences_flow_from_a_file_to_a_plugin_and_a_stuck_destination_delays_no_other() {
+    let webhook = spindle_testkit::plugins::built("webhook");
+    let (good_port, received) = webhook_receiver().await;
+    // A destination that accepts connections and never answers.
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging_port = hanging.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hanging.accept().await {
+            held.push(socket);
+        }
+    });
+    let ws = Workspace::with_config(&sync_config(&webhook, good_port, hanging_port));
+    std::fs::write(
+        ws.path("people.csv"),
+        "id,email,first_name,tier\n1,ada@x.io,Ada,gold\n2,bob@x.io,Bob,silver\n3,cy@x.io,Cy,gold\n",
+    )
+    .unwrap();
+
+    let dry = ws.run_ok(&["syncs", "run", "gold-hook", "--dry-run"]);
+    assert!(dry.contains("nothing was sent (dry run)"), "{dry}");
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "a dry run sends nothing"
+    );
+
+    // Compiles the plugin into the cache beside the configuration, so the run below measures syncing.
+    ws.run_ok(&["validate"]);
+    let started = Instant::now();
+    let output = ws.run(&["run", "--once"]);
+    let log = text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "the stuck destination fails its run: {log}"
+    );
+    let deliveries = received.lock().unwrap().clone();
+    assert_eq!(deliveries.len(), 1, "{log}");
+    let (arrived, body) = &deliveries[0];
+    assert!(
+        arrived.duration_since(started) < Duration::from_secs(3),
+        "the healthy destination was not held up by the stuck one"
+    );
+    let mut names: Vec<&str> = body["upserts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["fields"]["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["Ada", "Cy"]);
+    assert!(
+        log.contains("ran past its wall-time limit")
+            || log.contains("did not finish `sync-batch` within 4s"),
+        "{log}"
+    );
+
+    let listed = ws.run_ok(&["syncs", "list"]);
+    assert!(
+        listed.contains("gold-hook  segment=gold  destination=hook"),
+        "{listed}"
+    );
+    let history = ws.run_ok(&["syncs", "history", "gold-hook"]);
+    assert!(
+        history
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("succeeded") && l.contains(" 2 ")),
+        "{history}"
+    );
+
+    // Bob joins the segment, Ada leaves: the next run sends exactly that.
+    std::fs::write(
+        ws.path("people.csv"),
+        "id,email,first_name,tier\n1,ada@x.io,Ada,silver\n2,bob@x.io,Bob,gold\n3,cy@x.io,Cy,gold\n",
+    )
+    .unwrap();
+    let again = ws.run_ok(&["syncs", "run", "gold-hook"]);
+    assert!(
+        again.contains("added 0") || again.contains("added 1"),
+        "{again}"
+    );
+    ws.run_ok(&["sources", "sync", "people"]);
+    let again = ws.run_ok(&["syncs", "run", "gold-hook"]);
+    assert!(again.contains("added 1, updated 0, removed 1"), "{again}");
+    let last = received.lock().unwrap().last().cloned().unwrap().1;
+    assert_eq!(last["upserts"][0]["fields"]["name"], "Bob");
+    assert_eq!(last["removals"].as_array().unwrap().len(), 1);
+    let preview = ws.run_ok(&["segments", "preview", "gold"]);
+    assert!(preview.starts_with("2 profile(s) match"), "{preview}");
+}

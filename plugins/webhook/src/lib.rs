@@ -21,7 +21,7 @@ pub struct Config {
     /// The signature header's name.
     #[serde(default = "default_header")]
     pub signature_header: String,
-    /// The secret that keys the signature; `None` sends unsigned requests.
+    /// The secret that keys the signature; `null` or `""` sends unsigned requests.
     #[serde(default = "default_secret")]
     pub signing_secret: Option<String>,
 }
@@ -94,7 +94,7 @@ impl Destination for Webhook {
 
     fn sync_batch(config: &Config, batch: Batch) -> Result<Vec<RecordOutcome>, BatchError> {
         let mut request = http::Request::post(&config.url).json(&body(&batch));
-        if let Some(secret) = &config.signing_secret {
+        if let Some(secret) = config.signing_secret.as_deref().filter(|s| !s.is_empty()) {
             request = request.header(
                 &config.signature_header,
                 &format!("sha256={{{{hmac-sha256:{secret}}}}}"),
