@@ -857,12 +857,16 @@ fn plugin_new_adds_a_plugin_from_the_template() {
 }
 
 /// A local webhook receiver: records each delivery's arrival time and body.
-async fn webhook_receiver() -> (
-    u16,
-    std::sync::Arc<std::sync::Mutex<Vec<(Instant, serde_json::Value)>>>,
-) {
-    let received: std::sync::Arc<std::sync::Mutex<Vec<(Instant, serde_json::Value)>>> =
-        Default::default();
+async fn webhook_receiver() -> (u16, Deliveries) {
+    slow_webhook_receiver(Duration::ZERO).await
+}
+
+/// What a receiver got: arrival time and body of each delivery.
+type Deliveries = std::sync::Arc<std::sync::Mutex<Vec<(Instant, serde_json::Value)>>>;
+
+/// A webhook receiver that takes `delay` to answer each delivery (recorded when it arrives).
+async fn slow_webhook_receiver(delay: Duration) -> (u16, Deliveries) {
+    let received: Deliveries = Default::default();
     let log = received.clone();
     let app = axum::Router::new().route(
         "/hook",
@@ -873,6 +877,7 @@ async fn webhook_receiver() -> (
                     Instant::now(),
                     serde_json::from_slice(&body).unwrap_or_default(),
                 ));
+                tokio::time::sleep(delay).await;
                 "ok"
             }
         }),
@@ -1015,4 +1020,81 @@ async fn audiences_flow_from_a_file_to_a_plugin_and_a_stuck_destination_delays_n
     assert_eq!(last["removals"].as_array().unwrap().len(), 1);
     let preview = ws.run_ok(&["segments", "preview", "gold"]);
     assert!(preview.starts_with("2 profile(s) match"), "{preview}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_killed_at_twenty_points_ends_with_the_destination_equal_to_the_segment() {
+    const PEOPLE: usize = 120;
+    const BATCH: usize = 4;
+    let webhook = spindle_testkit::plugins::built("webhook");
+    let (port, received) = slow_webhook_receiver(Duration::from_millis(25)).await;
+    let config = format!(
+        "[sources.people]\nkind = \"csv\"\npath = \"people.csv\"\nid = \"id\"\nidentifiers = {{ email = \"email\" }}\n\
+         traits = {{ tier = \"tier\" }}\n\n[segments.gold]\nwhere = 'tier = \"gold\"'\n\n[destinations.hook]\nplugin = \"{}\"\n\
+         allow_hosts = [\"http://127.0.0.1:{port}\"]\nbatch_size = {BATCH}\nconfig = {{ url = \"http://127.0.0.1:{port}/hook\", signing_secret = \"\" }}\n\n\
+         [syncs.gold-hook]\nsegment = \"gold\"\ndestination = \"hook\"\nmode = \"mirror\"\nfields = {{ email = \"email\" }}\n",
+        webhook.display()
+    );
+    let ws = Workspace::with_config(&config);
+    let mut csv = String::from("id,email,tier\n");
+    for i in 0..PEOPLE {
+        csv.push_str(&format!(
+            "{i},p{i}@x.io,{}\n",
+            if i % 6 == 0 { "silver" } else { "gold" }
+        ));
+    }
+    std::fs::write(ws.path("people.csv"), csv).unwrap();
+    ws.run_ok(&["sources", "sync", "people"]);
+    ws.run_ok(&["validate"]); // compiles the plugin into the cache once
+
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    for _ in 0..20 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let kill_after = Duration::from_millis(100 + state % 900);
+        let mut child = ws
+            .command(&["syncs", "run", "gold-hook"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(kill_after).await;
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    let finish = ws.run(&["syncs", "run", "gold-hook"]);
+    assert!(finish.status.success(), "{}", text(&finish));
+
+    let deliveries = received.lock().unwrap().clone();
+    let mut sent: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for (_, body) in &deliveries {
+        for upsert in body["upserts"].as_array().unwrap() {
+            *sent
+                .entry(upsert["fields"]["email"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    let gold: std::collections::BTreeSet<String> = (0..PEOPLE)
+        .filter(|i| i % 6 != 0)
+        .map(|i| format!("p{i}@x.io"))
+        .collect();
+    let reached: std::collections::BTreeSet<String> = sent.keys().cloned().collect();
+    assert_eq!(reached, gold, "the destination holds exactly the segment");
+    let resent: usize = sent.values().map(|n| n - 1).sum();
+    assert!(
+        resent <= 21 * BATCH,
+        "only batches in flight at a kill were sent again: {resent} re-sends"
+    );
+    let store = ws.store().await;
+    let delivered = spindle_store::SyncStore::delivered(&store, "gold-hook")
+        .await
+        .unwrap();
+    assert_eq!(delivered.len(), gold.len());
+    assert_eq!(
+        spindle_store::SyncStore::pending(&store, "gold-hook")
+            .await
+            .unwrap(),
+        0
+    );
 }
