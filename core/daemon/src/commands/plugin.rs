@@ -114,7 +114,7 @@ pub fn build(workspace: &Path, names: &[String]) -> Result<(), Failure> {
             .file_stem()
             .map(|s| s.to_string_lossy().replace('_', "-"))
             .unwrap_or_default();
-        let wanted = names.is_empty() || names.iter().any(|n| *n == stem);
+        let wanted = names.is_empty() || names.contains(&stem);
         if path.extension().is_some_and(|e| e == "wasm") && wanted {
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             lines.push_str(&format!("built {} ({} KiB)\n", path.display(), size / 1024));
