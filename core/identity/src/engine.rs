@@ -98,6 +98,9 @@ impl<S> std::fmt::Debug for IdentityEngine<'_, S> {
     }
 }
 
+/// The raw spellings of one identifier in a profile and the sources that gave it.
+type Spellings<'r> = (BTreeSet<&'r str>, BTreeSet<&'r str>);
+
 /// Records read per incremental step.
 const STEP: u32 = 5_000;
 /// Records read per page during a rebuild.
@@ -168,8 +171,16 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
 
     /// True when a normalised value never links.
     pub fn is_blocked(&self, value: &str) -> bool {
-        self.blocked.contains(&value.to_lowercase())
-            || self.patterns.iter().any(|p| p.is_match(value))
+        let listed = if value.chars().any(char::is_uppercase) {
+            self.blocked.contains(&value.to_lowercase())
+        } else {
+            self.blocked.contains(value)
+        };
+        listed || self.patterns.iter().any(|p| p.is_match(value))
+    }
+
+    fn normalizer(&self) -> Normalizer {
+        Normalizer::new(self.identity.default_region.as_deref())
     }
 
     pub(crate) fn analyse(&self, normalizer: &mut Normalizer, record: &StoredRecord) -> Analysed {
@@ -214,28 +225,34 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
     /// Resolves every record changed since the last step; returns what changed.
     pub async fn resolve_pending(&self) -> Result<ResolveReport, IdentityError> {
         let mut report = ResolveReport::default();
+        // One normaliser for every step: records of profiles touched again are not parsed again.
+        let mut normalizer = self.normalizer();
         loop {
             let high_water = self.store.identity_high_water().await?;
             let changed = self.store.records_since(high_water, STEP).await?;
             let Some(last) = changed.last().map(|r| r.seq) else {
                 break;
             };
-            report.absorb(self.step(changed, last).await?);
+            report.absorb(self.step(&mut normalizer, changed, last).await?);
         }
         Ok(report)
     }
 
     async fn step(
         &self,
+        normalizer: &mut Normalizer,
         changed: Vec<StoredRecord>,
         high_water: i64,
     ) -> Result<ResolveReport, IdentityError> {
-        let mut normalizer = Normalizer::new(self.identity.default_region.as_deref());
         let changed_keys: Vec<RecordKey> = changed.iter().map(key_of).collect();
-        let mut frontier: BTreeSet<(String, String)> = BTreeSet::new();
-        for record in &changed {
-            frontier.extend(self.analyse(&mut normalizer, record).links);
-        }
+        let mut analysed: Vec<Analysed> = changed
+            .iter()
+            .map(|record| self.analyse(normalizer, record))
+            .collect();
+        let mut frontier: BTreeSet<(String, String)> = analysed
+            .iter()
+            .flat_map(|a| a.links.iter().cloned())
+            .collect();
         let mut visited: BTreeSet<i64> = self
             .store
             .profiles_of_records(&changed_keys)
@@ -247,7 +264,8 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         let mut seen_values: HashSet<(String, String)> = HashSet::new();
         loop {
             // Identifiers of profiles reached in the last round may lead to further profiles.
-            for (_, kind, value) in self.store.profile_identifiers(&to_expand).await? {
+            let reached = self.store.profile_identifiers(&to_expand).await?;
+            for (_, kind, value) in reached {
                 let linkable = kind.starts_with("compound:")
                     || (self.link_on.contains(&kind) && !self.is_blocked(&value));
                 if linkable {
@@ -278,20 +296,33 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         }
         let visited: Vec<i64> = visited.into_iter().collect();
         let old_members = self.store.profile_members(&visited).await?;
-        let mut keys: BTreeSet<RecordKey> = changed_keys.into_iter().collect();
-        keys.extend(old_members.iter().map(|(_, k)| k.clone()));
-        let keys: Vec<RecordKey> = keys.into_iter().collect();
-        let records = self.store.records_by_keys(&keys).await?;
+        // The changed records are in hand (and analysed); only the other members of the profiles reached
+        // are read.
+        let in_hand: HashSet<&RecordKey> = changed_keys.iter().collect();
+        let others: BTreeSet<&RecordKey> = old_members
+            .iter()
+            .map(|(_, k)| k)
+            .filter(|k| !in_hand.contains(k))
+            .collect();
+        let others: Vec<RecordKey> = others.into_iter().cloned().collect();
+        let fetched = self.store.records_by_keys(&others).await?;
+        analysed.extend(
+            fetched
+                .iter()
+                .map(|record| self.analyse(normalizer, record)),
+        );
+        let mut records = changed;
+        records.extend(fetched);
         let old: HashMap<RecordKey, i64> = old_members.into_iter().map(|(id, k)| (k, id)).collect();
-        let write = self
-            .resolve_set(records, &old, &visited, Some(high_water), false)
-            .await?;
-        Ok(write)
+        self.resolve_set(records, analysed, &old, &visited, Some(high_water), false)
+            .await
     }
 
     /// Resolves every record from scratch, keeping ids where profiles survive; returns what changed.
     pub async fn rebuild(&self) -> Result<ResolveReport, IdentityError> {
+        let mut normalizer = self.normalizer();
         let mut records = Vec::new();
+        let mut analysed = Vec::new();
         let mut after = 0;
         loop {
             let page = self.store.records_since(after, PAGE).await?;
@@ -299,6 +330,7 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 break;
             };
             after = last;
+            analysed.extend(page.iter().map(|r| self.analyse(&mut normalizer, r)));
             records.extend(page);
         }
         let high_water = records
@@ -320,83 +352,109 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        self.resolve_set(records, &old, &visited, Some(high_water), true)
+        self.resolve_set(records, analysed, &old, &visited, Some(high_water), true)
             .await
     }
 
+    /// Resolves `records` (with their analyses, in the same order) as a closed set and writes the result.
+    #[allow(clippy::too_many_arguments)]
     async fn resolve_set(
         &self,
         records: Vec<StoredRecord>,
+        mut analysed: Vec<Analysed>,
         old: &HashMap<RecordKey, i64>,
         old_profiles: &[i64],
         high_water: Option<i64>,
         replace_all: bool,
     ) -> Result<ResolveReport, IdentityError> {
-        let mut normalizer = Normalizer::new(self.identity.default_region.as_deref());
-        let analysed: Vec<Analysed> = records
-            .iter()
-            .map(|r| self.analyse(&mut normalizer, r))
-            .collect();
-        // Keys sort like record keys (resolution orders by them); the index leads back to the record.
-        let nodes: Vec<Node<(RecordKey, usize)>> = analysed
-            .iter()
+        let record_count = records.len() as u64;
+        let keys: Vec<RecordKey> = records.iter().map(key_of).collect();
+        // Resolution orders records by key: each record's node key is its rank in that order (a plain number,
+        // cheap to clone and compare), and `order` leads from a rank back to the record.
+        let mut order: Vec<usize> = (0..records.len()).collect();
+        order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
+        let mut rank = vec![0; records.len()];
+        for (position, index) in order.iter().enumerate() {
+            rank[*index] = position;
+        }
+        let nodes: Vec<Node<usize>> = analysed
+            .iter_mut()
             .enumerate()
             .map(|(i, a)| Node {
-                key: (key_of(&records[i]), i),
-                links: a.links.clone(),
+                key: rank[i],
+                links: std::mem::take(&mut a.links),
             })
             .collect();
         let clusters: Vec<Cluster<usize>> = resolve(&nodes, &self.rules)
             .into_iter()
             .map(|c| Cluster {
-                members: c.members.into_iter().map(|(_, i)| i).collect(),
+                members: c.members.into_iter().map(|r| order[r]).collect(),
                 links: c
                     .links
                     .into_iter()
                     .map(|l| crate::resolve::Link {
                         rule: l.rule,
                         value: l.value,
-                        a: l.a.1,
-                        b: l.b.1,
+                        a: order[l.a],
+                        b: order[l.b],
                     })
                     .collect(),
             })
             .collect();
+        drop((order, rank));
 
+        // The profile each record had before, if any.
+        let old_of: Vec<Option<i64>> = keys.iter().map(|k| old.get(k).copied()).collect();
         let (ids, report) = self
-            .assign_ids(&records, &clusters, old, old_profiles)
+            .assign_ids(&clusters, &old_of, old, old_profiles)
             .await?;
-        let now = Utc::now();
-        let mut profiles = Vec::with_capacity(clusters.len());
-        for (cluster, id) in clusters.iter().zip(&ids) {
-            profiles.push(self.profile_write(*id, cluster, &records, &analysed, now)?);
-        }
+
         let assigned: HashSet<i64> = ids.iter().copied().collect();
+        // For each retired id, how many of its records each new profile took.
+        let mut takers: HashMap<i64, BTreeMap<i64, usize>> = HashMap::new();
+        for (cluster, id) in clusters.iter().zip(&ids) {
+            for member in &cluster.members {
+                if let Some(old_id) = old_of[*member]
+                    && !assigned.contains(&old_id)
+                {
+                    *takers.entry(old_id).or_default().entry(*id).or_default() += 1;
+                }
+            }
+        }
         let mut removed = Vec::new();
         let mut aliases = Vec::new();
         for old_id in old_profiles.iter().filter(|id| !assigned.contains(id)) {
             removed.push(*old_id);
             // The cluster that took most of its records inherits the id.
-            let mut takers: BTreeMap<i64, usize> = BTreeMap::new();
-            for (cluster, id) in clusters.iter().zip(&ids) {
-                let taken = cluster
-                    .members
-                    .iter()
-                    .filter(|m| old.get(&key_of(&records[**m])) == Some(old_id))
-                    .count();
-                if taken > 0 {
-                    *takers.entry(*id).or_default() += taken;
-                }
-            }
             if let Some((heir, _)) = takers
+                .remove(old_id)
+                .unwrap_or_default()
                 .into_iter()
                 .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
             {
                 aliases.push((*old_id, heir));
             }
         }
+
+        let now = Utc::now();
+        // Each record serves one profile: it is released once that profile's document is built.
+        let mut records: Vec<Option<StoredRecord>> = records.into_iter().map(Some).collect();
+        let mut profiles = Vec::with_capacity(clusters.len());
+        for (cluster, id) in clusters.iter().zip(&ids) {
+            let members: Vec<&StoredRecord> = cluster
+                .members
+                .iter()
+                .filter_map(|m| records[*m].as_ref())
+                .collect();
+            profiles
+                .push(self.profile_write(*id, cluster, &members, &keys, &analysed, &nodes, now)?);
+            for member in &cluster.members {
+                records[*member] = None;
+            }
+        }
+        drop(records);
         let report = ResolveReport {
-            records: records.len() as u64,
+            records: record_count,
             profiles_written: profiles.len() as u64,
             ..report
         };
@@ -422,8 +480,8 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
 
     async fn assign_ids(
         &self,
-        records: &[StoredRecord],
         clusters: &[Cluster<usize>],
+        old_of: &[Option<i64>],
         old: &HashMap<RecordKey, i64>,
         old_profiles: &[i64],
     ) -> Result<(Vec<i64>, ResolveReport), IdentityError> {
@@ -436,9 +494,9 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         for (index, cluster) in clusters.iter().enumerate() {
             let mut overlap: BTreeMap<i64, usize> = BTreeMap::new();
             for member in &cluster.members {
-                if let Some(id) = old.get(&key_of(&records[*member])) {
-                    *overlap.entry(*id).or_default() += 1;
-                    clusters_of_old.entry(*id).or_default().insert(index);
+                if let Some(id) = old_of[*member] {
+                    *overlap.entry(id).or_default() += 1;
+                    clusters_of_old.entry(id).or_default().insert(index);
                 }
             }
             candidates.extend(overlap.into_iter().map(|(id, n)| (index, id, n)));
@@ -475,6 +533,10 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
             created: fresh,
             ..ResolveReport::default()
         };
+        let mut position: HashMap<i64, usize> = HashMap::with_capacity(ids.len());
+        for (index, id) in ids.iter().enumerate() {
+            position.entry(*id).or_insert(index);
+        }
         for old_id in old_profiles {
             let spread = clusters_of_old.get(old_id).map_or(0, BTreeSet::len);
             if spread > 1 {
@@ -483,13 +545,10 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
             if !taken.contains(old_id) && spread > 0 {
                 report.merged += 1;
             }
-            if let Some(index) = ids.iter().position(|id| id == old_id) {
-                let same = clusters[index].members.len()
-                    == old_sizes.get(old_id).copied().unwrap_or(0)
-                    && clusters[index]
-                        .members
-                        .iter()
-                        .all(|m| old.get(&key_of(&records[*m])) == Some(old_id));
+            if let Some(index) = position.get(old_id) {
+                let members = &clusters[*index].members;
+                let same = members.len() == old_sizes.get(old_id).copied().unwrap_or(0)
+                    && members.iter().all(|m| old_of[*m] == Some(*old_id));
                 if same {
                     report.unchanged += 1;
                 }
@@ -498,45 +557,51 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         Ok((ids, report))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn profile_write(
         &self,
         id: i64,
         cluster: &Cluster<usize>,
-        records: &[StoredRecord],
+        members: &[&StoredRecord],
+        keys: &[RecordKey],
         analysed: &[Analysed],
+        nodes: &[Node<usize>],
         now: DateTime<Utc>,
     ) -> Result<ProfileWrite, IdentityError> {
-        let members: Vec<&StoredRecord> = cluster.members.iter().map(|m| &records[*m]).collect();
-        let mut identifiers: BTreeMap<(String, String), (BTreeSet<String>, BTreeSet<String>)> =
-            BTreeMap::new();
+        // `(type, value)` -> (raw spellings, sources); ordered like the owned strings they become.
+        let mut identifiers: BTreeMap<(&str, &str), Spellings<'_>> = BTreeMap::new();
+        let mut compound: BTreeSet<(&str, &str)> = BTreeSet::new();
         let mut rejected = Vec::new();
-        let mut index_values: BTreeSet<(String, String)> = BTreeSet::new();
-        for member in &cluster.members {
-            let record = &records[*member];
+        for (member, record) in cluster.members.iter().zip(members) {
             for (kind, value, raw) in &analysed[*member].identifiers {
                 let entry = identifiers
-                    .entry((kind.clone(), value.clone()))
+                    .entry((kind.as_str(), value.as_str()))
                     .or_default();
-                entry.0.insert(raw.clone());
-                entry.1.insert(record.source.clone());
-                index_values.insert((kind.clone(), value.clone()));
+                entry.0.insert(raw.as_str());
+                entry.1.insert(record.source.as_str());
             }
-            index_values.extend(
-                analysed[*member]
+            compound.extend(
+                nodes[*member]
                     .links
                     .iter()
                     .filter(|(k, _)| k.starts_with("compound:"))
-                    .cloned(),
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
             );
             rejected.extend(analysed[*member].rejected.iter().cloned());
         }
+        let mut index_values: BTreeSet<(&str, &str)> = identifiers.keys().copied().collect();
+        index_values.extend(compound);
+        let index_values: Vec<(String, String)> = index_values
+            .into_iter()
+            .map(|(kind, value)| (kind.to_owned(), value.to_owned()))
+            .collect();
         let identifiers: Vec<ProfileIdentifier> = identifiers
             .into_iter()
             .map(|((kind, value), (raw, sources))| ProfileIdentifier {
-                kind,
-                value,
-                raw: raw.into_iter().collect(),
-                sources: sources.into_iter().collect(),
+                kind: kind.to_owned(),
+                value: value.to_owned(),
+                raw: raw.into_iter().map(str::to_owned).collect(),
+                sources: sources.into_iter().map(str::to_owned).collect(),
             })
             .collect();
         let links: Vec<LinkEvidence> = cluster
@@ -545,11 +610,11 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
             .map(|l| LinkEvidence {
                 rule: l.rule.clone(),
                 value: l.value.clone(),
-                a: key_of(&records[l.a]),
-                b: key_of(&records[l.b]),
+                a: keys[l.a].clone(),
+                b: keys[l.b].clone(),
             })
             .collect();
-        let document = profile::build(self.profiles, &members, identifiers, rejected, links, now);
+        let document = profile::build(self.profiles, members, identifiers, rejected, links, now);
         let mut search = vec![id.to_string()];
         search.extend(document.identifiers.iter().map(|i| i.value.to_lowercase()));
         for name in ["first_name", "last_name", "company", "name"] {
@@ -561,7 +626,7 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
             id,
             search_text: search.join(" "),
             members: document.records.clone(),
-            identifiers: index_values.into_iter().collect(),
+            identifiers: index_values,
             document: serde_json::to_value(&document)?,
         })
     }

@@ -17,7 +17,10 @@ use phonenumber::country::Id as Country;
 /// A normalised identifier value, or why the raw value cannot be one.
 pub type Normalized = Result<String, String>;
 
-/// Normalises identifiers, remembering phone numbers already parsed.
+/// Phone spellings a [`Normalizer`] remembers; past this many it forgets them all and starts again.
+const REMEMBERED_PHONES: usize = 250_000;
+
+/// Normalises identifiers, remembering phone numbers already parsed (up to a bound).
 #[derive(Debug)]
 pub struct Normalizer {
     region: Option<Country>,
@@ -67,6 +70,9 @@ impl Normalizer {
                     return known.clone();
                 }
                 let result = self.parse_phone(value);
+                if self.phones.len() >= REMEMBERED_PHONES {
+                    self.phones.clear();
+                }
                 self.phones.insert(value.to_owned(), result.clone());
                 result
             }

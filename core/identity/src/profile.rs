@@ -134,6 +134,15 @@ pub fn timeline(records: &[&StoredRecord]) -> Vec<TimelineEvent> {
     events
 }
 
+/// The order of two records' keys, without building the keys (the same order as [`RecordKey`]'s).
+fn key_order(a: &StoredRecord, b: &StoredRecord) -> std::cmp::Ordering {
+    (&a.source, &a.record.stream, &a.record.external_id).cmp(&(
+        &b.source,
+        &b.record.stream,
+        &b.record.external_id,
+    ))
+}
+
 fn record_time(record: &StoredRecord) -> DateTime<Utc> {
     record.record.updated_at.unwrap_or(record.observed_at)
 }
@@ -168,7 +177,7 @@ fn survive(name: &str, rule: &Survivorship, records: &[&StoredRecord]) -> Option
         candidates.iter().max_by(|(a, _), (b, _)| {
             record_time(a)
                 .cmp(&record_time(b))
-                .then_with(|| key_of(a).cmp(&key_of(b)))
+                .then_with(|| key_order(a, b))
         })
     };
     let chosen = match rule {
@@ -176,14 +185,14 @@ fn survive(name: &str, rule: &Survivorship, records: &[&StoredRecord]) -> Option
         Survivorship::FirstSeen => candidates.iter().min_by(|(a, _), (b, _)| {
             a.first_seen_at
                 .cmp(&b.first_seen_at)
-                .then_with(|| key_of(a).cmp(&key_of(b)))
+                .then_with(|| key_order(a, b))
         }),
         Survivorship::Max => candidates
             .iter()
-            .max_by(|(a, x), (b, y)| compare_values(x, y).then_with(|| key_of(b).cmp(&key_of(a)))),
+            .max_by(|(a, x), (b, y)| compare_values(x, y).then_with(|| key_order(b, a))),
         Survivorship::Min => candidates
             .iter()
-            .min_by(|(a, x), (b, y)| compare_values(x, y).then_with(|| key_of(a).cmp(&key_of(b)))),
+            .min_by(|(a, x), (b, y)| compare_values(x, y).then_with(|| key_order(a, b))),
         Survivorship::SourcePriority(order) => order
             .iter()
             .find_map(|source| {
@@ -193,7 +202,7 @@ fn survive(name: &str, rule: &Survivorship, records: &[&StoredRecord]) -> Option
                     .max_by(|(a, _), (b, _)| {
                         record_time(a)
                             .cmp(&record_time(b))
-                            .then_with(|| key_of(a).cmp(&key_of(b)))
+                            .then_with(|| key_order(a, b))
                     })
             })
             .or_else(latest),
@@ -323,8 +332,14 @@ pub fn build(
     if let Some(granted) = traits.get("email_opt_out").and_then(|v| v.value.as_bool()) {
         consent.entry("email".to_owned()).or_insert(!granted);
     }
-    let events = timeline(records);
-    let computed = compute(&config.computed, &events, now);
+    // The timeline itself is only needed to evaluate computed traits; without any, counting is enough.
+    let (computed, event_count) = if config.computed.is_empty() {
+        let count: usize = records.iter().map(|r| r.record.events.len()).sum();
+        (BTreeMap::new(), count)
+    } else {
+        let events = timeline(records);
+        (compute(&config.computed, &events, now), events.len())
+    };
     let sources: BTreeSet<String> = records.iter().map(|r| r.source.clone()).collect();
     let mut keys: Vec<RecordKey> = records.iter().map(|r| key_of(r)).collect();
     keys.sort();
@@ -340,7 +355,7 @@ pub fn build(
         links,
         first_seen_at: records.iter().map(|r| r.first_seen_at).min().unwrap_or(now),
         last_seen_at: records.iter().map(|r| r.observed_at).max().unwrap_or(now),
-        event_count: events.len() as u64,
+        event_count: event_count as u64,
     }
 }
 

@@ -67,18 +67,64 @@ impl Rng {
 }
 
 const FIRST_NAMES: &[&str] = &[
-    "Marie", "Jean", "Pierre", "Camille", "Louis", "Léa", "Hugo", "Chloé", "Lucas", "Manon", "Gabriel",
-    "Inès", "Arthur", "Jade", "Jules", "Louise", "Adam", "Emma", "Raphaël", "Alice", "Nathan", "Lina",
-    "Théo", "Rose", "Paul", "Anna", "Sacha", "Zoé", "Tom", "Julia", "Noah", "Mila", "Victor", "Sarah",
-    "Ethan", "Agathe", "Maël", "Juliette", "Léon", "Margaux", "Oliver", "Amelia", "George", "Isla",
+    "Marie", "Jean", "Pierre", "Camille", "Louis", "Léa", "Hugo", "Chloé", "Lucas", "Manon",
+    "Gabriel", "Inès", "Arthur", "Jade", "Jules", "Louise", "Adam", "Emma", "Raphaël", "Alice",
+    "Nathan", "Lina", "Théo", "Rose", "Paul", "Anna", "Sacha", "Zoé", "Tom", "Julia", "Noah",
+    "Mila", "Victor", "Sarah", "Ethan", "Agathe", "Maël", "Juliette", "Léon", "Margaux", "Oliver",
+    "Amelia", "George", "Isla",
 ];
 
 const LAST_NAMES: &[&str] = &[
-    "Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand", "Leroy", "Moreau",
-    "Simon", "Laurent", "Lefebvre", "Michel", "Garcia", "David", "Bertrand", "Roux", "Vincent", "Fournier",
-    "Morel", "Girard", "André", "Lefèvre", "Mercier", "Dupont", "Lambert", "Bonnet", "François", "Martinez",
-    "Legrand", "Garnier", "Faure", "Rousseau", "Blanc", "Guérin", "Muller", "Henry", "Roussel", "Nicolas",
-    "Perrin", "Morin", "Mathieu", "Clément", "Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson",
+    "Martin",
+    "Bernard",
+    "Dubois",
+    "Thomas",
+    "Robert",
+    "Richard",
+    "Petit",
+    "Durand",
+    "Leroy",
+    "Moreau",
+    "Simon",
+    "Laurent",
+    "Lefebvre",
+    "Michel",
+    "Garcia",
+    "David",
+    "Bertrand",
+    "Roux",
+    "Vincent",
+    "Fournier",
+    "Morel",
+    "Girard",
+    "André",
+    "Lefèvre",
+    "Mercier",
+    "Dupont",
+    "Lambert",
+    "Bonnet",
+    "François",
+    "Martinez",
+    "Legrand",
+    "Garnier",
+    "Faure",
+    "Rousseau",
+    "Blanc",
+    "Guérin",
+    "Muller",
+    "Henry",
+    "Roussel",
+    "Nicolas",
+    "Perrin",
+    "Morin",
+    "Mathieu",
+    "Clément",
+    "Smith",
+    "Jones",
+    "Taylor",
+    "Brown",
+    "Williams",
+    "Wilson",
 ];
 
 const DOMAINS: &[&str] = &[
@@ -412,14 +458,13 @@ impl Generator {
             let phone = self.noisy_phone(person);
             identifiers.push(Identifier::new("phone", phone));
         }
-        let consent = *self.rng.pick(&["subscribed", "unsubscribed", "", "pending"]);
+        let consent = *self
+            .rng
+            .pick(&["subscribed", "unsubscribed", "", "pending"]);
         let mut traits = vec![
             ("first_name", json!(person.first_name)),
             ("last_name", json!(person.last_name)),
-            (
-                "country",
-                json!(if person.british { "GB" } else { "FR" }),
-            ),
+            ("country", json!(if person.british { "GB" } else { "FR" })),
             (
                 "lifecycle_stage",
                 json!(self.rng.pick(&["lead", "customer", "evangelist"])),

@@ -1,0 +1,317 @@
+//! Identity resolution at scale: a full build of a million records, an incremental batch, a rebuild.
+//!
+//! `cargo bench -p spindle-identity --bench resolve`. The records come from the test generator
+//! (`tests/support/generator.rs`): about 400,000 true customers over three sources (`crm`, `shop`, `file`)
+//! with realistic noise, loaded into a SQLite store in a temporary folder with `apply_source_batch` in
+//! batches of 2,000, as connectors deliver them: each source read in full, one after the other (set
+//! `SPINDLE_BENCH_ORDER=interleaved` to interleave the sources instead). Loading is timed but is not a
+//! measured figure. Then:
+//!
+//! - full build: `resolve_pending()` from an empty profile state;
+//! - incremental: a new batch of 10,000 records (half new customers, half new records of existing
+//!   customers), then `resolve_pending()`;
+//! - rebuild: `rebuild()` once.
+//!
+//! A step resolves its changed records together with every record of the profiles they reach, so with the
+//! sources arriving one after the other a full build resolves (and writes) many profiles more than once;
+//! each line gives those counts beside the records loaded.
+//!
+//! Each figure is the wall time and the peak resident set size, sampled from `/proc/self/status` every
+//! 20 ms. `SPINDLE_BENCH_SCALE` (default 1.0) scales the record counts. Targets on a 2-core machine: full
+//! build under 10 s, incremental batch under 500 ms, peak memory under 1.5 GB.
+
+#[path = "../tests/support/generator.rs"]
+mod generator;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use generator::{Generated, Generator, Rng};
+use spindle_config::{IdentityConfig, ProfilesConfig};
+use spindle_identity::IdentityEngine;
+use spindle_model::RawRecord;
+use spindle_store::{IdentityStore, OpenOptions, ProfileStore, SourceBatch, SqlStore, StoreUrl};
+
+const SEED: u64 = 0xBE7C_2024;
+const RECORDS: f64 = 1_000_000.0;
+const INCREMENTAL: f64 = 10_000.0;
+const BATCH: usize = 2_000;
+const SOURCES: [&str; 3] = ["crm", "shop", "file"];
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+fn identity() -> IdentityConfig {
+    IdentityConfig {
+        link_on: vec!["email".into(), "phone".into(), "user_id".into()],
+        limits: [("user_id".to_owned(), 1), ("email".to_owned(), 3)]
+            .into_iter()
+            .collect(),
+        blocked: vec![generator::BLOCKED_EMAIL.into()],
+        priority: vec!["user_id".into(), "email".into(), "phone".into()],
+        default_region: Some("FR".into()),
+        blocked_patterns: vec![],
+        compound: vec![],
+    }
+}
+
+/// Resident set size in bytes, from `/proc/self/status` (0 where it cannot be read).
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Samples the RSS every 20 ms in a background thread and keeps the peak.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    baseline: u64,
+}
+
+impl Sampler {
+    fn start() -> Self {
+        let baseline = rss();
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(baseline));
+        let thread = {
+            let (stop, peak) = (Arc::clone(&stop), Arc::clone(&peak));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    peak.fetch_max(rss(), Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        Self {
+            stop,
+            peak,
+            thread: Some(thread),
+            baseline,
+        }
+    }
+
+    /// `(baseline, peak)` in bytes.
+    fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let peak = self.peak.load(Ordering::Relaxed).max(rss());
+        (self.baseline, peak)
+    }
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / GIB
+}
+
+/// Runs `work`, printing `label: <what> in <time>, peak RSS <peak> (+<growth>)` and the target verdict.
+async fn measure<T, F>(label: &str, target: Duration, work: F) -> T
+where
+    F: AsyncFnOnce() -> (T, String),
+{
+    let sampler = Sampler::start();
+    let started = Instant::now();
+    let (out, what) = work().await;
+    let elapsed = started.elapsed();
+    let (baseline, peak) = sampler.finish();
+    let verdict = if elapsed <= target { "ok" } else { "OVER" };
+    eprintln!(
+        "{label}: {what} in {:.3} s, peak RSS {:.2} GiB (+{:.2} GiB over {:.2} GiB before) \
+         [target {:.1} s: {verdict}]",
+        elapsed.as_secs_f64(),
+        gib(peak),
+        gib(peak.saturating_sub(baseline)),
+        gib(baseline),
+        target.as_secs_f64(),
+    );
+    out
+}
+
+async fn apply(store: &SqlStore, source: &str, records: Vec<RawRecord>) {
+    if records.is_empty() {
+        return;
+    }
+    store
+        .apply_source_batch(
+            source,
+            SourceBatch {
+                records,
+                ..SourceBatch::default()
+            },
+        )
+        .await
+        .expect("apply a batch");
+}
+
+/// Loads `generated` per source in batches of [`BATCH`].
+async fn load(store: &SqlStore, generated: impl IntoIterator<Item = Generated>) -> usize {
+    let mut pending: BTreeMap<&'static str, Vec<RawRecord>> = BTreeMap::new();
+    let mut count = 0;
+    for record in generated {
+        count += 1;
+        let batch = pending.entry(record.source).or_default();
+        batch.push(record.record);
+        if batch.len() == BATCH {
+            let records = std::mem::take(batch);
+            apply(store, record.source, records).await;
+        }
+    }
+    for (source, records) in pending {
+        apply(store, source, records).await;
+    }
+    count
+}
+
+/// The records of customers made until `target` records exist (every customer whole).
+fn population(target: usize) -> impl Iterator<Item = Generated> {
+    let mut generator = Generator::new(SEED);
+    let mut made = 0;
+    std::iter::from_fn(move || {
+        if made >= target {
+            return None;
+        }
+        let records = generator.next_customer();
+        made += records.len();
+        Some(records)
+    })
+    .flatten()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let scale: f64 = std::env::var("SPINDLE_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    let interleaved = std::env::var("SPINDLE_BENCH_ORDER").as_deref() == Ok("interleaved");
+    let target = (RECORDS * scale).round() as usize;
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let url = StoreUrl::parse("sqlite://store.db", dir.path(), None).expect("sqlite url");
+    let store = SqlStore::open(&url, &OpenOptions::default())
+        .await
+        .expect("open the store");
+    let (identity, profiles) = (identity(), ProfilesConfig::default());
+    let engine = IdentityEngine::new(&store, &identity, &profiles).expect("engine");
+
+    // Loading: not a measured figure.
+    let started = Instant::now();
+    let loaded = if interleaved {
+        load(&store, population(target)).await
+    } else {
+        let mut loaded = 0;
+        for source in SOURCES {
+            loaded += load(
+                &store,
+                population(target).filter(move |g| g.source == source),
+            )
+            .await;
+        }
+        loaded
+    };
+    // Replay the generator to know how many customers the records came from.
+    let mut generator = Generator::new(SEED);
+    let mut made = 0;
+    while made < target {
+        made += generator.next_customer().len();
+    }
+    let customers = generator.customers();
+    eprintln!(
+        "loading: {loaded} records of {customers} customers ({}) in {:.1} s, RSS {:.2} GiB",
+        if interleaved {
+            "sources interleaved"
+        } else {
+            "one source after the other"
+        },
+        started.elapsed().as_secs_f64(),
+        gib(rss())
+    );
+
+    measure("full build", Duration::from_secs(10), async || {
+        let report = engine.resolve_pending().await.expect("full build");
+        let count = store.count_profiles().await.expect("count profiles");
+        (
+            (),
+            format!(
+                "{loaded} records -> {count} profiles ({} record resolutions, {} profile writes)",
+                report.records, report.profiles_written
+            ),
+        )
+    })
+    .await;
+
+    // A new batch: half new customers, half new records of customers already resolved.
+    let incremental = (INCREMENTAL * scale).round() as usize;
+    let mut batch = Vec::with_capacity(incremental + 8);
+    while batch.len() < incremental / 2 {
+        batch.extend(generator.next_customer());
+    }
+    let mut rng = Rng::new(SEED ^ 0x1C2E);
+    while batch.len() < incremental {
+        batch.push(generator.revisit(rng.below(customers)));
+    }
+    let started = Instant::now();
+    let mut by_source: BTreeMap<&'static str, Vec<RawRecord>> = BTreeMap::new();
+    for record in batch {
+        by_source
+            .entry(record.source)
+            .or_default()
+            .push(record.record);
+    }
+    for (source, records) in by_source {
+        apply(&store, source, records).await;
+    }
+    eprintln!(
+        "loading: {incremental} new records in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    measure("incremental", Duration::from_millis(500), async || {
+        let report = engine.resolve_pending().await.expect("incremental step");
+        (
+            (),
+            format!(
+                "{incremental} records -> {} profiles written ({} record resolutions, {} new, {} merged)",
+                report.profiles_written, report.records, report.created, report.merged
+            ),
+        )
+    })
+    .await;
+
+    measure("rebuild", Duration::from_secs(10), async || {
+        let report = engine.rebuild().await.expect("rebuild");
+        (
+            (),
+            format!(
+                "{} records -> {} profiles ({} unchanged, {} split, {} merged, {} new)",
+                report.records,
+                report.profiles_written,
+                report.unchanged,
+                report.split,
+                report.merged,
+                report.created
+            ),
+        )
+    })
+    .await;
+    let size = std::fs::metadata(dir.path().join("store.db")).map_or(0, |m| m.len());
+    eprintln!(
+        "store: {:.2} GiB on disk, {} profiles",
+        gib(size),
+        store.count_profiles().await.expect("count profiles")
+    );
+    store.close().await;
+}
