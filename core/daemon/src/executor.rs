@@ -189,6 +189,9 @@ impl DaemonExecutor {
             .map_err(|e| e.to_string())?;
         let plugin = host.load(&path).map_err(|e| e.to_string())?;
         let limits = crate::commands::plugin::call_limits(destination);
+        host.warm_up(&plugin, &limits)
+            .await
+            .map_err(|e| e.to_string())?;
         let info = host
             .describe(&plugin, &limits)
             .await

@@ -83,8 +83,17 @@ fn main() {
             }],
             secrets: BTreeMap::from([("api_key".to_owned(), SecretString::from("k-us1"))]),
         };
-        // `describe` is a fresh instance plus one tiny call: the per-call instantiation cost bounds it.
-        host.describe(&plugin, &limits).await.unwrap();
+        host.warm_up(&plugin, &limits).await.unwrap();
+        let calls = 5_000;
+        let started = Instant::now();
+        for _ in 0..calls {
+            host.warm_up(&plugin, &limits).await.unwrap();
+        }
+        println!(
+            "instantiation (fresh store, limits and instance, dropped): {:.1} µs",
+            started.elapsed().as_secs_f64() * 1e6 / f64::from(calls)
+        );
+        // `describe` is a fresh instance plus one tiny call.
         let calls = 2_000;
         let started = Instant::now();
         for _ in 0..calls {

@@ -599,6 +599,19 @@ impl PluginHost {
         }
     }
 
+    /// Instantiates the plugin once and drops the instance: surfaces instantiation problems (imports,
+    /// start functions, limits) before the first real call.
+    pub async fn warm_up(
+        &self,
+        plugin: &LoadedPlugin,
+        limits: &CallLimits,
+    ) -> Result<(), PluginError> {
+        self.call(plugin, limits, "instantiate", async |_instance, _store| {
+            Ok(())
+        })
+        .await
+    }
+
     /// `describe`.
     pub async fn describe(
         &self,
