@@ -80,6 +80,64 @@ fn placeholders(start: usize, rows: usize, width: usize) -> String {
         .join(", ")
 }
 
+/// A value looked up with `IN (...)`: how many columns it spans and how it binds.
+trait InKey: Sync {
+    /// Columns per value.
+    const WIDTH: usize;
+    /// Binds the value's columns, in order.
+    fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q>;
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+impl InKey for RecordKey {
+    const WIDTH: usize = 3;
+    fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        query
+            .bind(&self.source)
+            .bind(&self.stream)
+            .bind(&self.external_id)
+    }
+}
+
+impl InKey for (String, String) {
+    const WIDTH: usize = 2;
+    fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        query.bind(&self.0).bind(&self.1)
+    }
+}
+
+impl InKey for i64 {
+    const WIDTH: usize = 1;
+    fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        query.bind(*self)
+    }
+}
+
+impl SqlStore {
+    /// Runs `sql(list)` for each chunk of `keys`, where `list` is the chunk's `IN` list of placeholders,
+    /// and decodes every row.
+    async fn select_in<K: InKey, T>(
+        &self,
+        keys: &[K],
+        sql: impl Fn(&str) -> String,
+        decode: impl Fn(&sqlx::any::AnyRow) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(CHUNK) {
+            let mut query =
+                sqlx::query(AssertSqlSafe(sql(&placeholders(1, chunk.len(), K::WIDTH))));
+            for key in chunk {
+                query = key.bind_to(query);
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                out.push(decode(&row)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Profile storage.
 #[async_trait]
 pub trait IdentityStore: Send + Sync {
@@ -166,106 +224,64 @@ impl IdentityStore for SqlStore {
     }
 
     async fn records_by_keys(&self, keys: &[RecordKey]) -> StoreResult<Vec<StoredRecord>> {
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT {RECORD_COLUMNS} FROM raw_records WHERE (source, stream, external_id) IN ({})",
-                placeholders(1, chunk.len(), 3)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for key in chunk {
-                query = query
-                    .bind(&key.source)
-                    .bind(&key.stream)
-                    .bind(&key.external_id);
-            }
-            for row in query.fetch_all(self.pool()).await? {
-                out.push(decode_record(&row)?);
-            }
-        }
-        Ok(out)
+        self.select_in(
+            keys,
+            |list| format!("SELECT {RECORD_COLUMNS} FROM raw_records WHERE (source, stream, external_id) IN ({list})"),
+            decode_record,
+        )
+        .await
     }
 
     async fn profiles_of_records(&self, keys: &[RecordKey]) -> StoreResult<Vec<(RecordKey, i64)>> {
-        let mut out = Vec::new();
-        for chunk in keys.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT source, stream, external_id, profile_id FROM profile_members WHERE (source, stream, external_id) IN ({})",
-                placeholders(1, chunk.len(), 3)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for key in chunk {
-                query = query
-                    .bind(&key.source)
-                    .bind(&key.stream)
-                    .bind(&key.external_id);
-            }
-            for row in query.fetch_all(self.pool()).await? {
-                out.push((decode_key(&row, 0)?, row.try_get(3)?));
-            }
-        }
-        Ok(out)
+        self.select_in(
+            keys,
+            |list| {
+                format!(
+                    "SELECT source, stream, external_id, profile_id FROM profile_members \
+                     WHERE (source, stream, external_id) IN ({list})"
+                )
+            },
+            |row| Ok((decode_key(row, 0)?, row.try_get(3)?)),
+        )
+        .await
     }
 
     async fn profiles_with_identifiers(
         &self,
         identifiers: &[(String, String)],
     ) -> StoreResult<Vec<(String, String, i64)>> {
-        let mut out = Vec::new();
-        for chunk in identifiers.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT id_type, id_value, profile_id FROM profile_identifiers WHERE (id_type, id_value) IN ({})",
-                placeholders(1, chunk.len(), 2)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (kind, value) in chunk {
-                query = query.bind(kind).bind(value);
-            }
-            for row in query.fetch_all(self.pool()).await? {
-                out.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
-            }
-        }
-        Ok(out)
+        self.select_in(
+            identifiers,
+            |list| format!("SELECT id_type, id_value, profile_id FROM profile_identifiers WHERE (id_type, id_value) IN ({list})"),
+            |row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)),
+        )
+        .await
     }
 
     async fn profile_members(&self, profiles: &[i64]) -> StoreResult<Vec<(i64, RecordKey)>> {
-        let mut out = Vec::new();
-        for chunk in profiles.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT source, stream, external_id, profile_id FROM profile_members WHERE profile_id IN ({}) \
-                 ORDER BY profile_id, source, stream, external_id",
-                placeholders(1, chunk.len(), 1)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            for row in query.fetch_all(self.pool()).await? {
-                out.push((row.try_get(3)?, decode_key(&row, 0)?));
-            }
-        }
-        Ok(out)
+        self.select_in(
+            profiles,
+            |list| {
+                format!(
+                    "SELECT source, stream, external_id, profile_id FROM profile_members WHERE profile_id IN ({list}) \
+                     ORDER BY profile_id, source, stream, external_id"
+                )
+            },
+            |row| Ok((row.try_get(3)?, decode_key(row, 0)?)),
+        )
+        .await
     }
 
     async fn profile_identifiers(
         &self,
         profiles: &[i64],
     ) -> StoreResult<Vec<(i64, String, String)>> {
-        let mut out = Vec::new();
-        for chunk in profiles.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT profile_id, id_type, id_value FROM profile_identifiers WHERE profile_id IN ({})",
-                placeholders(1, chunk.len(), 1)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            for row in query.fetch_all(self.pool()).await? {
-                out.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
-            }
-        }
-        Ok(out)
+        self.select_in(
+            profiles,
+            |list| format!("SELECT profile_id, id_type, id_value FROM profile_identifiers WHERE profile_id IN ({list})"),
+            |row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)),
+        )
+        .await
     }
 
     async fn write_resolution(&self, write: ResolutionWrite) -> StoreResult<()> {
@@ -470,20 +486,11 @@ impl IdentityStore for SqlStore {
     }
 
     async fn profiles_by_ids(&self, ids: &[i64]) -> StoreResult<Vec<ProfileRow>> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT id, document, record_count, created_at, updated_at FROM profiles WHERE id IN ({})",
-                placeholders(1, chunk.len(), 1)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            for row in query.fetch_all(self.pool()).await? {
-                out.push(decode_profile(&row)?);
-            }
-        }
-        Ok(out)
+        self.select_in(
+            ids,
+            |list| format!("SELECT id, document, record_count, created_at, updated_at FROM profiles WHERE id IN ({list})"),
+            decode_profile,
+        )
+        .await
     }
 }
