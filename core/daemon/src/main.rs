@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 success, 1 a command or job failed, 2 the configuration is invalid.
 
+mod admin_wiring;
 mod cli;
 mod commands;
 mod executor;
