@@ -3,6 +3,7 @@
 //! After a source run that stored or changed records, the identity job resolves them into profiles. Identity
 //! runs one at a time (a lock), so two sources finishing together never resolve the same records at once.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -109,8 +110,8 @@ impl DaemonExecutor {
             .resolve_pending()
             .await
             .map_err(|err| err.to_string())?;
-        if report.profiles_written > 0 || report.merged > 0 {
-            self.evaluate_segments().await?;
+        if !report.touched.is_empty() {
+            self.evaluate_segments_of(&report.touched).await?;
         }
         tracing::info!(
             records = report.records,
@@ -143,12 +144,35 @@ impl DaemonExecutor {
         )
         .await
         .map_err(|e| e.to_string())?;
+        Self::log_membership(&report);
+        Ok(())
+    }
+
+    /// Re-evaluates every segment for the given profiles only (those a resolution wrote or removed).
+    pub async fn evaluate_segments_of(&self, profiles: &BTreeSet<i64>) -> Result<(), String> {
+        if self.config.segments.is_empty() {
+            return Ok(());
+        }
+        let segments =
+            spindle_sync::membership::Segments::compile(&self.config).map_err(|e| e.to_string())?;
+        let report = spindle_sync::membership::evaluate_profiles(
+            self.store.as_ref(),
+            &segments,
+            profiles,
+            self.clock.now(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Self::log_membership(&report);
+        Ok(())
+    }
+
+    fn log_membership(report: &spindle_sync::membership::MembershipReport) {
         for (segment, (entered, exited)) in &report.changes {
             if entered + exited > 0 {
                 tracing::info!(segment = %segment, entered, exited, "segment membership changed");
             }
         }
-        Ok(())
     }
 
     /// The plugin of a destination, loaded once (compiled code cached beside the configuration), with the

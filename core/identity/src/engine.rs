@@ -43,7 +43,7 @@ pub enum IdentityError {
 }
 
 /// What a resolution step or rebuild changed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ResolveReport {
     /// Records resolved.
     pub records: u64,
@@ -57,6 +57,9 @@ pub struct ResolveReport {
     pub split: u64,
     /// Old profiles with exactly the same records as before.
     pub unchanged: u64,
+    /// Ids of the profiles written or removed: what segment memberships must look at again.
+    #[serde(skip)]
+    pub touched: BTreeSet<i64>,
 }
 
 impl ResolveReport {
@@ -67,6 +70,7 @@ impl ResolveReport {
         self.merged += other.merged;
         self.split += other.split;
         self.unchanged += other.unchanged;
+        self.touched.extend(other.touched);
     }
 }
 
@@ -361,12 +365,20 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
     async fn resolve_set(
         &self,
         records: Vec<StoredRecord>,
-        mut analysed: Vec<Analysed>,
+        analysed: Vec<Analysed>,
         old: &HashMap<RecordKey, i64>,
         old_profiles: &[i64],
         high_water: Option<i64>,
         replace_all: bool,
     ) -> Result<ResolveReport, IdentityError> {
+        // A record deleted at its source no longer vouches for anyone: it leaves its profile, and a profile
+        // left without records is removed.
+        let (records, analysed): (Vec<StoredRecord>, Vec<Analysed>) = records
+            .into_iter()
+            .zip(analysed)
+            .filter(|(record, _)| !record.record.deleted)
+            .unzip();
+        let mut analysed = analysed;
         let record_count = records.len() as u64;
         let keys: Vec<RecordKey> = records.iter().map(key_of).collect();
         // Resolution orders records by key: each record's node key is its rank in that order (a plain number,
@@ -456,6 +468,11 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         let report = ResolveReport {
             records: record_count,
             profiles_written: profiles.len() as u64,
+            touched: profiles
+                .iter()
+                .map(|p| p.id)
+                .chain(removed.iter().copied())
+                .collect(),
             ..report
         };
         self.store

@@ -62,9 +62,9 @@ pub struct ResolutionWrite {
 }
 
 /// Keys per `IN` list; every backend accepts this many parameters.
-const CHUNK: usize = 300;
+pub(crate) const CHUNK: usize = 300;
 
-fn placeholders(start: usize, rows: usize, width: usize) -> String {
+pub(crate) fn placeholders(start: usize, rows: usize, width: usize) -> String {
     (0..rows)
         .map(|row| {
             let cells: Vec<String> = (0..width)

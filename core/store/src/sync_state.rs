@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::StoreResult;
+use crate::identity::{CHUNK, placeholders};
 use crate::sql::{SqlStore, to_millis};
 
 /// A change to send to a destination.
@@ -82,14 +83,13 @@ pub struct DeadLetter {
     pub at: DateTime<Utc>,
 }
 
-/// Keys per `IN` list.
-const CHUNK: usize = 300;
-
 /// Segment and sync state.
 #[async_trait]
 pub trait SyncStore: Send + Sync {
     /// Current members of a segment.
     async fn segment_members(&self, segment: &str) -> StoreResult<BTreeSet<i64>>;
+    /// Which of `profiles` are members of `segment` now.
+    async fn members_among(&self, segment: &str, profiles: &[i64]) -> StoreResult<BTreeSet<i64>>;
     /// Applies membership changes (`true` entered, `false` exited) with their history; returns how many
     /// profiles entered and exited (changes that change nothing are ignored).
     async fn change_segment_members(
@@ -149,6 +149,22 @@ impl SyncStore for SqlStore {
                 .fetch_all(self.pool())
                 .await?;
         Ok(ids.into_iter().collect())
+    }
+
+    async fn members_among(&self, segment: &str, profiles: &[i64]) -> StoreResult<BTreeSet<i64>> {
+        let mut members = BTreeSet::new();
+        for chunk in profiles.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT profile_id FROM segment_members WHERE segment = $1 AND profile_id IN ({})",
+                placeholders(2, chunk.len(), 1)
+            );
+            let mut query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)).bind(segment);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            members.extend(query.fetch_all(self.pool()).await?);
+        }
+        Ok(members)
     }
 
     async fn change_segment_members(

@@ -133,6 +133,82 @@ pub fn view(doc: &ProfileDocument, records: &[spindle_model::StoredRecord]) -> P
     }
 }
 
+/// Which segments each stored profile belongs to at `now` (profiles whose document cannot be read are
+/// skipped, so they belong to none).
+async fn evaluate_rows<S: IdentityStore>(
+    store: &S,
+    segments: &Segments,
+    rows: Vec<spindle_store::ProfileRow>,
+    now: DateTime<Utc>,
+) -> Result<Vec<(i64, BTreeSet<String>)>, SyncError> {
+    let docs: Vec<(i64, ProfileDocument)> = rows
+        .into_iter()
+        .filter_map(|row| {
+            serde_json::from_value::<ProfileDocument>(row.document)
+                .ok()
+                .map(|d| (row.id, d))
+        })
+        .collect();
+    let keys: Vec<spindle_model::RecordKey> = docs
+        .iter()
+        .flat_map(|(_, d)| d.records.iter().cloned())
+        .collect();
+    let records = store.records_by_keys(&keys).await?;
+    let by_key: BTreeMap<spindle_model::RecordKey, &spindle_model::StoredRecord> = records
+        .iter()
+        .map(|r| (spindle_identity::profile::key_of(r), r))
+        .collect();
+    Ok(docs
+        .iter()
+        .map(|(id, doc)| {
+            let mine: Vec<spindle_model::StoredRecord> = doc
+                .records
+                .iter()
+                .filter_map(|k| by_key.get(k).map(|r| (*r).clone()))
+                .collect();
+            (*id, segments.evaluate(&view(doc, &mine), now))
+        })
+        .collect())
+}
+
+/// Re-evaluates every segment for the given profiles only (those a resolution step wrote or removed) and
+/// records who entered and left. Profiles that no longer exist leave every segment. Together with
+/// [`evaluate_all`] before each sync (which also catches conditions that change with time alone), this keeps
+/// memberships current as records and events arrive.
+pub async fn evaluate_profiles<S: IdentityStore + SyncStore>(
+    store: &S,
+    segments: &Segments,
+    profiles: &BTreeSet<i64>,
+    now: DateTime<Utc>,
+) -> Result<MembershipReport, SyncError> {
+    let ids: Vec<i64> = profiles.iter().copied().collect();
+    let mut report = MembershipReport::default();
+    let mut wanted: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+    for chunk in ids.chunks(PAGE as usize) {
+        let rows = store.profiles_by_ids(chunk).await?;
+        for (id, inside) in evaluate_rows(store, segments, rows, now).await? {
+            for segment in inside {
+                wanted.entry(segment).or_default().insert(id);
+            }
+            report.profiles += 1;
+        }
+    }
+    for segment in segments.ids() {
+        let before = store.members_among(segment, &ids).await?;
+        let members = wanted.remove(segment).unwrap_or_default();
+        let mut changes: Vec<(i64, bool)> =
+            members.difference(&before).map(|id| (*id, true)).collect();
+        changes.extend(before.difference(&members).map(|id| (*id, false)));
+        let counts = if changes.is_empty() {
+            (0, 0)
+        } else {
+            store.change_segment_members(segment, &changes, now).await?
+        };
+        report.changes.insert(segment.to_owned(), counts);
+    }
+    Ok(report)
+}
+
 /// Profiles read per page during a full evaluation.
 const PAGE: u32 = 2_000;
 
@@ -160,31 +236,9 @@ pub async fn evaluate_all<S: IdentityStore + SyncStore>(
             break;
         };
         after = last;
-        let docs: Vec<(i64, ProfileDocument)> = page
-            .into_iter()
-            .filter_map(|row| {
-                serde_json::from_value::<ProfileDocument>(row.document)
-                    .ok()
-                    .map(|d| (row.id, d))
-            })
-            .collect();
-        let keys: Vec<spindle_model::RecordKey> = docs
-            .iter()
-            .flat_map(|(_, d)| d.records.iter().cloned())
-            .collect();
-        let records = store.records_by_keys(&keys).await?;
-        let by_key: BTreeMap<spindle_model::RecordKey, &spindle_model::StoredRecord> = records
-            .iter()
-            .map(|r| (spindle_identity::profile::key_of(r), r))
-            .collect();
-        for (id, doc) in &docs {
-            let mine: Vec<spindle_model::StoredRecord> = doc
-                .records
-                .iter()
-                .filter_map(|k| by_key.get(k).map(|r| (*r).clone()))
-                .collect();
-            for segment in segments.evaluate(&view(doc, &mine), now) {
-                wanted.entry(segment).or_default().insert(*id);
+        for (id, inside) in evaluate_rows(store, segments, page, now).await? {
+            for segment in inside {
+                wanted.entry(segment).or_default().insert(id);
             }
             report.profiles += 1;
         }

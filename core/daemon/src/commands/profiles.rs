@@ -197,7 +197,7 @@ pub async fn rebuild(path: &Path) -> Result<(), Failure> {
             actor: cli_actor(),
             action: "identity.rebuild".into(),
             target: "profiles".into(),
-            details: serde_json::to_value(report).unwrap_or_default(),
+            details: serde_json::to_value(&report).unwrap_or_default(),
         })
         .await
         .context("recording the rebuild in the audit log")?;
