@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 mod backup;
+mod collector;
 mod error;
 mod identity;
 mod migrations;
@@ -27,6 +28,7 @@ use spindle_model::{
 };
 
 pub use backup::{RestoreOptions, StoreLock, backup_sqlite, restore_sqlite};
+pub use collector::{CollectedOutcome, CollectedRecord, StoreCounts};
 pub use error::StoreError;
 pub use identity::{IdentityStore, ProfileRow, ProfileWrite, ResolutionWrite};
 pub use spindle_config::store_url::{Backend, StoreUrl};
