@@ -11,6 +11,7 @@
 //! - Timestamps are stored as milliseconds since the Unix epoch (UTC).
 #![deny(missing_docs)]
 
+mod admin;
 mod backup;
 mod collector;
 mod error;
@@ -27,6 +28,7 @@ use spindle_model::{
     NewAuditEntry, QuarantinedRecord, RawRecord, RecordKey, StoredRecord,
 };
 
+pub use admin::{AdminStore, ApiSegment, ApiSegmentWrite};
 pub use backup::{RestoreOptions, StoreLock, backup_sqlite, restore_sqlite};
 pub use collector::{CollectedOutcome, CollectedRecord, StoreCounts};
 pub use error::StoreError;
