@@ -22,7 +22,8 @@ struct Workspace {
 }
 
 impl Workspace {
-    /// The example configuration and data, as shipped.
+    /// The example configuration and data, as shipped (the daemon's HTTP server on a free port, so tests
+    /// can run side by side).
     fn example() -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("tests/data")).unwrap();
@@ -33,12 +34,26 @@ impl Workspace {
         ] {
             std::fs::copy(repo_root().join(file), dir.path().join(file)).unwrap();
         }
+        let config = dir.path().join("connectors.toml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(text.contains("listen = \"127.0.0.1:8080\""));
+        std::fs::write(
+            &config,
+            text.replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\""),
+        )
+        .unwrap();
         Self { dir }
     }
 
-    /// A configuration written by the test.
+    /// A configuration written by the test (with the daemon's HTTP server on a free port unless it says
+    /// otherwise).
     fn with_config(config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let config = if config.contains("[server]") {
+            config.to_owned()
+        } else {
+            format!("[server]\nlisten = \"127.0.0.1:0\"\n\n{config}")
+        };
         std::fs::write(dir.path().join("connectors.toml"), config).unwrap();
         Self { dir }
     }
