@@ -35,6 +35,9 @@ const ADMIN: &str = "admin-secret-0123456789";
 const MARKETER: &str = "marketer-secret-0123456789";
 const VIEWER: &str = "viewer-secret-0123456789";
 
+/// A route class: its name, a request, and the status expected for each caller.
+type RouteClass = (&'static str, Method, String, Option<Value>, [u16; 5]);
+
 struct World {
     app: Router,
     store: SqlStore,
@@ -222,7 +225,7 @@ async fn each_role_on_each_route_class(store: &SqlStore) {
         ("admin", Some(ADMIN)),
     ];
     // Expected status per caller, in the order of `callers`.
-    let classes: [(&str, Method, String, Option<Value>, [u16; 5]); 6] = [
+    let classes: [RouteClass; 6] = [
         (
             "read profiles",
             Method::GET,
@@ -697,10 +700,7 @@ async fn profiles_by_id_identifier_search_timeline_and_explain(store: &SqlStore)
     // Identifiers are normalised before the lookup.
     assert_eq!(world.profile_id("%20ADA@X.IO").await, ada);
     let (status, body) = world
-        .get(
-            &format!("/api/profiles/lookup?kind=email&value=bob@x.io"),
-            VIEWER,
-        )
+        .get("/api/profiles/lookup?kind=email&value=bob@x.io", VIEWER)
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_ne!(body["id"], ada);

@@ -14,6 +14,7 @@ use axum::http::request::Parts;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use spindle_model::NewAuditEntry;
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
@@ -165,6 +166,16 @@ impl Caller {
     /// The audit-log actor: `api:<token name>`.
     pub fn actor(&self) -> String {
         format!("api:{}", self.name)
+    }
+
+    /// An audit-log entry for something this caller did.
+    pub fn audit(&self, action: &str, target: &str, details: serde_json::Value) -> NewAuditEntry {
+        NewAuditEntry {
+            actor: self.actor(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            details,
+        }
     }
 }
 

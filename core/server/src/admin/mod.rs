@@ -143,6 +143,25 @@ impl AdminState {
     }
 }
 
+/// The entry `id` of a configuration section (`what` names its kind), or 404 listing the ids there are.
+fn configured<'a, T>(
+    section: &'a std::collections::BTreeMap<String, T>,
+    what: &str,
+    id: &str,
+) -> ApiResult<&'a T> {
+    section.get(id).ok_or_else(|| {
+        let ids: Vec<&str> = section.keys().map(String::as_str).collect();
+        ApiError::NotFound(format!(
+            "there is no {what} `{id}` in connectors.toml; {what}s: {}",
+            if ids.is_empty() {
+                "none".to_owned()
+            } else {
+                ids.join(", ")
+            }
+        ))
+    })
+}
+
 /// Adds the bearer security scheme to the document.
 struct BearerAuth;
 

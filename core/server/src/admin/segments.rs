@@ -22,7 +22,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use spindle_config::{Config, SegmentConfig};
 use spindle_identity::profile::ProfileDocument;
-use spindle_model::NewAuditEntry;
 use spindle_segments::Expr;
 use spindle_store::{
     AdminStore, ApiSegment, ApiSegmentWrite, IdentityStore, StoreResult, SyncStore,
@@ -270,15 +269,6 @@ async fn validate(state: &AdminState, id: &str, text: &str) -> ApiResult<Expr> {
     Ok(expr)
 }
 
-fn audit(caller: &Caller, action: &str, target: &str, details: serde_json::Value) -> NewAuditEntry {
-    NewAuditEntry {
-        actor: caller.actor(),
-        action: action.to_owned(),
-        target: target.to_owned(),
-        details,
-    }
-}
-
 fn config_owned(id: &str) -> ApiError {
     ApiError::Conflict(format!(
         "segment `{id}` is defined in connectors.toml ([segments.{id}]); change it there, not through the API"
@@ -362,8 +352,7 @@ pub(super) async fn create(
         return Err(config_owned(&body.id));
     }
     validate(&state, &body.id, &body.expression).await?;
-    let entry = audit(
-        &caller,
+    let entry = caller.audit(
         "segment.create",
         &body.id,
         serde_json::json!({ "where": body.expression, "description": body.description }),
@@ -412,8 +401,7 @@ pub(super) async fn update(
         return Err(ApiError::NotFound(format!("there is no segment `{id}`")));
     }
     validate(&state, &id, &body.expression).await?;
-    let entry = audit(
-        &caller,
+    let entry = caller.audit(
         "segment.update",
         &id,
         serde_json::json!({ "where": body.expression, "description": body.description }),
@@ -471,7 +459,7 @@ pub(super) async fn delete(
             users.join(", ")
         )));
     }
-    let entry = audit(&caller, "segment.delete", &id, serde_json::json!({}));
+    let entry = caller.audit("segment.delete", &id, serde_json::json!({}));
     if !inner.store.delete_api_segment(&id, entry).await? {
         return Err(ApiError::NotFound(format!("there is no segment `{id}`")));
     }

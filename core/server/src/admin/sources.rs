@@ -9,14 +9,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use spindle_config::SourceConfig;
-use spindle_model::{JobId, NewAuditEntry};
+use spindle_model::JobId;
 use spindle_store::ProfileStore;
 use utoipa::ToSchema;
 
 use super::auth::{Access, Caller};
-use super::error::{ApiError, ApiResult, ErrorBody};
-use super::syncs::{Queued, RunView, queue, record};
-use super::{AdminState, Inner};
+use super::error::{ApiResult, ErrorBody};
+use super::syncs::{Queued, RunView, run_now};
+use super::{AdminState, Inner, configured};
 
 /// How far a stream has been read.
 #[derive(Debug, Serialize, ToSchema)]
@@ -61,17 +61,7 @@ pub struct SourceStatus {
 }
 
 fn known<'a>(inner: &'a Inner, id: &str) -> ApiResult<&'a SourceConfig> {
-    inner.config.sources.get(id).ok_or_else(|| {
-        let ids: Vec<&str> = inner.config.sources.keys().map(String::as_str).collect();
-        ApiError::NotFound(format!(
-            "there is no source `{id}`; sources: {}",
-            if ids.is_empty() {
-                "none".to_owned()
-            } else {
-                ids.join(", ")
-            }
-        ))
-    })
+    configured(&inner.config.sources, "source", id)
 }
 
 async fn view(inner: &Inner, source: &SourceConfig) -> ApiResult<SourceView> {
@@ -184,25 +174,5 @@ pub(super) async fn run(
     let Path(id) = id?;
     let inner = state.inner()?;
     known(inner, &id)?;
-    let job = JobId::source(&id);
-    queue(inner, &job)?;
-    record(
-        inner,
-        NewAuditEntry {
-            actor: caller.actor(),
-            action: "source.run".into(),
-            target: id.clone(),
-            details: serde_json::json!({}),
-        },
-    )
-    .await?;
-    tracing::info!(source = %id, token = %caller.name, "admin API: source run queued");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Queued {
-            job: job.to_string(),
-            status: "queued",
-            replayed: None,
-        }),
-    ))
+    run_now(inner, &caller, &JobId::source(&id), "source.run", &id).await
 }

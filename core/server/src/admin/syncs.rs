@@ -15,14 +15,14 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use spindle_config::{SyncConfig, SyncMode};
-use spindle_model::{JobId, JobRun, NewAuditEntry};
+use spindle_model::{JobId, JobRun};
 use spindle_scheduler::TriggerError;
 use spindle_store::{ProfileStore, SyncStore};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Access, Caller};
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::{AdminState, Inner};
+use super::{AdminState, Inner, configured};
 
 /// One run of a job.
 #[derive(Debug, Serialize, ToSchema)]
@@ -164,17 +164,7 @@ fn mode(mode: SyncMode) -> &'static str {
 }
 
 fn known<'a>(inner: &'a Inner, id: &str) -> ApiResult<&'a SyncConfig> {
-    inner.config.syncs.get(id).ok_or_else(|| {
-        let ids: Vec<&str> = inner.config.syncs.keys().map(String::as_str).collect();
-        ApiError::NotFound(format!(
-            "there is no sync `{id}`; syncs: {}",
-            if ids.is_empty() {
-                "none".to_owned()
-            } else {
-                ids.join(", ")
-            }
-        ))
-    })
+    configured(&inner.config.syncs, "sync", id)
 }
 
 /// Queues a manual run of `job` with the scheduler.
@@ -187,10 +177,34 @@ pub(super) fn queue(inner: &Inner, job: &JobId) -> ApiResult<()> {
     })
 }
 
-/// Appends to the audit log after an accepted operation.
-pub(super) async fn record(inner: &Inner, entry: NewAuditEntry) -> ApiResult<()> {
-    inner.store.append_audit(entry).await?;
-    Ok(())
+/// Queues a manual run of `job`, then records `action` on `target` in the audit log; answers 202.
+pub(super) async fn run_now(
+    inner: &Inner,
+    caller: &Caller,
+    job: &JobId,
+    action: &str,
+    target: &str,
+) -> ApiResult<(StatusCode, Json<Queued>)> {
+    queue(inner, job)?;
+    inner
+        .store
+        .append_audit(caller.audit(action, target, serde_json::json!({})))
+        .await?;
+    tracing::info!(job = %job, token = %caller.name, "admin API: run queued");
+    Ok(Queued::accepted(job, None))
+}
+
+impl Queued {
+    fn accepted(job: &JobId, replayed: Option<u64>) -> (StatusCode, Json<Queued>) {
+        (
+            StatusCode::ACCEPTED,
+            Json(Queued {
+                job: job.to_string(),
+                status: "queued",
+                replayed,
+            }),
+        )
+    }
 }
 
 fn parsed(text: &str) -> serde_json::Value {
@@ -274,27 +288,7 @@ pub(super) async fn run(
     let Path(id) = id?;
     let inner = state.inner()?;
     known(inner, &id)?;
-    let job = JobId::sync(&id);
-    queue(inner, &job)?;
-    record(
-        inner,
-        NewAuditEntry {
-            actor: caller.actor(),
-            action: "sync.run".into(),
-            target: id.clone(),
-            details: serde_json::json!({}),
-        },
-    )
-    .await?;
-    tracing::info!(sync = %id, token = %caller.name, "admin API: sync run queued");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Queued {
-            job: job.to_string(),
-            status: "queued",
-            replayed: None,
-        }),
-    ))
+    run_now(inner, &caller, &JobId::sync(&id), "sync.run", &id).await
 }
 
 /// The changes a run would send now, without sending them.
@@ -421,16 +415,14 @@ pub(super) async fn replay(
     let inner = state.inner()?;
     known(inner, &id)?;
     let replayed = inner.store.replay_dead_letters(&id, Utc::now()).await?;
-    record(
-        inner,
-        NewAuditEntry {
-            actor: caller.actor(),
-            action: "sync.replay".into(),
-            target: id.clone(),
-            details: serde_json::json!({ "replayed": replayed }),
-        },
-    )
-    .await?;
+    inner
+        .store
+        .append_audit(caller.audit(
+            "sync.replay",
+            &id,
+            serde_json::json!({ "replayed": replayed }),
+        ))
+        .await?;
     tracing::info!(sync = %id, token = %caller.name, replayed, "admin API: dead letters replayed");
     let job = JobId::sync(&id);
     queue(inner, &job).map_err(|err| {
@@ -438,12 +430,5 @@ pub(super) async fn replay(
             "{replayed} dead letter(s) are back for the next run, but no run could be queued now: {err}"
         ))
     })?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Queued {
-            job: job.to_string(),
-            status: "queued",
-            replayed: Some(replayed),
-        }),
-    ))
+    Ok(Queued::accepted(&job, Some(replayed)))
 }
