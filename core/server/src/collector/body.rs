@@ -132,7 +132,11 @@ pub fn is_gzip(headers: &HeaderMap) -> Result<bool, CollectorError> {
     let Some(value) = headers.get(header::CONTENT_ENCODING) else {
         return Ok(false);
     };
-    let text = value.to_str().unwrap_or_default().trim().to_ascii_lowercase();
+    let text = value
+        .to_str()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     match text.as_str() {
         "" | "identity" => Ok(false),
         "gzip" | "x-gzip" => Ok(true),

@@ -23,7 +23,7 @@
 //! - time: `receivedAt` is when the request arrived. With `sentAt` (on the message or the batch) and a
 //!   timestamp, the event time is `receivedAt − (sentAt − timestamp)` (Segment's clock-skew correction);
 //!   with only a timestamp, the timestamp; otherwise `receivedAt`. The record's `updated_at` is that time,
-//!   its `version` the receive time in milliseconds.
+//!   its `version` the receive time in milliseconds; times keep millisecond precision.
 //! - a message without `messageId` gets `spindle-<receivedAt ms>-<random>`.
 
 use std::collections::BTreeMap;
@@ -193,6 +193,7 @@ pub fn to_record(
         (Some(original), None) => original,
         (None, _) => received_at,
     };
+    let occurred_at = chrono::SubsecRound::trunc_subsecs(occurred_at, 3);
 
     let mut identifiers = Vec::new();
     let mut record_traits = BTreeMap::new();
@@ -200,7 +201,10 @@ pub fn to_record(
     match kind {
         MessageType::Alias => {
             let user_id = user_id.clone().ok_or_else(|| {
-                refuse("missing_user_id", "an alias needs `userId` and `previousId`")
+                refuse(
+                    "missing_user_id",
+                    "an alias needs `userId` and `previousId`",
+                )
             })?;
             let previous = id_field(message, "previousId")?.ok_or_else(|| {
                 refuse(
@@ -332,7 +336,9 @@ mod tests {
     }
 
     fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
@@ -412,15 +418,27 @@ mod tests {
                 .unwrap_err()
                 .code
         };
-        assert_eq!(code(json!({"type": "bogus", "userId": "u"})), "unknown_type");
+        assert_eq!(
+            code(json!({"type": "bogus", "userId": "u"})),
+            "unknown_type"
+        );
         assert_eq!(code(json!({"userId": "u"})), "unknown_type");
         assert_eq!(
             code(json!({"type": "track", "event": "x", "userId": null, "anonymousId": ""})),
             "missing_user_id"
         );
-        assert_eq!(code(json!({"type": "track", "userId": "u"})), "missing_event");
-        assert_eq!(code(json!({"type": "group", "userId": "u"})), "missing_group_id");
-        assert_eq!(code(json!({"type": "alias", "userId": "u"})), "missing_previous_id");
+        assert_eq!(
+            code(json!({"type": "track", "userId": "u"})),
+            "missing_event"
+        );
+        assert_eq!(
+            code(json!({"type": "group", "userId": "u"})),
+            "missing_group_id"
+        );
+        assert_eq!(
+            code(json!({"type": "alias", "userId": "u"})),
+            "missing_previous_id"
+        );
         assert_eq!(
             code(json!({"type": "track", "event": "x", "userId": "u", "timestamp": "yesterday"})),
             "invalid_timestamp"

@@ -297,7 +297,8 @@ async fn collect(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Accepted, CollectorError> {
-    let received_at = chrono::Utc::now();
+    // Milliseconds: the precision of Segment's timestamps and of the store.
+    let received_at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3);
     // A wrong Authorization header is refused before the body is read.
     let header_source = match header_key(headers)? {
         Some(key) => Some(
@@ -329,7 +330,11 @@ async fn collect(
                         .into(),
                 )
             })?;
-            state.keys.source_of(key).ok_or_else(unknown_key)?.to_owned()
+            state
+                .keys
+                .source_of(key)
+                .ok_or_else(unknown_key)?
+                .to_owned()
         }
     };
 
@@ -357,7 +362,9 @@ async fn collect(
             }
         }
     }
-    if let (Endpoint::Single(_), Some(rejection)) = (endpoint, rejected.pop()) {
+    if let Endpoint::Single(_) = endpoint
+        && let Some(rejection) = rejected.pop()
+    {
         return Err(CollectorError::InvalidMessage(rejection));
     }
     metrics::counter!("spindle_collector_received_total", "source" => source.clone())

@@ -151,30 +151,29 @@ async fn record_latency(request: Request, next: Next) -> Response {
     response
 }
 
-fn authorized(state: &OpsState, headers: &HeaderMap) -> Result<(), Response> {
-    let token = headers
+/// True when the request carries an `[server] admin_tokens` token as `Bearer`.
+fn authorized(state: &OpsState, headers: &HeaderMap) -> bool {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    match token {
-        Some(token) if state.tokens.contains(&digest(token)) => Ok(()),
-        _ => {
-            let mut response = (
-                StatusCode::UNAUTHORIZED,
-                axum::Json(json!({
-                    "code": "unauthorized",
-                    "message": "send `Authorization: Bearer <token>` with an [server] admin_tokens token",
-                })),
-            )
-                .into_response();
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Err(response)
-        }
-    }
+        .is_some_and(|(_, token)| state.tokens.contains(&digest(token.trim())))
+}
+
+fn unauthorized() -> Response {
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({
+            "code": "unauthorized",
+            "message": "send `Authorization: Bearer <token>` with an [server] admin_tokens token",
+        })),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 async fn healthz() -> Response {
@@ -182,8 +181,8 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(state): State<OpsState>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorized(&state, &headers) {
-        return refused;
+    if !authorized(&state, &headers) {
+        return unauthorized();
     }
     let not_ready = |reason: String| {
         (
@@ -208,8 +207,8 @@ async fn readyz(State(state): State<OpsState>, headers: HeaderMap) -> Response {
 }
 
 async fn metrics_text(State(state): State<OpsState>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorized(&state, &headers) {
-        return refused;
+    if !authorized(&state, &headers) {
+        return unauthorized();
     }
     if let Some(store) = &state.store {
         match store.store_counts().await {
