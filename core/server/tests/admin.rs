@@ -944,8 +944,23 @@ async fn the_openapi_document_lists_every_route() {
     .collect();
     expected.sort();
     assert_eq!(documented, expected);
+    let mut operation_ids = std::collections::BTreeSet::new();
     for (method, path) in &documented {
         let operation = &doc["paths"][path][method.to_lowercase()];
+        assert!(
+            operation_ids.insert(operation["operationId"].as_str().unwrap().to_owned()),
+            "{method} {path}: operation ids must be unique"
+        );
+        // Path parameters are the path's own; everything else is in the query.
+        for parameter in operation["parameters"].as_array().into_iter().flatten() {
+            let name = parameter["name"].as_str().unwrap();
+            let place = parameter["in"].as_str().unwrap();
+            assert_eq!(
+                place == "path",
+                path.contains(&format!("{{{name}}}")),
+                "{method} {path}: parameter {name} is in {place}"
+            );
+        }
         assert!(
             operation["responses"]["401"].is_object(),
             "{method} {path} documents no 401"

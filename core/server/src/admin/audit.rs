@@ -32,6 +32,7 @@ pub struct AuditView {
 
 /// `?after=&limit=`
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Entries with an id greater than this (default 0: from the start).
     pub after: Option<i64>,
@@ -40,7 +41,8 @@ pub struct AuditQuery {
 }
 
 /// Audit-log entries after an id, oldest first.
-#[utoipa::path(get, path = "/audit", tag = "audit", params(AuditQuery),
+#[utoipa::path(get,
+    operation_id = "audit_list", path = "/audit", tag = "audit", params(AuditQuery),
     responses(
         (status = 200, description = "Entries, oldest first; page on with `after` = the last id", body = Vec<AuditView>),
         (status = 401, description = "No valid token", body = ErrorBody),

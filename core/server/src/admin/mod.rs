@@ -40,7 +40,7 @@ use utoipa_axum::routes;
 
 pub use auth::{Access, Caller, Role};
 pub use error::{ApiError, ApiResult, ErrorBody, ErrorObject, ExpressionErrorDetails};
-pub use segments::{SegmentOrigin, segment_definitions};
+pub use segments::{SegmentOrigin, compile_all, segment_definitions};
 
 /// Brings segment memberships up to date before a dry run, the way a sync run does first.
 ///

@@ -100,6 +100,7 @@ pub struct Explanation {
 
 /// `?q=&limit=`
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// Text contained in a name, e-mail, phone or id (case-insensitive).
     pub q: String,
@@ -109,6 +110,7 @@ pub struct SearchQuery {
 
 /// `?email=` or `?phone=` or `?kind=&value=`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LookupQuery {
     /// An e-mail address.
     pub email: Option<String>,
@@ -122,6 +124,7 @@ pub struct LookupQuery {
 
 /// `?offset=&limit=`
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Events to skip, from the newest (default 0).
     pub offset: Option<u64>,
@@ -184,7 +187,8 @@ async fn view(state: &AdminState, row: ProfileRow, doc: ProfileDocument) -> ApiR
 }
 
 /// The 360° view of one profile.
-#[utoipa::path(get, path = "/profiles/{id}", tag = "profiles",
+#[utoipa::path(get,
+    operation_id = "profiles_get", path = "/profiles/{id}", tag = "profiles",
     params(("id" = i64, Path, description = "Profile id (a merged id answers with the surviving profile)")),
     responses(
         (status = 200, description = "The profile", body = ProfileView),
@@ -203,7 +207,8 @@ pub(super) async fn get(
 }
 
 /// The one profile holding an identifier.
-#[utoipa::path(get, path = "/profiles/lookup", tag = "profiles", params(LookupQuery),
+#[utoipa::path(get,
+    operation_id = "profiles_lookup", path = "/profiles/lookup", tag = "profiles", params(LookupQuery),
     responses(
         (status = 200, description = "The profile holding the identifier", body = ProfileView),
         (status = 400, description = "No identifier, or one that cannot be normalised", body = ErrorBody),
@@ -261,7 +266,8 @@ pub(super) async fn lookup(
 }
 
 /// Profiles whose names, e-mails, phones or ids contain a text.
-#[utoipa::path(get, path = "/profiles", tag = "profiles", params(SearchQuery),
+#[utoipa::path(get,
+    operation_id = "profiles_search", path = "/profiles", tag = "profiles", params(SearchQuery),
     responses(
         (status = 200, description = "Matching profiles, by id", body = Vec<ProfileSummary>),
         (status = 400, description = "No `q`", body = ErrorBody),
@@ -307,7 +313,8 @@ pub(super) fn summary(id: i64, record_count: u64, doc: &ProfileDocument) -> Prof
 }
 
 /// A page of a profile's timeline, newest first.
-#[utoipa::path(get, path = "/profiles/{id}/timeline", tag = "profiles",
+#[utoipa::path(get,
+    operation_id = "profiles_timeline", path = "/profiles/{id}/timeline", tag = "profiles",
     params(("id" = i64, Path, description = "Profile id"), PageQuery),
     responses(
         (status = 200, description = "A page of events, newest first", body = TimelinePage),
@@ -344,7 +351,8 @@ pub(super) async fn timeline(
 }
 
 /// Why a profile's records are one customer: links and their evidence.
-#[utoipa::path(get, path = "/profiles/{id}/explain", tag = "profiles",
+#[utoipa::path(get,
+    operation_id = "profiles_explain", path = "/profiles/{id}/explain", tag = "profiles",
     params(("id" = i64, Path, description = "Profile id")),
     responses(
         (status = 200, description = "The links and their evidence", body = Explanation),

@@ -86,8 +86,10 @@ fn with_segments(config: &Config, definitions: &[(String, String, SegmentOrigin)
     config
 }
 
-/// Configured and API-created segments, parsed and ordered for evaluation.
-pub(crate) async fn compile_all<S: AdminStore + ?Sized>(
+/// Configured and API-created segments ([`segment_definitions`]), parsed and ordered for evaluation: what
+/// [`spindle_sync::membership::evaluate_all`] and `evaluate_profiles` should be given so that API segments
+/// get memberships too.
+pub async fn compile_all<S: AdminStore + ?Sized>(
     config: &Config,
     store: &S,
 ) -> Result<Segments, spindle_sync::SyncError> {
@@ -156,6 +158,7 @@ pub struct PreviewRequest {
 
 /// `?sample=`
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SampleQuery {
     /// Members to return (default 10, at most 100).
     pub sample: Option<usize>,
@@ -276,7 +279,8 @@ fn config_owned(id: &str) -> ApiError {
 }
 
 /// Every segment, configured and API-created.
-#[utoipa::path(get, path = "/segments", tag = "segments",
+#[utoipa::path(get,
+    operation_id = "segments_list", path = "/segments", tag = "segments",
     responses(
         (status = 200, description = "Configured segments then API-created ones", body = Vec<SegmentView>),
         (status = 401, description = "No valid token", body = ErrorBody),
@@ -302,7 +306,8 @@ pub(super) async fn list(
 }
 
 /// One segment.
-#[utoipa::path(get, path = "/segments/{id}", tag = "segments",
+#[utoipa::path(get,
+    operation_id = "segments_get", path = "/segments/{id}", tag = "segments",
     params(("id" = String, Path, description = "Segment id")),
     responses(
         (status = 200, description = "The segment", body = SegmentView),
@@ -330,7 +335,8 @@ pub(super) async fn get(
 }
 
 /// Creates a segment.
-#[utoipa::path(post, path = "/segments", tag = "segments", request_body = NewSegment,
+#[utoipa::path(post,
+    operation_id = "segments_create", path = "/segments", tag = "segments", request_body = NewSegment,
     responses(
         (status = 201, description = "Created", body = SegmentView),
         (status = 400, description = "Malformed body or id", body = ErrorBody),
@@ -373,7 +379,8 @@ pub(super) async fn create(
 }
 
 /// Replaces an API segment's expression and description.
-#[utoipa::path(put, path = "/segments/{id}", tag = "segments", request_body = SegmentUpdate,
+#[utoipa::path(put,
+    operation_id = "segments_update", path = "/segments/{id}", tag = "segments", request_body = SegmentUpdate,
     params(("id" = String, Path, description = "Segment id")),
     responses(
         (status = 200, description = "Updated", body = SegmentView),
@@ -423,7 +430,8 @@ pub(super) async fn update(
 }
 
 /// Deletes an API segment and its memberships.
-#[utoipa::path(delete, path = "/segments/{id}", tag = "segments",
+#[utoipa::path(delete,
+    operation_id = "segments_delete", path = "/segments/{id}", tag = "segments",
     params(("id" = String, Path, description = "Segment id")),
     responses(
         (status = 204, description = "Deleted"),
@@ -468,7 +476,8 @@ pub(super) async fn delete(
 }
 
 /// Counts and samples the profiles that match a segment now.
-#[utoipa::path(get, path = "/segments/{id}/preview", tag = "segments",
+#[utoipa::path(get,
+    operation_id = "segments_preview_segment", path = "/segments/{id}/preview", tag = "segments",
     params(("id" = String, Path, description = "Segment id"), SampleQuery),
     responses(
         (status = 200, description = "Count and sample", body = PreviewResult),
@@ -500,7 +509,8 @@ pub(super) async fn preview_segment(
 }
 
 /// Counts and samples the profiles that match an expression now (nothing is saved).
-#[utoipa::path(post, path = "/segments/preview", tag = "segments", request_body = PreviewRequest,
+#[utoipa::path(post,
+    operation_id = "segments_preview_expression", path = "/segments/preview", tag = "segments", request_body = PreviewRequest,
     responses(
         (status = 200, description = "Count and sample", body = PreviewResult),
         (status = 400, description = "Malformed body", body = ErrorBody),

@@ -89,7 +89,8 @@ async fn view(inner: &Inner, source: &SourceConfig) -> ApiResult<SourceView> {
 }
 
 /// Every source with its cursors, record count and last run.
-#[utoipa::path(get, path = "/sources", tag = "sources",
+#[utoipa::path(get,
+    operation_id = "sources_list", path = "/sources", tag = "sources",
     responses(
         (status = 200, description = "The sources, by id", body = Vec<SourceView>),
         (status = 401, description = "No valid token", body = ErrorBody),
@@ -108,7 +109,8 @@ pub(super) async fn list(
 }
 
 /// One source's status: cursors, record count, recent runs and quarantined records.
-#[utoipa::path(get, path = "/sources/{id}", tag = "sources",
+#[utoipa::path(get,
+    operation_id = "sources_get", path = "/sources/{id}", tag = "sources",
     params(("id" = String, Path, description = "Source id")),
     responses(
         (status = 200, description = "The source's status", body = SourceStatus),
@@ -156,7 +158,8 @@ pub(super) async fn get(
 }
 
 /// Pulls a source now (queued with the scheduler).
-#[utoipa::path(post, path = "/sources/{id}/run", tag = "sources",
+#[utoipa::path(post,
+    operation_id = "sources_run", path = "/sources/{id}/run", tag = "sources",
     params(("id" = String, Path, description = "Source id")),
     responses(
         (status = 202, description = "Queued; see the source's runs", body = Queued),

@@ -150,6 +150,7 @@ pub struct DeadLetterView {
 
 /// `?limit=`
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LimitQuery {
     /// Most runs (default 20, at most 500).
     pub limit: Option<u32>,
@@ -232,7 +233,8 @@ async fn view(inner: &Inner, sync: &SyncConfig) -> ApiResult<SyncView> {
 }
 
 /// Every sync with its last run, pending changes and dead letters.
-#[utoipa::path(get, path = "/syncs", tag = "syncs",
+#[utoipa::path(get,
+    operation_id = "syncs_list", path = "/syncs", tag = "syncs",
     responses(
         (status = 200, description = "The syncs, by id", body = Vec<SyncView>),
         (status = 401, description = "No valid token", body = ErrorBody),
@@ -251,7 +253,8 @@ pub(super) async fn list(
 }
 
 /// One sync with its state.
-#[utoipa::path(get, path = "/syncs/{id}", tag = "syncs",
+#[utoipa::path(get,
+    operation_id = "syncs_get", path = "/syncs/{id}", tag = "syncs",
     params(("id" = String, Path, description = "Sync id")),
     responses(
         (status = 200, description = "The sync", body = SyncView),
@@ -270,7 +273,8 @@ pub(super) async fn get(
 }
 
 /// Runs a sync now (queued with the scheduler).
-#[utoipa::path(post, path = "/syncs/{id}/run", tag = "syncs",
+#[utoipa::path(post,
+    operation_id = "syncs_run", path = "/syncs/{id}/run", tag = "syncs",
     params(("id" = String, Path, description = "Sync id")),
     responses(
         (status = 202, description = "Queued; see the history for the run", body = Queued),
@@ -292,7 +296,8 @@ pub(super) async fn run(
 }
 
 /// The changes a run would send now, without sending them.
-#[utoipa::path(post, path = "/syncs/{id}/dry-run", tag = "syncs",
+#[utoipa::path(post,
+    operation_id = "syncs_dry_run", path = "/syncs/{id}/dry-run", tag = "syncs",
     params(("id" = String, Path, description = "Sync id")),
     responses(
         (status = 200, description = "The changes a run would send", body = DryRun),
@@ -333,7 +338,8 @@ pub(super) async fn dry_run(
 }
 
 /// A sync's recent runs, newest first.
-#[utoipa::path(get, path = "/syncs/{id}/runs", tag = "syncs",
+#[utoipa::path(get,
+    operation_id = "syncs_history", path = "/syncs/{id}/runs", tag = "syncs",
     params(("id" = String, Path, description = "Sync id"), LimitQuery),
     responses(
         (status = 200, description = "Runs, newest first", body = Vec<RunView>),
@@ -362,7 +368,8 @@ pub(super) async fn history(
 }
 
 /// The changes a sync's destination refused, oldest first.
-#[utoipa::path(get, path = "/syncs/{id}/dead-letters", tag = "syncs",
+#[utoipa::path(get,
+    operation_id = "syncs_dead_letters", path = "/syncs/{id}/dead-letters", tag = "syncs",
     params(("id" = String, Path, description = "Sync id")),
     responses(
         (status = 200, description = "Dead letters, oldest first", body = Vec<DeadLetterView>),
@@ -396,7 +403,8 @@ pub(super) async fn dead_letters(
 }
 
 /// Gives a sync's dead letters another chance and queues a run.
-#[utoipa::path(post, path = "/syncs/{id}/dead-letters/replay", tag = "syncs",
+#[utoipa::path(post,
+    operation_id = "syncs_replay", path = "/syncs/{id}/dead-letters/replay", tag = "syncs",
     params(("id" = String, Path, description = "Sync id")),
     responses(
         (status = 202, description = "Replayed and a run queued", body = Queued),
