@@ -67,8 +67,9 @@ pub async fn start(
     );
     let ops = OpsState::new(store, &config.server);
     let app = spindle_server::router(collector, admin, ops);
+    let bound = listener.local_addr().unwrap_or(listen);
     tracing::info!(
-        listen = %listen,
+        listen = %bound,
         write_keys = config.server.write_keys.len(),
         admin_tokens = config.server.admin_tokens.len(),
         "HTTP server listening"
