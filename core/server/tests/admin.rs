@@ -678,6 +678,28 @@ async fn segments_side_by_side_and_previews(store: &SqlStore) {
     assert_eq!(preview["count"], 2);
     let (status, _) = world.get("/api/segments/nope/preview", VIEWER).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // Recorded memberships: none until an evaluation, then API segments get theirs beside configured ones
+    // (the stand-alone refresher, used by a dry run here, evaluates both).
+    assert_eq!(list[0]["members"], 0);
+    let (status, _, _) = world
+        .call(
+            Method::POST,
+            "/api/syncs/gold-hook/dry-run",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, list) = world.get("/api/segments", VIEWER).await;
+    let sizes: Vec<(&str, u64)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap(), s["members"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(sizes, [("gold", 2), ("gold-buyers", 1)]);
+    let (_, one) = world.get("/api/segments/gold-buyers", VIEWER).await;
+    assert_eq!(one["members"], 1);
     // The combined list that membership evaluation must cover.
     let definitions = spindle_server::admin::segment_definitions(&world.config, &world.store)
         .await

@@ -9,6 +9,8 @@
 //! - Deleting a segment removes its current members in the same transaction, appending an `exited` entry
 //!   to `segment_history` for each (the membership contract of [`crate::SyncStore`]).
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use spindle_model::NewAuditEntry;
@@ -73,6 +75,8 @@ pub trait AdminStore: Send + Sync {
     /// Deletes a segment with its current memberships (each recorded as an exit) and appends `audit`, in
     /// one transaction; `false` (and nothing written) when there is no such segment.
     async fn delete_api_segment(&self, id: &str, audit: NewAuditEntry) -> StoreResult<bool>;
+    /// How many members each segment has (segments without members are absent).
+    async fn segment_sizes(&self) -> StoreResult<BTreeMap<String, u64>>;
 }
 
 const COLUMNS: &str = "id, expression, description, created_at, created_by, updated_at, updated_by";
@@ -208,5 +212,17 @@ impl AdminStore for SqlStore {
         audit_in(&mut tx, &audit, now).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn segment_sizes(&self) -> StoreResult<BTreeMap<String, u64>> {
+        let rows = sqlx::query("SELECT segment, COUNT(*) FROM segment_members GROUP BY segment")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let count: i64 = row.try_get(1)?;
+                Ok((row.try_get(0)?, u64::try_from(count).unwrap_or_default()))
+            })
+            .collect()
     }
 }

@@ -143,11 +143,19 @@ async fn deleting_a_segment_records_its_members_leaving(store: &SqlStore) {
         .change_segment_members("other", &[(1, true)], Utc::now())
         .await
         .unwrap();
+    assert_eq!(
+        store.segment_sizes().await.unwrap(),
+        [("other".to_owned(), 1), ("vip".to_owned(), 2)].into()
+    );
     assert!(
         store
             .delete_api_segment("vip", audit("segment.delete", "vip"))
             .await
             .unwrap()
+    );
+    assert_eq!(
+        store.segment_sizes().await.unwrap(),
+        [("other".to_owned(), 1)].into()
     );
     assert!(store.segment_members("vip").await.unwrap().is_empty());
     assert_eq!(store.segment_members("other").await.unwrap().len(), 1);

@@ -23,9 +23,7 @@ use serde::{Deserialize, Serialize};
 use spindle_config::{Config, SegmentConfig};
 use spindle_identity::profile::ProfileDocument;
 use spindle_segments::Expr;
-use spindle_store::{
-    AdminStore, ApiSegment, ApiSegmentWrite, IdentityStore, StoreResult, SyncStore,
-};
+use spindle_store::{AdminStore, ApiSegment, ApiSegmentWrite, IdentityStore, StoreResult};
 use spindle_sync::membership::Segments;
 use utoipa::{IntoParams, ToSchema};
 
@@ -207,7 +205,8 @@ fn view_of_api(segment: ApiSegment, members: u64) -> SegmentView {
 }
 
 async fn members(state: &AdminState, id: &str) -> ApiResult<u64> {
-    Ok(state.inner()?.store.segment_members(id).await?.len() as u64)
+    let sizes = state.inner()?.store.segment_sizes().await?;
+    Ok(sizes.get(id).copied().unwrap_or(0))
 }
 
 /// The same rule as ids in `connectors.toml`.
@@ -291,16 +290,19 @@ pub(super) async fn list(
 ) -> ApiResult<Json<Vec<SegmentView>>> {
     caller.require(Access::ReadSegments)?;
     let inner = state.inner()?;
-    let mut out = Vec::new();
-    for segment in inner.config.segments.values() {
-        out.push(view_of_config(segment, members(&state, &segment.id).await?));
-    }
+    let sizes = inner.store.segment_sizes().await?;
+    let size = |id: &str| sizes.get(id).copied().unwrap_or(0);
+    let mut out: Vec<SegmentView> = inner
+        .config
+        .segments
+        .values()
+        .map(|segment| view_of_config(segment, size(&segment.id)))
+        .collect();
     for segment in inner.store.api_segments().await? {
-        if inner.config.segments.contains_key(&segment.id) {
-            continue;
+        if !inner.config.segments.contains_key(&segment.id) {
+            let count = size(&segment.id);
+            out.push(view_of_api(segment, count));
         }
-        let count = members(&state, &segment.id).await?;
-        out.push(view_of_api(segment, count));
     }
     Ok(Json(out))
 }
