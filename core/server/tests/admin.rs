@@ -1002,6 +1002,29 @@ async fn the_openapi_document_lists_every_route() {
             "{method} {uri}"
         );
     }
+    // Anything else under /api is a JSON 404 or 405.
+    for (method, uri, status) in [
+        ("GET", "/api/nope", StatusCode::NOT_FOUND),
+        ("PATCH", "/api/segments", StatusCode::METHOD_NOT_ALLOWED),
+    ] {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), status, "{method} {uri}");
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("openapi.json")
+        );
+    }
     assert_eq!(
         spindle_server::admin::openapi().paths.paths.len(),
         doc["paths"].as_object().unwrap().len()

@@ -25,6 +25,9 @@ pub enum ApiError {
     /// The thing named does not exist (404).
     #[error("{0}")]
     NotFound(String),
+    /// The route exists but not with this method (405).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The request conflicts with the current state: a config-owned segment, a taken id, an ambiguous
     /// identifier (409).
     #[error("{0}")]
@@ -96,7 +99,8 @@ pub struct ErrorBody {
 /// An error: a stable code for programs, a message for people.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorObject {
-    /// `unauthorized`, `forbidden`, `bad_request`, `not_found`, `conflict`, `invalid_expression`,
+    /// `unauthorized`, `forbidden`, `bad_request`, `not_found`, `method_not_allowed`, `conflict`,
+    /// `invalid_expression`,
     /// `unavailable` or `internal`.
     pub code: &'static str,
     /// What went wrong, for a person.
@@ -114,6 +118,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::InvalidExpression { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -128,6 +133,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::InvalidExpression { .. } => "invalid_expression",
             ApiError::Unavailable(_) => "unavailable",

@@ -247,5 +247,14 @@ pub fn router(state: AdminState) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
+        .fallback(|| async {
+            ApiError::NotFound("no such admin API route; /api/openapi.json lists them".into())
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed(
+                "this admin API route does not take that method; /api/openapi.json lists them"
+                    .into(),
+            )
+        })
         .with_state(state)
 }
