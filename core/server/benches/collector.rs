@@ -1,1 +1,261 @@
-fn main() {}
+//! Collector throughput: 64 concurrent connections send `/v1/batch` requests of 100 events over loopback to
+//! the collector on the embedded SQLite store (synchronous = FULL: an acknowledged event is on disk).
+//!
+//! `cargo bench -p spindle-server --bench collector` runs two phases: a closed loop (each connection sends
+//! its next batch once the last is acknowledged: the most the collector takes) and an open loop at a fixed
+//! offered rate (latency counted from each batch's scheduled time, so a stall is not hidden). It prints events
+//! acknowledged per second, request latency percentiles and the process's peak RSS (the server and the load generator share the process, so the RSS
+//! covers both). Settings: `BENCH_SECS` (default 20), `BENCH_CONNECTIONS` (64), `BENCH_BATCH` (100),
+//! `BENCH_WARMUP_SECS` (3), `BENCH_RATE` (events/s offered in the open-loop phase, 50000; 0 skips it).
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark binary: it prints, and fails loudly
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use spindle_server::collector::{self, CollectorState, WriteKeys};
+use spindle_server::ops::{self, OpsState};
+use spindle_store::{OpenOptions, ProfileStore, SqlStore, StoreUrl};
+
+const KEY: &str = "wk-bench-0123456789";
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A batch like analytics-python's: 100 track events with context, properties and a unique messageId.
+fn body(connection: u64, request: u64, size: u64) -> Vec<u8> {
+    let mut out = String::with_capacity(size as usize * 420 + 100);
+    out.push_str("{\"batch\":[");
+    for event in 0..size {
+        if event > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            "{{\"type\":\"track\",\"userId\":\"user-{connection}-{u}\",\"anonymousId\":null,\
+             \"event\":\"Product Viewed\",\"properties\":{{\"sku\":\"SKU-{event}\",\"price\":19.99,\"currency\":\"EUR\",\"category\":\"shoes\"}},\
+             \"context\":{{\"library\":{{\"name\":\"analytics-python\",\"version\":\"2.4.0\"}},\"ip\":\"203.0.113.7\"}},\
+             \"timestamp\":\"2025-01-02T03:04:05.734614+00:00\",\"integrations\":{{}},\
+             \"messageId\":\"{connection:04}-{request:08}-{event:04}-7f9c2d5e-1b3a-4c8e-9f0d\"}}",
+            u = request % 50,
+        ));
+    }
+    out.push_str("],\"sentAt\":\"2025-01-02T03:04:06.000+00:00\",\"writeKey\":\"");
+    out.push_str(KEY);
+    out.push_str("\"}");
+    out.into_bytes()
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let secs = setting("BENCH_SECS", 20);
+    let warmup = setting("BENCH_WARMUP_SECS", 3);
+    let connections = setting("BENCH_CONNECTIONS", 64);
+    let batch = setting("BENCH_BATCH", 100);
+    let dir = tempfile::tempdir().unwrap();
+    let url = StoreUrl::parse("sqlite://bench.db", dir.path(), None).unwrap();
+    let store = Arc::new(SqlStore::open(&url, &OpenOptions::default()).await.unwrap());
+    let (state, writer) = CollectorState::with_keys(
+        store.clone(),
+        WriteKeys::from_pairs([("website", KEY)]),
+        Vec::new(),
+        Duration::from_secs(24 * 3600),
+    );
+    let metrics = ops::install_metrics();
+    let app = ops::instrument(collector::router(state).merge(ops::router(OpsState::default())));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    println!(
+        "collector: {connections} connections x /v1/batch of {batch} events, SQLite (synchronous=FULL), {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    // Closed loop: each connection sends its next batch as soon as the last is acknowledged (the most the
+    // collector takes; latency is then queueing: 64 batches in flight / throughput).
+    let mut run = Load {
+        addr,
+        connections,
+        batch,
+        rate: None,
+        phase: 0,
+    };
+    let closed = run.measure(warmup, secs).await;
+    closed.print("closed loop (as fast as acknowledged)");
+    // Open loop at a fixed offered rate: latency of each batch from its scheduled send time.
+    let target = setting("BENCH_RATE", 50_000);
+    if target > 0 {
+        run.rate = Some(target as f64);
+        run.phase = 1;
+        let open = run.measure(warmup, secs).await;
+        open.print(&format!("open loop at {target} events/s offered"));
+    }
+    let stored = store.count_records(None).await.unwrap();
+    drop(writer);
+    let rendered = metrics.render();
+    let value = |name: &str| -> f64 {
+        rendered
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let commits = value("spindle_collector_commit_duration_seconds_count");
+    println!(
+        "  {commits:.0} group commits: {:.0} records and {:.1} ms each on average; {stored} records stored",
+        value("spindle_collector_commit_records_sum") / commits.max(1.0),
+        value("spindle_collector_commit_duration_seconds_sum") / commits.max(1.0) * 1e3
+    );
+    println!(
+        "  peak RSS {} MiB (server and load generator in one process)",
+        peak_rss_kib() / 1024
+    );
+}
+
+/// One measured load.
+struct Load {
+    addr: std::net::SocketAddr,
+    connections: u64,
+    batch: u64,
+    /// Offered events per second; `None` for a closed loop.
+    rate: Option<f64>,
+    /// Distinguishes the message ids of successive loads.
+    phase: u64,
+}
+
+struct Measured {
+    acknowledged: u64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Measured {
+    fn print(&self, what: &str) {
+        let seconds = self.elapsed.as_secs_f64();
+        println!(
+            "  {what}: {:.0} events/s acknowledged ({:.0} requests/s over {seconds:.1} s), latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            self.acknowledged as f64 / seconds,
+            self.latencies.len() as f64 / seconds,
+            percentile(&self.latencies, 0.50).as_secs_f64() * 1e3,
+            percentile(&self.latencies, 0.99).as_secs_f64() * 1e3,
+            self.latencies
+                .last()
+                .copied()
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1e3
+        );
+    }
+}
+
+impl Load {
+    async fn measure(&self, warmup: u64, secs: u64) -> Measured {
+        let stop = Arc::new(AtomicBool::new(false));
+        let measuring = Arc::new(AtomicBool::new(false));
+        let events = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for connection in 0..self.connections {
+            let (stop, measuring, events) = (stop.clone(), measuring.clone(), events.clone());
+            let url = format!("http://{}/v1/batch", self.addr);
+            let batch = self.batch;
+            let id = self.phase * 10_000 + connection;
+            // Each connection's share of the offered rate, started at staggered times.
+            let period = self
+                .rate
+                .map(|rate| Duration::from_secs_f64(self.connections as f64 * batch as f64 / rate));
+            let offset = period.map(|p| p.mul_f64(connection as f64 / self.connections as f64));
+            tasks.push(tokio::spawn(async move {
+                // One client per task: one keep-alive connection each.
+                let client = reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .build()
+                    .unwrap();
+                let mut latencies = Vec::new();
+                let mut request = 0;
+                let mut ticks = period.map(|p| {
+                    let mut ticks = tokio::time::interval_at(
+                        tokio::time::Instant::now() + offset.unwrap_or_default(),
+                        p,
+                    );
+                    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                    ticks
+                });
+                while !stop.load(Ordering::Relaxed) {
+                    let started = match ticks.as_mut() {
+                        Some(ticks) => ticks.tick().await.into_std(),
+                        None => Instant::now(),
+                    };
+                    let payload = body(id, request, batch);
+                    request += 1;
+                    let response = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(payload)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = response.status();
+                    let answer = response.bytes().await.unwrap();
+                    let elapsed = started.elapsed();
+                    assert!(status.is_success(), "{status}: {answer:?}");
+                    if measuring.load(Ordering::Relaxed) {
+                        latencies.push(elapsed);
+                        events.fetch_add(batch, Ordering::Relaxed);
+                    }
+                }
+                latencies
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(warmup)).await;
+        measuring.store(true, Ordering::SeqCst);
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        measuring.store(false, Ordering::SeqCst);
+        let elapsed = started.elapsed();
+        stop.store(true, Ordering::SeqCst);
+        let mut latencies = Vec::new();
+        for task in tasks {
+            latencies.extend(task.await.unwrap());
+        }
+        latencies.sort();
+        Measured {
+            acknowledged: events.load(Ordering::SeqCst),
+            elapsed,
+            latencies,
+        }
+    }
+}
