@@ -24,8 +24,8 @@ struct Workspace {
 }
 
 impl Workspace {
-    /// The example configuration and data, as shipped, with the webhook plugin beside them and the demo
-    /// inbox moved to a free port (so tests run side by side).
+    /// The example configuration and data, as shipped, with the webhook plugin beside them, the demo inbox
+    /// and the daemon's HTTP server moved to free ports (so tests run side by side).
     fn example() -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("tests/data")).unwrap();
@@ -46,9 +46,12 @@ impl Workspace {
             config.contains("127.0.0.1:8787"),
             "the example posts to the demo inbox"
         );
+        assert!(config.contains("listen = \"127.0.0.1:8080\""));
         std::fs::write(
             dir.path().join("connectors.toml"),
-            config.replace("127.0.0.1:8787", &inbox),
+            config
+                .replace("127.0.0.1:8787", &inbox)
+                .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\""),
         )
         .unwrap();
         std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
@@ -65,9 +68,15 @@ impl Workspace {
         self.run_ok(&["demo", "--inbox", &self.inbox])
     }
 
-    /// A configuration written by the test.
+    /// A configuration written by the test (with the daemon's HTTP server on a free port unless it says
+    /// otherwise).
     fn with_config(config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let config = if config.contains("[server]") {
+            config.to_owned()
+        } else {
+            format!("[server]\nlisten = \"127.0.0.1:0\"\n\n{config}")
+        };
         std::fs::write(dir.path().join("connectors.toml"), config).unwrap();
         Self {
             dir,
@@ -417,7 +426,7 @@ async fn secrets_never_appear_in_logs_or_errors() {
     std::fs::write(ws.path("admin-token.txt"), format!("{SECRET_TOKEN}\n")).unwrap();
     let config = std::fs::read_to_string(ws.path("connectors.toml")).unwrap().replace(
         "# write_keys = [\"${env:SPINDLE_WRITE_KEY}\"]",
-        "write_keys = [\"${env:SPINDLE_WRITE_KEY}\"]\nadmin_tokens = [{ name = \"ops\", role = \"admin\", token = \"${file:admin-token.txt}\" }]",
+        "write_keys = { website = \"${env:SPINDLE_WRITE_KEY}\" }\nadmin_tokens = [{ name = \"ops\", role = \"admin\", token = \"${file:admin-token.txt}\" }]",
     );
     assert!(config.contains("admin_tokens"));
     std::fs::write(ws.path("connectors.toml"), &config).unwrap();

@@ -139,7 +139,8 @@ pub fn parse_computed(name: &str, text: &str) -> Result<ComputedTrait, Expressio
     })
 }
 
-fn parse_window(text: &str) -> Option<chrono::Duration> {
+/// `N` followed by `d`, `h`, `m` or `w` (N > 0).
+pub(crate) fn parse_window(text: &str) -> Option<chrono::Duration> {
     let (number, unit) = text.split_at(text.len().checked_sub(1)?);
     let n: i64 = number.parse().ok().filter(|n| *n > 0)?;
     match unit {

@@ -20,7 +20,7 @@ use crate::diagnostic::{Diagnostic, render, suggest};
 use crate::model::{
     AdminToken, AllowedHost, Config, DestinationConfig, FileSourceSettings, IdentityConfig,
     PluginLimits, SOURCE_KINDS, SegmentConfig, ServerConfig, SourceConfig, SourceSettings,
-    StoreConfig, SyncConfig,
+    StoreConfig, SyncConfig, WriteKey,
 };
 use crate::model::{CompoundRule, ProfilesConfig, Survivorship};
 use crate::model::{HubspotAuth, HubspotSettings, ShopifySettings};
@@ -197,8 +197,8 @@ impl Loader<'_> {
         }
 
         let store = self.store(store.unwrap_or_default());
-        let server = self.server(server.unwrap_or_default());
         let source_ids: Vec<String> = sources.iter().map(|(id, _)| id.get_ref().clone()).collect();
+        let server = self.server(server.unwrap_or_default(), &source_ids);
         let identity = self.identity(identity.unwrap_or_default(), &source_ids);
         let profiles = self.profiles(profiles.unwrap_or_default());
         let sources: BTreeMap<String, SourceConfig> = sources
@@ -780,7 +780,7 @@ impl Loader<'_> {
         }
     }
 
-    fn server(&mut self, raw: RawServer) -> Option<ServerConfig> {
+    fn server(&mut self, raw: RawServer, source_ids: &[String]) -> Option<ServerConfig> {
         let listen = match &raw.listen {
             None => Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
             Some(text) => match text.get_ref().parse::<SocketAddr>() {
@@ -796,8 +796,112 @@ impl Loader<'_> {
                 }
             },
         };
-        let write_keys: Vec<Option<SecretString>> =
-            raw.write_keys.iter().map(|k| self.secret(k)).collect();
+        let mut ok = true;
+        let mut write_keys = Vec::new();
+        // Keys seen so far and their sources: one key must name one source.
+        let mut seen: Vec<(String, String)> = Vec::new();
+        for (source, template) in &raw.write_keys {
+            if let Err(reason) = check_id(source.get_ref()) {
+                self.error(
+                    source.span(),
+                    format!("invalid source id `{}` in `write_keys`", source.get_ref()),
+                    reason,
+                )
+                .hint = Some(
+                    "write keys are keyed by the source id their events are stored under, e.g. `write_keys = { website = \"${env:SPINDLE_WRITE_KEY_WEB}\" }`".into(),
+                );
+                ok = false;
+                continue;
+            }
+            if source_ids.contains(source.get_ref()) {
+                self.error(
+                    source.span(),
+                    format!(
+                        "write key source `{}` is also a [sources.{}]",
+                        source.get_ref(),
+                        source.get_ref()
+                    ),
+                    "collector events would mix with that source's records",
+                )
+                .hint = Some("give the collector's source an id of its own, e.g. `website`".into());
+                ok = false;
+                continue;
+            }
+            let Some(key) = self.secret(template) else {
+                ok = false;
+                continue;
+            };
+            let exposed = secrecy::ExposeSecret::expose_secret(&key);
+            if exposed.trim().is_empty() {
+                self.error(
+                    template.span(),
+                    format!("the write key of `{}` is empty", source.get_ref()),
+                    "empty key",
+                )
+                .hint = Some("set the variable or file it refers to to a non-empty key".into());
+                ok = false;
+                continue;
+            }
+            if let Some((_, other)) = seen.iter().find(|(k, _)| k == exposed) {
+                self.error(
+                    template.span(),
+                    format!(
+                        "sources `{other}` and `{}` have the same write key",
+                        source.get_ref()
+                    ),
+                    "duplicate key",
+                )
+                .hint = Some("each source needs a key of its own".into());
+                ok = false;
+                continue;
+            }
+            seen.push((exposed.to_owned(), source.get_ref().clone()));
+            write_keys.push(WriteKey {
+                source: source.get_ref().clone(),
+                key,
+            });
+        }
+        let mut cors_origins = Vec::new();
+        for origin in &raw.cors_origins {
+            let text = origin.get_ref().trim_end_matches('/');
+            let valid = text == "*"
+                || url::Url::parse(text).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host_str().is_some()
+                        && u.path() == "/"
+                        && u.query().is_none()
+                });
+            if valid {
+                cors_origins.push(text.to_owned());
+            } else {
+                self.error(
+                    origin.span(),
+                    format!("invalid CORS origin `{}`", origin.get_ref()),
+                    "expected scheme://host[:port]",
+                )
+                .hint = Some(
+                    "e.g. \"https://www.example.com\" (no path), or \"*\" for any origin".into(),
+                );
+                ok = false;
+            }
+        }
+        let dedupe_window = match &raw.dedupe_window {
+            None => Some(Duration::from_secs(24 * 3600)),
+            Some(text) => match crate::computed::parse_window(text.get_ref().trim())
+                .and_then(|d| d.to_std().ok())
+            {
+                Some(window) => Some(window),
+                None => {
+                    self.error(
+                        text.span(),
+                        format!("invalid dedupe_window `{}`", text.get_ref()),
+                        "expected a number followed by m, h, d or w",
+                    )
+                    .hint = Some("e.g. \"24h\" (the default) or \"7d\"".into());
+                    None
+                }
+            },
+        };
         let admin_tokens: Vec<Option<AdminToken>> = raw
             .admin_tokens
             .into_iter()
@@ -809,10 +913,16 @@ impl Loader<'_> {
                 })
             })
             .collect();
+        let admin_tokens = admin_tokens.into_iter().collect::<Option<_>>()?;
+        if !ok {
+            return None;
+        }
         Some(ServerConfig {
             listen: listen?,
-            write_keys: write_keys.into_iter().collect::<Option<_>>()?,
-            admin_tokens: admin_tokens.into_iter().collect::<Option<_>>()?,
+            write_keys,
+            cors_origins,
+            dedupe_window: dedupe_window?,
+            admin_tokens,
         })
     }
 

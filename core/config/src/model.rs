@@ -59,13 +59,26 @@ pub struct AdminToken {
     pub token: SecretString,
 }
 
+/// A collector write key and the source its events are stored under.
+#[derive(Debug, Clone)]
+pub struct WriteKey {
+    /// Source id of the events sent with this key.
+    pub source: String,
+    /// The key itself.
+    pub key: SecretString,
+}
+
 /// `[server]`.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Listen address.
     pub listen: SocketAddr,
-    /// Collector write keys.
-    pub write_keys: Vec<SecretString>,
+    /// Collector write keys, ordered by source id; keys and source ids are distinct.
+    pub write_keys: Vec<WriteKey>,
+    /// Origins allowed to call the collector from a browser; `*` allows any.
+    pub cors_origins: Vec<String>,
+    /// How long a `messageId` is remembered to drop duplicates.
+    pub dedupe_window: Duration,
     /// Admin API tokens.
     pub admin_tokens: Vec<AdminToken>,
 }

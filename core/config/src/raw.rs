@@ -58,10 +58,21 @@ pub struct RawServer {
     /// Address to listen on. Default `127.0.0.1:8080`.
     #[schemars(with = "Option<String>")]
     pub listen: Option<Spanned<String>>,
-    /// Write keys accepted by the event collector (Segment-compatible basic auth).
+    /// Write keys of the event collector, by the source id their events are stored under, e.g.
+    /// `{ website = "${env:SPINDLE_WRITE_KEY_WEB}" }`. Clients send the key as the HTTP Basic user name
+    /// (Segment's convention) or as `writeKey` in the body.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub write_keys: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// Origins allowed to call the collector from a browser (CORS), e.g. `["https://www.example.com"]`;
+    /// `["*"]` allows any origin. Default: none.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
-    pub write_keys: Vec<Spanned<String>>,
+    pub cors_origins: Vec<Spanned<String>>,
+    /// How long a `messageId` is remembered to drop duplicates: `N` followed by `m`, `h`, `d` or `w`.
+    /// Default `24h`.
+    #[schemars(with = "Option<String>")]
+    pub dedupe_window: Option<Spanned<String>>,
     /// Bearer tokens of the admin API.
     #[serde(default)]
     pub admin_tokens: Vec<RawAdminToken>,

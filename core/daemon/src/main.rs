@@ -6,6 +6,7 @@ mod admin_wiring;
 mod cli;
 mod commands;
 mod executor;
+mod serve;
 mod telemetry;
 
 use std::io::IsTerminal;

@@ -5,7 +5,8 @@
 //! - [`admin`]: the JSON admin API under `/api/*`, authenticated by bearer tokens with roles;
 //! - [`ops`]: `/healthz` (unauthenticated), `/readyz` and `/metrics`.
 //!
-//! [`router`] composes them; the daemon binds the listener and owns shutdown.
+//! [`router`] composes them, with request ids and latency metrics on every route ([`ops::instrument`]); the
+//! daemon binds the listener and owns shutdown.
 
 pub mod admin;
 pub mod collector;
@@ -19,8 +20,10 @@ pub fn router(
     admin: admin::AdminState,
     ops: ops::OpsState,
 ) -> Router {
-    Router::new()
-        .merge(collector::router(collector))
-        .nest("/api", admin::router(admin))
-        .merge(ops::router(ops))
+    ops::instrument(
+        Router::new()
+            .merge(collector::router(collector))
+            .nest("/api", admin::router(admin))
+            .merge(ops::router(ops)),
+    )
 }

@@ -11,7 +11,9 @@
 //! - Timestamps are stored as milliseconds since the Unix epoch (UTC).
 #![deny(missing_docs)]
 
+mod admin;
 mod backup;
+mod collector;
 mod error;
 mod identity;
 mod migrations;
@@ -26,7 +28,9 @@ use spindle_model::{
     NewAuditEntry, QuarantinedRecord, RawRecord, RecordKey, StoredRecord,
 };
 
+pub use admin::{AdminStore, ApiSegment, ApiSegmentWrite};
 pub use backup::{RestoreOptions, StoreLock, backup_sqlite, restore_sqlite};
+pub use collector::{CollectedOutcome, CollectedRecord, StoreCounts};
 pub use error::StoreError;
 pub use identity::{IdentityStore, ProfileRow, ProfileWrite, ResolutionWrite};
 pub use spindle_config::store_url::{Backend, StoreUrl};

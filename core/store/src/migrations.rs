@@ -31,6 +31,13 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0003_segments_and_syncs.sql"),
         include_str!("../migrations/postgres/0003_segments_and_syncs.sql"),
     ),
+    // Version 4 is reserved (being added concurrently); it goes here, above version 5.
+    (
+        5,
+        "admin",
+        include_str!("../migrations/sqlite/0005_admin.sql"),
+        include_str!("../migrations/postgres/0005_admin.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.

@@ -31,11 +31,11 @@ pub struct SqlStore {
 
 /// The part of a record that is stored as JSON; the key and version live in their own columns.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Payload {
-    identifiers: Vec<Identifier>,
-    traits: std::collections::BTreeMap<String, serde_json::Value>,
+pub(crate) struct Payload {
+    pub(crate) identifiers: Vec<Identifier>,
+    pub(crate) traits: std::collections::BTreeMap<String, serde_json::Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    events: Vec<Event>,
+    pub(crate) events: Vec<Event>,
 }
 
 impl SqlStore {
@@ -588,22 +588,22 @@ impl ProfileStore for SqlStore {
 }
 
 /// A record ready to write.
-struct Prepared {
-    stream: String,
-    external_id: String,
-    version: i64,
-    updated_at: Option<i64>,
-    deleted: i64,
-    payload: String,
+pub(crate) struct Prepared {
+    pub(crate) stream: String,
+    pub(crate) external_id: String,
+    pub(crate) version: i64,
+    pub(crate) updated_at: Option<i64>,
+    pub(crate) deleted: i64,
+    pub(crate) payload: String,
 }
 
 /// What is known of a key: stored, or written earlier in the same batch.
-struct Known {
-    version: i64,
-    payload: String,
-    deleted: i64,
+pub(crate) struct Known {
+    pub(crate) version: i64,
+    pub(crate) payload: String,
+    pub(crate) deleted: i64,
     /// True when the row is still waiting in this batch's inserts.
-    pending_insert: bool,
+    pub(crate) pending_insert: bool,
 }
 
 /// Keys per lookup query; well under both backends' parameter limits.
@@ -611,7 +611,7 @@ const LOOKUP_CHUNK: usize = 400;
 /// Rows per multi-row insert (10 parameters each).
 const INSERT_CHUNK: usize = 50;
 
-async fn existing_versions(
+pub(crate) async fn existing_versions(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     source: &str,
     records: &[Prepared],
@@ -653,7 +653,7 @@ async fn existing_versions(
     Ok(known)
 }
 
-async fn insert_records(
+pub(crate) async fn insert_records(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     source: &str,
     now: i64,

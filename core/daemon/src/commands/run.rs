@@ -180,9 +180,17 @@ pub async fn run(path: &Path, once: bool) -> Result<(), Failure> {
     } else {
         let mut jobs = source_jobs;
         jobs.extend(sync_jobs);
-        Scheduler::new(jobs, clock)
-            .run(executor.clone(), cancel.clone())
-            .await;
+        let scheduler = Scheduler::new(jobs, clock);
+        let server = crate::serve::start(
+            &config,
+            store.clone(),
+            executor.clone(),
+            scheduler.handle(),
+            cancel.clone(),
+        )
+        .await?;
+        scheduler.run(executor.clone(), cancel.clone()).await;
+        server.finished().await?;
     }
     if once {
         print(&summary(&config, &store).await?)?;

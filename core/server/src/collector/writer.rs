@@ -1,0 +1,153 @@
+//! Group commit: one writer task stores what many requests collected, in one transaction per round.
+//!
+//! Contract:
+//! - a request hands its records to [`WriterHandle::store`] and gets an answer only after the transaction
+//!   holding them committed (or failed: then nothing of it was stored);
+//! - the writer takes every request waiting when it starts a round (up to [`MAX_GROUP_RECORDS`] records),
+//!   so concurrent requests share one commit, and the next round's requests queue while one commits;
+//! - after each commit that stored something, the count of stored records is added to a
+//!   [`tokio::sync::watch`] channel, which the daemon follows to resolve identities;
+//! - when every [`WriterHandle`] is dropped, the writer finishes what is queued and stops.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spindle_store::{CollectedOutcome, CollectedRecord, SqlStore};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Most records in one transaction.
+pub const MAX_GROUP_RECORDS: usize = 20_000;
+/// Requests that may wait for the writer before senders wait too (back-pressure).
+const QUEUE: usize = 4_096;
+
+/// The commit holding a request's records failed (nothing of it was stored), or the writer stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the records were not stored")]
+pub struct NotStored;
+
+type Reply = oneshot::Sender<Result<Vec<CollectedOutcome>, NotStored>>;
+
+struct Job {
+    records: Vec<CollectedRecord>,
+    reply: Reply,
+}
+
+/// Sends records to the writer.
+#[derive(Debug, Clone)]
+pub struct WriterHandle {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("records", &self.records.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WriterHandle {
+    /// Stores `records` in the next group commit; `Err` when the commit failed or the writer stopped.
+    pub async fn store(
+        &self,
+        records: Vec<CollectedRecord>,
+    ) -> Result<Vec<CollectedOutcome>, NotStored> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { records, reply })
+            .await
+            .map_err(|_| NotStored)?;
+        answer.await.map_err(|_| NotStored)?
+    }
+}
+
+/// The running writer task.
+#[derive(Debug)]
+pub struct Writer {
+    task: tokio::task::JoinHandle<()>,
+    commits: watch::Receiver<u64>,
+}
+
+impl Writer {
+    /// A receiver of the number of records stored so far; it changes after every commit that stored some.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.clone()
+    }
+
+    /// Waits until the writer has stored everything queued and stopped (after every handle was dropped).
+    pub async fn finished(self) {
+        if let Err(err) = self.task.await {
+            tracing::error!(error = %err, "the collector's writer task failed");
+        }
+    }
+}
+
+/// Starts the writer on `store`, de-duplicating within `window`.
+pub fn start(store: Arc<SqlStore>, window: Duration) -> (WriterHandle, Writer) {
+    let (jobs, queue) = mpsc::channel(QUEUE);
+    let (stored, commits) = watch::channel(0_u64);
+    let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    let task = tokio::spawn(run(store, queue, window_ms, stored));
+    (WriterHandle { jobs }, Writer { task, commits })
+}
+
+async fn run(
+    store: Arc<SqlStore>,
+    mut queue: mpsc::Receiver<Job>,
+    window_ms: i64,
+    stored: watch::Sender<u64>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut size = first.records.len();
+        let mut jobs = vec![first];
+        while size < MAX_GROUP_RECORDS {
+            match queue.try_recv() {
+                Ok(job) => {
+                    size += job.records.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut records = Vec::with_capacity(size);
+        let mut replies = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            replies.push((job.records.len(), job.reply));
+            records.extend(job.records);
+        }
+        let started = Instant::now();
+        let result = store.apply_collected(records, window_ms).await;
+        metrics::histogram!("spindle_collector_commit_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("spindle_collector_commit_records").record(size as f64);
+        match result {
+            Ok(outcomes) => {
+                let written = outcomes
+                    .iter()
+                    .filter(|o| **o == CollectedOutcome::Stored)
+                    .count() as u64;
+                tracing::debug!(
+                    records = size,
+                    stored = written,
+                    requests = replies.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "collector commit"
+                );
+                let mut rest = outcomes.into_iter();
+                for (count, reply) in replies {
+                    let _ = reply.send(Ok(rest.by_ref().take(count).collect()));
+                }
+                if written > 0 {
+                    stored.send_modify(|total| *total += written);
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, records = size, "collector commit failed; the requests are answered 503");
+                for (_, reply) in replies {
+                    let _ = reply.send(Err(NotStored));
+                }
+            }
+        }
+    }
+    tracing::debug!("collector writer stopped");
+}
