@@ -19,30 +19,53 @@ fn repo_root() -> PathBuf {
 /// A folder with a configuration, its data, and the store the binary creates there.
 struct Workspace {
     dir: tempfile::TempDir,
+    /// Where `spindle demo` should put its inbox (the example's destination points there).
+    inbox: String,
 }
 
 impl Workspace {
-    /// The example configuration and data, as shipped (the daemon's HTTP server on a free port, so tests
-    /// can run side by side).
+    /// The example configuration and data, as shipped, with the webhook plugin beside them, the demo inbox
+    /// and the daemon's HTTP server moved to free ports (so tests run side by side).
     fn example() -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("tests/data")).unwrap();
         for file in [
-            "connectors.toml",
             "tests/data/crm-export.csv",
             "tests/data/shop-customers.jsonl",
         ] {
             std::fs::copy(repo_root().join(file), dir.path().join(file)).unwrap();
         }
-        let config = dir.path().join("connectors.toml");
-        let text = std::fs::read_to_string(&config).unwrap();
-        assert!(text.contains("listen = \"127.0.0.1:8080\""));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let inbox = format!("127.0.0.1:{port}");
+        let config = std::fs::read_to_string(repo_root().join("connectors.toml")).unwrap();
+        assert!(
+            config.contains("127.0.0.1:8787"),
+            "the example posts to the demo inbox"
+        );
+        assert!(config.contains("listen = \"127.0.0.1:8080\""));
         std::fs::write(
-            &config,
-            text.replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\""),
+            dir.path().join("connectors.toml"),
+            config
+                .replace("127.0.0.1:8787", &inbox)
+                .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\""),
         )
         .unwrap();
-        Self { dir }
+        std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+        std::fs::copy(
+            spindle_testkit::plugins::built("webhook"),
+            dir.path().join("plugins/webhook.wasm"),
+        )
+        .unwrap();
+        Self { dir, inbox }
+    }
+
+    /// `spindle demo` on this workspace: every source and sync once, the audience landing in the inbox.
+    fn demo(&self) -> String {
+        self.run_ok(&["demo", "--inbox", &self.inbox])
     }
 
     /// A configuration written by the test (with the daemon's HTTP server on a free port unless it says
@@ -55,7 +78,10 @@ impl Workspace {
             format!("[server]\nlisten = \"127.0.0.1:0\"\n\n{config}")
         };
         std::fs::write(dir.path().join("connectors.toml"), config).unwrap();
-        Self { dir }
+        Self {
+            dir,
+            inbox: String::new(),
+        }
     }
 
     fn path(&self, relative: &str) -> PathBuf {
@@ -135,10 +161,33 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_once_imports_the_example_offline() {
+async fn the_demo_runs_the_example_from_files_to_an_audience_in_the_inbox() {
     let ws = Workspace::example();
-    let log = ws.run_ok(&["run", "--once"]);
-    assert!(log.contains("run finished"), "{log}");
+    let output = ws.demo();
+    assert!(output.contains("run finished"), "{output}");
+    assert!(
+        output.contains("records   12 (crm_export 8, shop_customers 4)"),
+        "{output}"
+    );
+    assert!(output.contains("profiles  10"), "{output}");
+    assert!(
+        output.contains("segment   newsletter: 2 member(s)"),
+        "{output}"
+    );
+    assert!(
+        output.contains(
+            "sync      newsletter-inbox (newsletter -> inbox): succeeded: added 2, updated 0, removed 0, delivered 2"
+        ),
+        "{output}"
+    );
+    assert!(
+        output.contains("received 1 batch(es): 2 upsert(s), 0 removal(s)"),
+        "{output}"
+    );
+    assert!(
+        output.contains(r#""first_name":"Ada""#) && output.contains(r#""first_name":"Edsger""#),
+        "{output}"
+    );
 
     let store = ws.store().await;
     assert_eq!(store.count_records(Some("crm_export")).await.unwrap(), 8);
@@ -170,8 +219,12 @@ async fn run_once_imports_the_example_offline() {
         (JobStatus::Succeeded, 8, 8)
     );
 
-    // Nothing changed: a second run reads nothing and stores nothing twice.
-    ws.run_ok(&["run", "--once"]);
+    // Nothing changed: a second run reads nothing, stores nothing twice and sends nothing.
+    let again = ws.demo();
+    assert!(
+        again.contains("received 0 batch(es): 0 upsert(s), 0 removal(s)"),
+        "{again}"
+    );
     let again = store
         .last_run(&JobId::source("crm_export"))
         .await
@@ -380,7 +433,7 @@ async fn secrets_never_appear_in_logs_or_errors() {
 
     for format in ["text", "json"] {
         for args in [
-            &["run", "--once"][..],
+            &["demo", "--inbox", &ws.inbox][..],
             &["validate", "--check-connections"],
             &["sources", "list"],
         ] {
@@ -432,7 +485,7 @@ async fn secrets_never_appear_in_logs_or_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_and_restore_round_trip() {
     let ws = Workspace::example();
-    ws.run_ok(&["run", "--once"]);
+    ws.demo();
     let out = ws.run_ok(&["store", "backup", "backup-1.db"]);
     assert!(out.contains("backed up"), "{out}");
     let refused = ws.run(&["store", "backup", "backup-1.db"]);
@@ -501,7 +554,7 @@ async fn backup_and_restore_round_trip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_resync_reads_everything_again_and_stores_nothing_twice() {
     let ws = Workspace::example();
-    ws.run_ok(&["run", "--once"]);
+    ws.demo();
     let out = ws.run_ok(&["sources", "sync", "crm_export", "--full"]);
     assert!(
         out.contains(
@@ -689,7 +742,7 @@ async fn a_shopify_sync_killed_mid_way_resumes_without_loss_or_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profiles_are_resolved_after_each_run_and_explained() {
     let ws = Workspace::example();
-    ws.run_ok(&["run", "--once"]);
+    ws.demo();
     let store = ws.store().await;
     let run = store
         .last_run(&JobId::identity())

@@ -41,6 +41,13 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Run the example end to end: build missing plugins, start a local inbox standing in for the
+    /// destination, run every source and sync once, and print what happened.
+    Demo {
+        /// Where the inbox listens; the example destination posts to 127.0.0.1:8787.
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        inbox: std::net::SocketAddr,
+    },
     /// Check the configuration and report every problem.
     Validate {
         /// Also probe the store and each source, read-only.

@@ -261,6 +261,14 @@ impl DaemonExecutor {
         )
         .await
         .map_err(|e| e.to_string())?;
+        if let (Some(why), pending) = (&report.unavailable, report.pending)
+            && pending > 0
+        {
+            return Err(format!(
+                "destination `{}` is unavailable ({why}); {pending} change(s) wait in the outbox for the next run",
+                destination.id
+            ));
+        }
         let counts = JobCounts {
             read: report.added + report.updated + report.removed,
             inserted: report.added,

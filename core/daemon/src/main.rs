@@ -68,6 +68,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             commands::validate::run(&path, check_connections).await
         }
         Command::Run { once } => commands::run::run(&path, once).await,
+        Command::Demo { inbox } => commands::demo::demo(&path, inbox).await,
         Command::Store {
             command: StoreCommand::Backup { path: target },
         } => commands::store::backup(&path, &target).await,

@@ -15,10 +15,15 @@ use spindle_store::{IdentityStore, OutboxItem, OutboxRow, Settlement, SyncStore,
 
 use crate::SyncError;
 
-/// Attempts of one change before it becomes a dead letter.
+/// Attempts of one change before it becomes a dead letter, when the destination keeps asking to retry that
+/// record. Failures of the whole batch (unreachable destination, rate limit, plugin failure) never make dead
+/// letters: the changes wait in the outbox, with backoff, until the destination is back.
 pub const MAX_ATTEMPTS: u32 = 8;
 /// A retry due within this wait is waited for in the same run; a later one is left for the next run.
 const WAIT_IN_RUN: Duration = Duration::from_secs(30);
+/// Batches in a row that found the destination unreachable before a run stops trying (about 4 s of backoff);
+/// the changes wait in the outbox for the next run.
+const UNAVAILABLE_IN_A_ROW: u32 = 4;
 
 /// What a run did (or, dry, would do).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -37,6 +42,8 @@ pub struct SyncReport {
     pub retried: u64,
     /// Changes still waiting at the end of the run.
     pub pending: u64,
+    /// Why the last batch failed as a whole, when it did (and no later batch went through).
+    pub unavailable: Option<String>,
 }
 
 /// One change of a dry run.
@@ -234,6 +241,7 @@ pub async fn run_sync<S: IdentityStore + SyncStore>(
         SyncMode::AddOnly => spindle_plugin_host::SyncMode::AddOnly,
     };
     let batch_size = u32::try_from(batch_size.max(1)).unwrap_or(u32::MAX);
+    let mut unavailable_in_a_row = 0;
     loop {
         let now = Utc::now();
         let due: Vec<OutboxRow> = store.due(&sync.id, now, batch_size).await?;
@@ -287,6 +295,8 @@ pub async fn run_sync<S: IdentityStore + SyncStore>(
             };
         let settlements: Vec<Settlement> = match host.sync_batch(plugin, &limits, &batch).await {
             Ok(Ok(outcomes)) => {
+                report.unavailable = None;
+                unavailable_in_a_row = 0;
                 let mut by_row: HashMap<i64, Outcome> = outcomes
                     .into_iter()
                     .filter_map(|o| o.id.parse::<i64>().ok().map(|id| (id, o.outcome)))
@@ -312,14 +322,16 @@ pub async fn run_sync<S: IdentityStore + SyncStore>(
                     })
                     .collect()
             }
-            Ok(Err(BatchError::RateLimited(after))) => due
-                .iter()
-                .map(|r| retry_or_reject(r.id, r.attempts, after, "rate limited".into()))
-                .collect(),
-            Ok(Err(BatchError::Unavailable(why))) => due
-                .iter()
-                .map(|r| retry_or_reject(r.id, r.attempts, None, why.clone()))
-                .collect(),
+            Ok(Err(BatchError::RateLimited(after))) => {
+                report.unavailable = Some("rate limited".into());
+                retry_all(&due, after, "rate limited")
+            }
+            Ok(Err(BatchError::Unavailable(why))) => {
+                unavailable_in_a_row += 1;
+                let settlements = retry_all(&due, None, &why);
+                report.unavailable = Some(why);
+                settlements
+            }
             Ok(Err(
                 BatchError::Unauthorized(why)
                 | BatchError::InvalidConfig(why)
@@ -332,11 +344,7 @@ pub async fn run_sync<S: IdentityStore + SyncStore>(
             }
             Err(err) => {
                 // A plugin failure (trap, limit) fails the batch; its records wait for the next attempt.
-                let message = err.to_string();
-                let settlements: Vec<Settlement> = due
-                    .iter()
-                    .map(|r| retry_or_reject(r.id, r.attempts, None, message.clone()))
-                    .collect();
+                let settlements = retry_all(&due, None, &err.to_string());
                 store.settle(&sync.id, &settlements, Utc::now()).await?;
                 return Err(SyncError::Plugin(err));
             }
@@ -349,10 +357,26 @@ pub async fn run_sync<S: IdentityStore + SyncStore>(
             }
         }
         store.settle(&sync.id, &settlements, Utc::now()).await?;
+        if unavailable_in_a_row >= UNAVAILABLE_IN_A_ROW {
+            break;
+        }
     }
     report.pending = store.pending(&sync.id).await?;
     tracing::info!(sync = %sync.id, added = report.added, updated = report.updated, removed = report.removed, delivered = report.delivered, rejected = report.rejected, retried = report.retried, pending = report.pending, "sync run finished");
     Ok(report)
+}
+
+/// Every change of a batch that failed as a whole goes back to the outbox, due after a backoff.
+fn retry_all(due: &[OutboxRow], retry_after: Option<u32>, error: &str) -> Vec<Settlement> {
+    due.iter()
+        .map(|row| Settlement::Retry {
+            id: row.id,
+            not_before: Utc::now()
+                + chrono::Duration::from_std(backoff(row.attempts, retry_after))
+                    .unwrap_or_default(),
+            error: error.to_owned(),
+        })
+        .collect()
 }
 
 /// How long until the next pending change of a sync is due, if any is pending.

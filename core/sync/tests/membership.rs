@@ -47,10 +47,10 @@ struct Person {
     events: Vec<Event>,
 }
 
-fn record(id: usize, person: &Person, version: i64) -> RawRecord {
+fn record(seed: u64, id: usize, person: &Person, version: i64) -> RawRecord {
     RawRecord {
         stream: "contacts".into(),
-        external_id: format!("p{id}"),
+        external_id: format!("s{seed}p{id}"),
         version,
         updated_at: None,
         deleted: person.deleted,
@@ -138,15 +138,13 @@ async fn incremental_matches_bulk(store: &SqlStore, seed: u64) {
     let engine = IdentityEngine::new(store, &config.identity, &config.profiles).unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut people = BTreeMap::new();
-    let mut version = 0;
     for step in 0..25 {
         let changed: Vec<usize> = (0..rng.random_range(1..4))
             .flat_map(|_| mutate(&mut rng, &mut people))
             .collect();
-        version += 1;
         let records = changed
             .iter()
-            .map(|id| record(*id, &people[id], version))
+            .map(|id| record(seed, *id, &people[id], step + 1))
             .collect();
         store
             .apply_source_batch(
@@ -224,7 +222,7 @@ async fn a_profile_that_disappears_leaves_every_segment(store: &SqlStore) {
         .apply_source_batch(
             "crm",
             SourceBatch {
-                records: vec![record(1, &ada, 1)],
+                records: vec![record(0, 1, &ada, 1)],
                 ..SourceBatch::default()
             },
         )
@@ -243,7 +241,7 @@ async fn a_profile_that_disappears_leaves_every_segment(store: &SqlStore) {
         .apply_source_batch(
             "crm",
             SourceBatch {
-                records: vec![record(1, &ada, 2)],
+                records: vec![record(0, 1, &ada, 2)],
                 ..SourceBatch::default()
             },
         )

@@ -1,6 +1,7 @@
 //! One module per command group. Shared here: opening the store the way every command does.
 
 pub mod config;
+pub mod demo;
 pub mod plugin;
 pub mod profiles;
 pub mod run;
@@ -9,6 +10,7 @@ pub mod store;
 pub mod syncs;
 pub mod validate;
 
+use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -41,6 +43,14 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<SqlStore>> {
         .await
         .with_context(|| format!("opening the store {}", config.store.url.redacted()))?;
     Ok(Arc::new(store))
+}
+
+/// Writes a command's answer to standard output.
+pub fn print(text: &str) -> Result<(), crate::Failure> {
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .context("writing to standard output")?;
+    Ok(())
 }
 
 /// Who is acting, for the audit log.

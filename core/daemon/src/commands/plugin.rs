@@ -1,7 +1,6 @@
 //! `spindle plugin new|build|inspect|test`: the plugin author's workflow.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -13,13 +12,7 @@ use spindle_config::{AllowedHost, PluginLimits};
 use spindle_plugin_host::{Batch, CallLimits, PluginHost, locate};
 
 use crate::Failure;
-
-fn print(text: &str) -> Result<(), Failure> {
-    std::io::stdout()
-        .write_all(text.as_bytes())
-        .context("writing to standard output")?;
-    Ok(())
-}
+use crate::commands::print;
 
 const TEMPLATE_LIB: &str = include_str!("../../../../plugins/template/src/lib.rs");
 
@@ -80,10 +73,13 @@ pub fn build(workspace: &Path, names: &[String]) -> Result<(), Failure> {
         )
         .into());
     }
+    // The output goes where `locate` looks, whatever CARGO_TARGET_DIR says.
+    let target_dir = workspace.join("target");
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command
+        .args(["build", "--target-dir"])
+        .arg(&target_dir)
         .args([
-            "build",
             "--target",
             "wasm32-wasip2",
             "--profile",
@@ -106,7 +102,7 @@ pub fn build(workspace: &Path, names: &[String]) -> Result<(), Failure> {
         )
         .into());
     }
-    let out = workspace.join("target/wasm32-wasip2/plugin");
+    let out = target_dir.join("wasm32-wasip2/plugin");
     let mut lines = String::new();
     for entry in std::fs::read_dir(&out).with_context(|| format!("reading {}", out.display()))? {
         let path = entry.context("reading the build folder")?.path();

@@ -1,6 +1,5 @@
 //! `spindle profiles show|explain|search` and `spindle identity resolve|rebuild`.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
@@ -12,15 +11,8 @@ use spindle_identity::{IdentityEngine, explain};
 use spindle_model::{JobId, JobTrigger, NewAuditEntry};
 use spindle_store::{IdentityStore, ProfileStore, SqlStore};
 
-use crate::commands::{cli_actor, lock_store, open_store};
+use crate::commands::{cli_actor, lock_store, open_store, print};
 use crate::{Failure, load_config};
-
-fn print(text: &str) -> Result<(), Failure> {
-    std::io::stdout()
-        .write_all(text.as_bytes())
-        .context("writing to standard output")?;
-    Ok(())
-}
 
 /// Finds the one profile `who` names: an id, an e-mail, a phone, or `type:value`.
 async fn find(

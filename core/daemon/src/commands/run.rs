@@ -11,10 +11,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use spindle_model::JobId;
 use spindle_scheduler::{Clock, ScheduledJob, Scheduler, SystemClock};
-use spindle_store::ProfileStore;
+use spindle_store::{IdentityStore, ProfileStore, SqlStore, SyncStore};
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::{lock_store, open_store};
+use crate::commands::{lock_store, open_store, print};
 use crate::executor::DaemonExecutor;
 use crate::{Failure, load_config};
 
@@ -37,6 +37,61 @@ fn jobs(config: &spindle_config::Config) -> (Vec<ScheduledJob>, Vec<ScheduledJob
         })
         .collect();
     (sources, syncs)
+}
+
+/// What the store holds after a run: records per source, profiles, segment sizes and each sync's last run.
+pub async fn summary(config: &spindle_config::Config, store: &SqlStore) -> anyhow::Result<String> {
+    let mut out = String::from("\nSummary\n");
+    let records = store
+        .count_records(None)
+        .await
+        .context("counting records")?;
+    let mut per_source = Vec::new();
+    for id in config.sources.keys() {
+        let count = store
+            .count_records(Some(id))
+            .await
+            .context("counting records")?;
+        per_source.push(format!("{id} {count}"));
+    }
+    out.push_str(&format!(
+        "  records   {records} ({})\n",
+        per_source.join(", ")
+    ));
+    let profiles = store.count_profiles().await.context("counting profiles")?;
+    out.push_str(&format!("  profiles  {profiles}\n"));
+    for id in config.segments.keys() {
+        let members = store
+            .segment_members(id)
+            .await
+            .context("reading segment members")?;
+        out.push_str(&format!("  segment   {id}: {} member(s)\n", members.len()));
+    }
+    for (id, sync) in &config.syncs {
+        let line = match store
+            .last_run(&JobId::sync(id))
+            .await
+            .context("reading runs")?
+        {
+            None => "never ran".to_owned(),
+            Some(run) => format!(
+                "{}: added {}, updated {}, removed {}, delivered {}, rejected {}, retried {}{}",
+                run.status.as_str(),
+                run.counts.inserted,
+                run.counts.updated,
+                run.counts.removed,
+                run.counts.delivered,
+                run.counts.rejected,
+                run.counts.retried,
+                run.error.map(|e| format!(" ({e})")).unwrap_or_default()
+            ),
+        };
+        out.push_str(&format!(
+            "  sync      {id} ({} -> {}): {line}\n",
+            sync.segment, sync.destination
+        ));
+    }
+    Ok(out)
 }
 
 /// Cancels `token` on SIGINT or SIGTERM; exits the process on a second signal.
@@ -136,6 +191,9 @@ pub async fn run(path: &Path, once: bool) -> Result<(), Failure> {
         .await?;
         scheduler.run(executor.clone(), cancel.clone()).await;
         server.finished().await?;
+    }
+    if once {
+        print(&summary(&config, &store).await?)?;
     }
     store.close().await;
     let failures = executor.failures();

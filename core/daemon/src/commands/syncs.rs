@@ -1,6 +1,5 @@
 //! `spindle syncs list|run|history|replay` and `spindle segments preview`.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,16 +12,9 @@ use spindle_sources::NoProgress;
 use spindle_store::{IdentityStore, ProfileStore, SyncStore};
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::{lock_store, open_store};
+use crate::commands::{lock_store, open_store, print};
 use crate::executor::DaemonExecutor;
 use crate::{Failure, load_config};
-
-fn print(text: &str) -> Result<(), Failure> {
-    std::io::stdout()
-        .write_all(text.as_bytes())
-        .context("writing to standard output")?;
-    Ok(())
-}
 
 fn known_sync<'a>(
     config: &'a spindle_config::Config,
