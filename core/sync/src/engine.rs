@@ -177,13 +177,20 @@ pub async fn plan<S: IdentityStore + SyncStore>(
             .filter(|id| !kept.contains(id) || !consenting(id))
             .collect();
         gone.sort_unstable();
+        // The identifiers of a departed member: from its profile when it still exists.
+        let departed: HashMap<i64, ProfileDocument> = store
+            .profiles_by_ids(&gone)
+            .await?
+            .into_iter()
+            .filter_map(|row| {
+                serde_json::from_value::<ProfileDocument>(row.document)
+                    .ok()
+                    .map(|doc| (row.id, doc))
+            })
+            .collect();
         for id in gone {
-            // The identifiers of a departed member: from its profile when it still exists.
-            let doc = store
-                .profile(id)
-                .await?
-                .and_then(|row| serde_json::from_value::<ProfileDocument>(row.document).ok());
-            let removal = item("remove", id, doc.as_ref(), &BTreeMap::new());
+            let doc = docs.get(&id).or_else(|| departed.get(&id));
+            let removal = item("remove", id, doc, &BTreeMap::new());
             plan.push(PlannedChange {
                 action: "remove",
                 profile_id: id,
