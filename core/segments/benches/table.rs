@@ -66,7 +66,11 @@ fn profile(rng: &mut Rng, id: i64) -> ProfileView {
     put("city", json!(format!("city-{}", rng.below(300))));
     put(
         "signup_at",
-        json!((now() - TimeDelta::days(rng.below(1_000) as i64)).format("%Y-%m-%d").to_string()),
+        json!(
+            (now() - TimeDelta::days(rng.below(1_000) as i64))
+                .format("%Y-%m-%d")
+                .to_string()
+        ),
     );
     put("first_name", json!(rng.pick(NAMES)));
     if rng.below(10) != 0 {
@@ -83,8 +87,14 @@ fn profile(rng: &mut Rng, id: i64) -> ProfileView {
             let kind = rng.below(100);
             let (name, properties) = if kind < 30 {
                 let mut p = BTreeMap::new();
-                p.insert("amount".to_owned(), json!((rng.below(40_000) as f64) / 100.0));
-                p.insert("currency".to_owned(), json!(if rng.below(4) == 0 { "USD" } else { "EUR" }));
+                p.insert(
+                    "amount".to_owned(),
+                    json!((rng.below(40_000) as f64) / 100.0),
+                );
+                p.insert(
+                    "currency".to_owned(),
+                    json!(if rng.below(4) == 0 { "USD" } else { "EUR" }),
+                );
                 ("order_completed", p)
             } else if kind < 85 {
                 ("page_viewed", BTreeMap::new())
@@ -139,7 +149,10 @@ fn query(table: &ProfileTable, label: &str, text: &str) {
             start.elapsed()
         })
         .collect();
-    println!("{label:<44} {:>10}   {members:>7} members   {text}", ms(median(runs)));
+    println!(
+        "{label:<44} {:>10}   {members:>7} members   {text}",
+        ms(median(runs))
+    );
 }
 
 fn main() {

@@ -143,7 +143,11 @@ fn query(property: bool) -> impl Strategy<Value = String> {
         .prop_map(move |(event, filter, within, swap)| {
             let mut text = event;
             if property {
-                text.push_str(if text.len() % 2 == 0 { ".amount" } else { ".meta.n" });
+                text.push_str(if text.len() % 2 == 0 {
+                    ".amount"
+                } else {
+                    ".meta.n"
+                });
             }
             let filter = filter.map(|f| format!(" where {f}")).unwrap_or_default();
             let within = within.map(|d| format!(" within {d}")).unwrap_or_default();
@@ -360,7 +364,6 @@ fn profile() -> impl Strategy<Value = ProfileView> {
         )
 }
 
-
 // ----- the comparison ------------------------------------------------------------------------------
 
 /// Segment memberships by id: `vip` holds ids divisible by 3, `new` even ids, `churn` is unknown.
@@ -378,8 +381,14 @@ fn check_table(
     expr: &Expr,
     at: DateTime<Utc>,
 ) -> Result<(), TestCaseError> {
-    let vip = MemberSet::from_ids(table, profiles.keys().copied().filter(|id| member("vip", *id)));
-    let new = MemberSet::from_ids(table, profiles.keys().copied().filter(|id| member("new", *id)));
+    let vip = MemberSet::from_ids(
+        table,
+        profiles.keys().copied().filter(|id| member("vip", *id)),
+    );
+    let new = MemberSet::from_ids(
+        table,
+        profiles.keys().copied().filter(|id| member("new", *id)),
+    );
     let sets = |segment: &str| match segment {
         "vip" => Some(&vip),
         "new" => Some(&new),
@@ -402,7 +411,10 @@ fn check_table(
         prop_assert_eq!(
             evaluate(expr, &rebuilt, at, &|s| member(s, *id)),
             evaluate(expr, profile, at, &|s| member(s, *id)),
-            "rebuilt view of {}: {:?} vs {:?}", id, rebuilt, profile
+            "rebuilt view of {}: {:?} vs {:?}",
+            id,
+            rebuilt,
+            profile
         );
     }
     Ok(())

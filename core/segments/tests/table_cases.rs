@@ -3,6 +3,7 @@
 //! the nanosecond range, removal and re-insertion. Each case checks the table against the row-wise
 //! evaluator, for the expression and its negation.
 #![allow(clippy::unwrap_used)] // a test file: a failed unwrap is a failed assertion
+#![allow(clippy::field_reassign_with_default)] // profiles read best built up field by field
 
 use std::collections::BTreeSet;
 
@@ -39,7 +40,9 @@ fn profiles() -> Vec<ProfileView> {
         traits(json!({"country": "FR", "age": "42", "total_spent": 10})),
         traits(json!({"country": null, "age": 42, "total_spent": "812.5"})),
         traits(json!({"country": "BE", "age": 17.5, "signup_at": "2025-05-20"})),
-        traits(json!({"country": ["FR"], "signup_at": "2025-05-31T23:00:00+02:00", "tags": ["vip", 3]})),
+        traits(
+            json!({"country": ["FR"], "signup_at": "2025-05-31T23:00:00+02:00", "tags": ["vip", 3]}),
+        ),
         traits(json!({"address": {"city": "Paris"}, "country": "fr", "age": "n/a"})),
         traits(json!({"address": {"city": null}, "country": true, "vip": true})),
     ];
@@ -69,7 +72,11 @@ fn profiles() -> Vec<ProfileView> {
     orders.events = vec![
         event("order_completed", 3, json!({"amount": 10})),
         event("order_completed", 3, json!({"amount": "25"})),
-        event("order_completed", 30, json!({"amount": 200, "currency": "EUR"})),
+        event(
+            "order_completed",
+            30,
+            json!({"amount": 200, "currency": "EUR"}),
+        ),
         event("order_completed", 31, json!({"amount": "n/a"})),
         event("page_viewed", 0, json!({})),
         event("order_completed", -1, json!({"amount": 1000})),
@@ -166,7 +173,10 @@ const EXPRESSIONS: &[&str] = &[
 ];
 
 fn check(table: &ProfileTable, profiles: &[(i64, ProfileView)]) {
-    let vip = MemberSet::from_ids(table, profiles.iter().map(|(id, _)| *id).filter(|id| id % 2 == 0));
+    let vip = MemberSet::from_ids(
+        table,
+        profiles.iter().map(|(id, _)| *id).filter(|id| id % 2 == 0),
+    );
     for text in EXPRESSIONS {
         for text in [text.to_string(), format!("not ({text})")] {
             let expr = parse(&text).unwrap();
@@ -251,7 +261,9 @@ fn many_rewrites_compact_the_timelines() {
         p.events[0] = event("order_completed", round % 3, json!({"amount": round}));
         table.upsert(round % 50, &p);
     }
-    let expr = parse("count(order_completed within 10d) >= 27 and sum(order_completed.amount) > 4950").unwrap();
+    let expr =
+        parse("count(order_completed within 10d) >= 27 and sum(order_completed.amount) > 4950")
+            .unwrap();
     let got = table.evaluate(&expr, now(), &|_| None);
     let want = (0..50)
         .filter(|id| evaluate(&expr, &table.view(*id).unwrap(), now(), &|_| false))

@@ -30,7 +30,7 @@ impl Bitset {
     /// `0..len`, all set.
     pub fn full(len: usize) -> Self {
         let mut words = vec![u64::MAX; len / 64];
-        if len % 64 != 0 {
+        if !len.is_multiple_of(64) {
             words.push((1u64 << (len % 64)) - 1);
         }
         Bitset { words }
@@ -145,7 +145,13 @@ mod tests {
         assert_eq!(c, a);
         c.and_with(&b);
         assert!(c.is_empty());
-        assert_eq!(Bitset::filter(&a, |i| i % 2 == 0).iter().take(3).collect::<Vec<_>>(), vec![0, 2, 4]);
+        assert_eq!(
+            Bitset::filter(&a, |i| i % 2 == 0)
+                .iter()
+                .take(3)
+                .collect::<Vec<_>>(),
+            vec![0, 2, 4]
+        );
         assert_eq!(b.iter().collect::<Vec<_>>(), vec![3, 200]);
     }
 }

@@ -208,7 +208,16 @@ mod tests {
     #[test]
     fn round_trip() {
         let mut c = Column::default();
-        let values = [json!(null), json!(true), json!(false), json!(3), json!(2.5), json!("x"), json!([1, "a"]), json!({"a": 1})];
+        let values = [
+            json!(null),
+            json!(true),
+            json!(false),
+            json!(3),
+            json!(2.5),
+            json!("x"),
+            json!([1, "a"]),
+            json!({"a": 1}),
+        ];
         for (i, v) in values.iter().enumerate() {
             c.set(i * 3, Some(v));
         }

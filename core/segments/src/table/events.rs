@@ -105,7 +105,8 @@ impl Events {
         for event in events.iter().take(u32::MAX as usize) {
             let code = self.names.intern(&event.name);
             if self.props.len() <= code as usize {
-                self.props.resize_with(code as usize + 1, PropStore::default);
+                self.props
+                    .resize_with(code as usize + 1, PropStore::default);
             }
             let at = match event.occurred_at.timestamp_nanos_opt() {
                 Some(at) => at,

@@ -265,6 +265,54 @@ fn substitute(leaf: &Cond, value: Literal) -> Cond {
     out
 }
 
+/// What a leaf reads of a profile, so that a row-by-row fallback rebuilds only that.
+#[derive(Debug, Default)]
+pub(crate) struct Needs<'c> {
+    pub traits: Vec<&'c str>,
+    pub computed: Vec<&'c str>,
+    pub identifiers: Vec<&'c str>,
+    pub consent: Vec<&'c str>,
+    /// Event names (with all their properties).
+    pub events: Vec<&'c str>,
+}
+
+/// `None` when the leaf reads something unexpected (then the whole profile is rebuilt).
+fn needs(leaf: &Cond) -> Option<Needs<'_>> {
+    let mut needs = Needs::default();
+    match leaf {
+        Cond::Did(q) => {
+            if !filter_ok(q) {
+                return None;
+            }
+            needs.events.push(&q.event);
+        }
+        Cond::And(_) | Cond::Or(_) | Cond::Not(_) | Cond::InSegment { .. } => return None,
+        _ => {}
+    }
+    let reads = reads(leaf);
+    for agg in reads.aggs {
+        if !filter_ok(&agg.query) {
+            return None;
+        }
+        needs.events.push(&agg.query.event);
+    }
+    for name in reads.names {
+        let head = name.path[0].as_str();
+        match name.kind {
+            NameKind::Auto => {
+                needs.traits.push(head);
+                needs.computed.push(head);
+            }
+            NameKind::Trait => needs.traits.push(head),
+            NameKind::Computed => needs.computed.push(head),
+            NameKind::Identifier => needs.identifiers.push(head),
+            NameKind::Consent => needs.consent.push(head),
+            NameKind::Property => {}
+        }
+    }
+    Some(needs)
+}
+
 // ----- probes: the evaluator on a one-value profile ------------------------------------------------------
 
 #[derive(Clone, Copy)]
@@ -369,7 +417,8 @@ impl<'c> Probe<'c> {
     }
 }
 
-/// Outcomes for numbers: per interval between the leaf's numeric constants, or memoised per value.
+/// Outcomes for numbers: per interval between the leaf's numeric constants (see [`numeric_points`]),
+/// or memoised per value when the leaf holds arithmetic.
 enum Nums {
     Points {
         points: Vec<f64>,
@@ -377,6 +426,50 @@ enum Nums {
         between: Vec<bool>,
     },
     Memo(HashMap<u64, bool>),
+}
+
+impl Nums {
+    /// `probe(n)`: the leaf's outcome when the value is the number `n`.
+    fn new(leaf: &Cond, mut probe: impl FnMut(f64) -> bool) -> Nums {
+        if reads(leaf).arith {
+            return Nums::Memo(HashMap::new());
+        }
+        let points = numeric_points(leaf);
+        let at = points.iter().map(|p| probe(*p)).collect();
+        let between = (0..=points.len())
+            .map(|i| {
+                let inside = match (i.checked_sub(1).map(|j| points[j]), points.get(i)) {
+                    (None, None) => Some(0.0),
+                    (None, Some(hi)) => Some(hi.next_down()),
+                    (Some(lo), hi) => Some(lo.next_up()).filter(|x| hi.is_none_or(|hi| x < hi)),
+                };
+                inside.filter(|x| x.is_finite()).is_some_and(&mut probe)
+            })
+            .collect();
+        Nums::Points {
+            points,
+            at,
+            between,
+        }
+    }
+
+    fn get(&mut self, n: f64, probe: impl FnOnce(f64) -> bool) -> bool {
+        match self {
+            Nums::Points {
+                points,
+                at,
+                between,
+            } => {
+                let i = points.partition_point(|p| *p < n);
+                if points.get(i) == Some(&n) {
+                    at[i]
+                } else {
+                    between[i]
+                }
+            }
+            Nums::Memo(memo) => *memo.entry(n.to_bits()).or_insert_with(|| probe(n)),
+        }
+    }
 }
 
 /// A leaf over one column, outcome by value class.
@@ -407,33 +500,10 @@ impl<'c> ColumnScan<'c> {
         let no = probe.value(Some(Value::Bool(false)));
         let yes = probe.value(Some(Value::Bool(true)));
         let deep = name.path.len() > 1;
-        let nums = if deep || reads(leaf).arith {
+        let nums = if deep {
             Nums::Memo(HashMap::new())
         } else {
-            let points = numeric_points(leaf);
-            let at = points
-                .iter()
-                .map(|p| probe.value(Some(Value::from(*p))))
-                .collect();
-            let between = (0..=points.len())
-                .map(|i| {
-                    let inside = match (i.checked_sub(1).map(|j| points[j]), points.get(i)) {
-                        (None, None) => Some(0.0),
-                        (None, Some(hi)) => Some(hi.next_down()),
-                        (Some(lo), hi) => {
-                            Some(lo.next_up()).filter(|x| hi.is_none_or(|hi| x < hi))
-                        }
-                    };
-                    inside
-                        .filter(|x| x.is_finite())
-                        .is_some_and(|x| probe.value(Some(Value::from(x))))
-                })
-                .collect();
-            Nums::Points {
-                points,
-                at,
-                between,
-            }
+            Nums::new(leaf, |n| probe.value(Some(Value::from(n))))
         };
         ColumnScan {
             probe,
@@ -460,24 +530,9 @@ impl<'c> ColumnScan<'c> {
             NUM if self.deep => self.absent,
             STR if self.deep => self.absent,
             NUM => {
-                let n = column.num(slot);
-                match &mut self.nums {
-                    Nums::Points {
-                        points,
-                        at,
-                        between,
-                    } => {
-                        let i = points.partition_point(|p| *p < n);
-                        if points.get(i) == Some(&n) {
-                            at[i]
-                        } else {
-                            between[i]
-                        }
-                    }
-                    Nums::Memo(memo) => *memo
-                        .entry(n.to_bits())
-                        .or_insert_with(|| self.probe.value(Some(Value::from(n)))),
-                }
+                let probe = &mut self.probe;
+                self.nums
+                    .get(column.num(slot), |n| probe.value(Some(Value::from(n))))
             }
             STR => {
                 let code = column.code(slot) as usize;
@@ -525,16 +580,17 @@ impl<'t, 's> Exec<'t, 's> {
     }
 
     fn constant(&self, outcome: bool, mask: &Bitset) -> Bitset {
-        if outcome {
-            mask.clone()
-        } else {
-            Bitset::new()
-        }
+        if outcome { mask.clone() } else { Bitset::new() }
     }
 
     fn rows(&self, leaf: &Cond, mask: &Bitset) -> Bitset {
+        let needs = needs(leaf);
         Bitset::filter(mask, |row| {
-            holds(leaf, &self.table.row_view(row), self.now)
+            holds(
+                leaf,
+                &self.table.row_view_for(row, needs.as_ref()),
+                self.now,
+            )
         })
     }
 
@@ -604,10 +660,9 @@ impl<'t, 's> Exec<'t, 's> {
                     },
                 })
             }
-            NameKind::Property => self.constant(
-                holds(leaf, &ProfileView::default(), self.now),
-                mask,
-            ),
+            NameKind::Property => {
+                self.constant(holds(leaf, &ProfileView::default(), self.now), mask)
+            }
         }
     }
 
@@ -641,19 +696,24 @@ impl<'t, 's> Exec<'t, 's> {
             .within
             .and_then(|d| d.to_delta())
             .and_then(|d| now.checked_sub_signed(d))
-            .map_or(i64::MIN, |from| from.timestamp_nanos_opt().unwrap_or(i64::MIN));
+            .map_or(i64::MIN, |from| {
+                from.timestamp_nanos_opt().unwrap_or(i64::MIN)
+            });
         let store = &events.props[code as usize];
         let filter = query.filter.as_deref().map(|f| self.filter_bits(f, store));
         let selected = |i: usize| {
             events.name[i] == code
                 && (lower..=upper).contains(&events.at[i])
-                && filter.as_ref().is_none_or(|(bits, bare)| match events.ord[i] {
-                    NONE => *bare,
-                    ord => bits.get(ord as usize),
-                })
+                && filter
+                    .as_ref()
+                    .is_none_or(|(bits, bare)| match events.ord[i] {
+                        NONE => *bare,
+                        ord => bits.get(ord as usize),
+                    })
         };
         let exotic = |row: usize| events.exotic.get(row);
-        let fallback = |row: usize| holds(leaf, &self.table.row_view(row), now);
+        let needs = needs(leaf);
+        let fallback = |row: usize| holds(leaf, &self.table.row_view_for(row, needs.as_ref()), now);
 
         let agg = match event {
             EventRef::Did(_) => {
@@ -668,12 +728,9 @@ impl<'t, 's> Exec<'t, 's> {
             EventRef::Agg(agg) => agg,
         };
         let empty = ProfileView::default();
-        let mut by_number: HashMap<u64, bool> = HashMap::new();
-        let mut number_outcome = |n: f64| {
-            *by_number
-                .entry(n.to_bits())
-                .or_insert_with(|| holds(&substitute(leaf, Literal::Num(n)), &empty, now))
-        };
+        let substituted = |n: f64| holds(&substitute(leaf, Literal::Num(n)), &empty, now);
+        let mut nums = Nums::new(leaf, substituted);
+        let mut number_outcome = |n: f64| nums.get(n, substituted);
         // The numeric value of the aggregated property of event `i`, as the evaluator reads it.
         let path = agg.property.as_deref().unwrap_or_default();
         let column = path.first().and_then(|head| store.columns.get(head));
@@ -699,24 +756,12 @@ impl<'t, 's> Exec<'t, 's> {
             }
         };
         match agg.func {
-            AggFunc::Count => {
-                let mut small = vec![0u8; 64];
-                Bitset::filter(mask, |row| {
-                    if exotic(row) {
-                        return fallback(row);
-                    }
-                    let count = events.range(row).filter(|&i| selected(i)).count();
-                    match small.get(count).copied() {
-                        Some(0) => {
-                            let outcome = number_outcome(count as f64);
-                            small[count] = 1 + u8::from(outcome);
-                            outcome
-                        }
-                        Some(known) => known == 2,
-                        None => number_outcome(count as f64),
-                    }
-                })
-            }
+            AggFunc::Count => Bitset::filter(mask, |row| {
+                if exotic(row) {
+                    return fallback(row);
+                }
+                number_outcome(events.range(row).filter(|&i| selected(i)).count() as f64)
+            }),
             AggFunc::Sum => Bitset::filter(mask, |row| {
                 if exotic(row) {
                     return fallback(row);

@@ -65,7 +65,9 @@ impl MemberSet {
 
     /// The profile ids, in row order (the order profiles were first inserted).
     pub fn ids<'a>(&'a self, table: &'a ProfileTable) -> impl Iterator<Item = i64> + 'a {
-        self.rows.iter().filter_map(|row| table.ids.get(row).copied())
+        self.rows
+            .iter()
+            .filter_map(|row| table.ids.get(row).copied())
     }
 
     /// The set of the given ids of `table` (ids not in the table are skipped).
@@ -210,6 +212,51 @@ impl ProfileTable {
         }
     }
 
+    /// The parts of the row's profile that `needs` lists (all of it for `None`).
+    fn row_view_for(&self, row: usize, needs: Option<&exec::Needs<'_>>) -> ProfileView {
+        let Some(needs) = needs else {
+            return self.row_view(row);
+        };
+        let read = |columns: &HashMap<String, Column>, names: &[&str]| {
+            names
+                .iter()
+                .filter_map(|name| Some(((*name).to_owned(), columns.get(*name)?.get(row)?)))
+                .collect()
+        };
+        let codes: Vec<u32> = needs
+            .events
+            .iter()
+            .filter_map(|name| self.events.names.find(name))
+            .collect();
+        ProfileView {
+            traits: read(&self.traits, &needs.traits),
+            computed: read(&self.computed, &needs.computed),
+            identifiers: needs
+                .identifiers
+                .iter()
+                .filter_map(|kind| Some((*kind, self.identifiers.get(*kind)?)))
+                .flat_map(|(kind, column)| {
+                    column
+                        .values(row)
+                        .into_iter()
+                        .map(move |value| (kind.to_owned(), value.to_owned()))
+                })
+                .collect(),
+            consent: needs
+                .consent
+                .iter()
+                .filter(|purpose| self.consent.get(**purpose).is_some_and(|b| b.get(row)))
+                .map(|purpose| ((*purpose).to_owned(), true))
+                .collect(),
+            events: self
+                .events
+                .range(row)
+                .filter(|&i| codes.contains(&self.events.name[i]))
+                .map(|i| self.events.event(i))
+                .collect(),
+        }
+    }
+
     fn row_view(&self, row: usize) -> ProfileView {
         let read = |columns: &HashMap<String, Column>| {
             columns
@@ -254,7 +301,10 @@ fn write_columns(
     for (name, value) in values.into_iter().flatten() {
         match columns.get_mut(name) {
             Some(column) => column.set(row, Some(value)),
-            None => columns.entry(name.clone()).or_default().set(row, Some(value)),
+            None => columns
+                .entry(name.clone())
+                .or_default()
+                .set(row, Some(value)),
         }
     }
 }
