@@ -110,6 +110,7 @@ impl DaemonExecutor {
             .resolve_pending()
             .await
             .map_err(|err| err.to_string())?;
+        metrics::counter!("spindle_profiles_merged_total").increment(report.merged);
         if !report.touched.is_empty() {
             self.evaluate_segments_of(&report.touched).await?;
         }
@@ -268,6 +269,18 @@ impl DaemonExecutor {
                 "destination `{}` is unavailable ({why}); {pending} change(s) wait in the outbox for the next run",
                 destination.id
             ));
+        }
+        for (outcome, n) in [
+            ("delivered", report.delivered),
+            ("rejected", report.rejected),
+            ("retried", report.retried),
+        ] {
+            metrics::counter!(
+                "spindle_sync_outcomes_total",
+                "destination" => destination.id.clone(),
+                "outcome" => outcome,
+            )
+            .increment(n);
         }
         let counts = JobCounts {
             read: report.added + report.updated + report.removed,

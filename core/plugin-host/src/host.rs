@@ -550,7 +550,14 @@ impl PluginHost {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
             run(&instance, &mut store).await
         };
+        let started = std::time::Instant::now();
         let outcome = tokio::time::timeout(limits.limits.timeout, work).await;
+        metrics::histogram!(
+            "spindle_plugin_call_duration_seconds",
+            "plugin" => plugin.name.clone(),
+            "call" => call,
+        )
+        .record(started.elapsed().as_secs_f64());
         match outcome {
             Err(_) => Err(PluginError::Timeout {
                 plugin: plugin.name.clone(),

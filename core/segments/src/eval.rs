@@ -256,7 +256,7 @@ impl<'a> Evaluator<'a> {
     }
 }
 
-fn descend<'a>(mut value: &'a Value, path: &[String]) -> Option<&'a Value> {
+pub(crate) fn descend<'a>(mut value: &'a Value, path: &[String]) -> Option<&'a Value> {
     for segment in path {
         value = value.as_object()?.get(segment)?;
     }
@@ -292,7 +292,7 @@ fn number(value: &Val<'_>) -> Option<f64> {
     }
 }
 
-fn parse_number(text: &str) -> Option<f64> {
+pub(crate) fn parse_number(text: &str) -> Option<f64> {
     text.trim().parse::<f64>().ok().filter(|n| n.is_finite())
 }
 

@@ -191,6 +191,7 @@ mod error;
 mod eval;
 mod lexer;
 mod parser;
+mod table;
 
 use std::fmt;
 use std::str::FromStr;
@@ -200,6 +201,7 @@ use chrono::{DateTime, Utc};
 pub use analysis::{Known, check, segment_refs, uses_time};
 pub use error::{ParseError, render_error};
 pub use eval::{EventView, ProfileView};
+pub use table::{MemberSet, ProfileTable};
 
 /// A parsed segment expression. Build one with [`parse`]; print its normal form with `Display`.
 ///

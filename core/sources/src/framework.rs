@@ -110,6 +110,8 @@ pub async fn run_source(
                     (commit.await?, None)
                 };
                 add(&mut totals, read, report);
+                metrics::counter!("spindle_source_records_pulled_total", "source" => source_id.to_owned())
+                    .increment(read);
                 progress.committed(&stream, &totals);
                 tracing::debug!(
                     source = source_id,

@@ -598,12 +598,12 @@ pub(crate) struct Prepared {
 }
 
 /// What is known of a key: stored, or written earlier in the same batch.
-pub(crate) struct Known {
-    pub(crate) version: i64,
-    pub(crate) payload: String,
-    pub(crate) deleted: i64,
+struct Known {
+    version: i64,
+    payload: String,
+    deleted: i64,
     /// True when the row is still waiting in this batch's inserts.
-    pub(crate) pending_insert: bool,
+    pending_insert: bool,
 }
 
 /// Keys per lookup query; well under both backends' parameter limits.
@@ -611,7 +611,7 @@ const LOOKUP_CHUNK: usize = 400;
 /// Rows per multi-row insert (10 parameters each).
 const INSERT_CHUNK: usize = 50;
 
-pub(crate) async fn existing_versions(
+async fn existing_versions(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     source: &str,
     records: &[Prepared],
@@ -653,7 +653,7 @@ pub(crate) async fn existing_versions(
     Ok(known)
 }
 
-pub(crate) async fn insert_records(
+async fn insert_records(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     source: &str,
     now: i64,

@@ -324,7 +324,7 @@ mod tests {
                 for message in envelope.messages.into_iter().flatten() {
                     let _ = crate::collector::message::to_record(
                         endpoint,
-                        &message,
+                        message,
                         envelope.sent_at.as_ref(),
                         received,
                     );

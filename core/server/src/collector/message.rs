@@ -64,12 +64,12 @@ fn id_field(message: &Map<String, Value>, name: &str) -> Result<Option<String>, 
     }
 }
 
-/// An object field; `None` when absent or null.
-fn object_field<'m>(
-    message: &'m Map<String, Value>,
+/// Takes an object field out of the message; `None` when absent or null.
+fn take_object(
+    message: &mut Map<String, Value>,
     name: &str,
-) -> Result<Option<&'m Map<String, Value>>, Refusal> {
-    match message.get(name) {
+) -> Result<Option<Map<String, Value>>, Refusal> {
+    match message.remove(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(map)) => Ok(Some(map)),
         Some(_) => Err(refuse(
@@ -124,11 +124,11 @@ pub fn snake_case(text: &str) -> String {
     out
 }
 
-fn snake_keys(map: &Map<String, Value>, into: &mut BTreeMap<String, Value>) {
+fn snake_keys(map: Map<String, Value>, into: &mut BTreeMap<String, Value>) {
     for (key, value) in map {
-        let key = snake_case(key);
+        let key = snake_case(&key);
         if !key.is_empty() {
-            into.insert(key, value.clone());
+            into.insert(key, value);
         }
     }
 }
@@ -163,19 +163,21 @@ fn message_type(endpoint: Endpoint, message: &Map<String, Value>) -> Result<Mess
     }
 }
 
-/// Validates one message and builds its record; `received_at` is when the request arrived.
+/// Validates one message and builds its record (moving its values); `received_at` is when the request
+/// arrived.
 pub fn to_record(
     endpoint: Endpoint,
-    message: &Map<String, Value>,
+    mut message: Map<String, Value>,
     batch_sent_at: Option<&Value>,
     received_at: DateTime<Utc>,
 ) -> Result<RawRecord, Refusal> {
+    let message = &mut message;
     let kind = message_type(endpoint, message)?;
     let user_id = id_field(message, "userId")?;
     let anonymous_id = id_field(message, "anonymousId")?;
-    let context = object_field(message, "context")?;
-    let traits = object_field(message, "traits")?;
-    let properties = object_field(message, "properties")?;
+    let context = take_object(message, "context")?;
+    let traits = take_object(message, "traits")?;
+    let properties = take_object(message, "properties")?;
 
     // Time: Segment's clock-skew correction.
     let sent_at = match message.get("sentAt") {
@@ -233,7 +235,7 @@ pub fn to_record(
     let event_properties = || {
         let mut props = BTreeMap::new();
         if let Some(properties) = properties {
-            props.extend(properties.iter().map(|(k, v)| (k.clone(), v.clone())));
+            props.extend(properties);
         }
         if let Some(original) = original {
             props.insert(
@@ -245,8 +247,8 @@ pub fn to_record(
     };
     match kind {
         MessageType::Identify => {
-            if let Some(context) = context
-                && let Some(context_traits) = object_field(context, "traits")?
+            if let Some(mut context) = context
+                && let Some(context_traits) = take_object(&mut context, "traits")?
             {
                 snake_keys(context_traits, &mut record_traits);
             }
@@ -279,8 +281,8 @@ pub fn to_record(
         MessageType::Page | MessageType::Screen => {
             let mut props = event_properties();
             for field in ["name", "category"] {
-                if let Some(value) = message.get(field).filter(|v| !v.is_null()) {
-                    props.insert(field.to_owned(), value.clone());
+                if let Some(value) = message.remove(field).filter(|v| !v.is_null()) {
+                    props.insert(field.to_owned(), value);
                 }
             }
             let name = if kind == MessageType::Page {
@@ -300,7 +302,7 @@ pub fn to_record(
             identifiers.push(Identifier::new("group_id", group_id.clone()));
             record_traits.insert("group_id".to_owned(), Value::String(group_id));
             if let Some(traits) = traits {
-                record_traits.insert("group".to_owned(), Value::Object(traits.clone()));
+                record_traits.insert("group".to_owned(), Value::Object(traits));
             }
         }
         MessageType::Alias => {}
@@ -359,7 +361,7 @@ mod tests {
             "timestamp": "2025-01-02T04:00:00.000Z", "sentAt": "2025-01-02T04:00:05.000Z"
         }));
         let received = at("2025-01-02T03:00:10Z");
-        let record = to_record(Endpoint::Batch, &message, None, received).unwrap();
+        let record = to_record(Endpoint::Batch, message.clone(), None, received).unwrap();
         assert_eq!(record.events[0].occurred_at, at("2025-01-02T03:00:05Z"));
         assert_eq!(
             record.events[0].properties["original_timestamp"],
@@ -369,10 +371,10 @@ mod tests {
         // Without sentAt the timestamp is kept as sent; the batch's sentAt applies otherwise.
         let mut no_sent = message.clone();
         no_sent.remove("sentAt");
-        let record = to_record(Endpoint::Batch, &no_sent, None, received).unwrap();
+        let record = to_record(Endpoint::Batch, no_sent.clone(), None, received).unwrap();
         assert_eq!(record.events[0].occurred_at, at("2025-01-02T04:00:00Z"));
         let batch_sent = json!("2025-01-02T04:00:05+00:00");
-        let record = to_record(Endpoint::Batch, &no_sent, Some(&batch_sent), received).unwrap();
+        let record = to_record(Endpoint::Batch, no_sent, Some(&batch_sent), received).unwrap();
         assert_eq!(record.events[0].occurred_at, at("2025-01-02T03:00:05Z"));
     }
 
@@ -385,7 +387,7 @@ mod tests {
         }));
         let record = to_record(
             Endpoint::Single(MessageType::Identify),
-            &message,
+            message,
             None,
             Utc::now(),
         )
@@ -414,7 +416,7 @@ mod tests {
     fn refusals_have_codes() {
         let now = Utc::now();
         let code = |value: Value| {
-            to_record(Endpoint::Batch, &object(value), None, now)
+            to_record(Endpoint::Batch, object(value), None, now)
                 .unwrap_err()
                 .code
         };

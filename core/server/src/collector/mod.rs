@@ -342,7 +342,7 @@ async fn collect(
     let mut records = Vec::with_capacity(envelope.messages.len());
     for (index, message) in envelope.messages.into_iter().enumerate() {
         let built = message.and_then(|message| {
-            message::to_record(endpoint, &message, envelope.sent_at.as_ref(), received_at).map_err(
+            message::to_record(endpoint, message, envelope.sent_at.as_ref(), received_at).map_err(
                 |refusal| Rejection {
                     index,
                     code: refusal.code,
