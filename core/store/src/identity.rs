@@ -13,8 +13,8 @@ use chrono::Utc;
 use spindle_model::{RecordKey, StoredRecord};
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::StoreResult;
-use crate::sql::{RECORD_COLUMNS, SqlStore, decode_record, from_millis, to_millis};
+use crate::sql::{RECORD_COLUMNS, SqlStore, decode_record, from_millis, placeholders, to_millis};
+use crate::{ProfileStore, StoreResult};
 
 /// A profile as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,7 +27,8 @@ pub struct ProfileRow {
     pub record_count: u64,
     /// When the id was first given.
     pub created_at: chrono::DateTime<Utc>,
-    /// When the profile last changed.
+    /// When the profile was last written. Every write advances it (by a millisecond at least), so its
+    /// milliseconds also serve as the profile's version.
     pub updated_at: chrono::DateTime<Utc>,
 }
 
@@ -63,22 +64,6 @@ pub struct ResolutionWrite {
 
 /// Keys per `IN` list; every backend accepts this many parameters.
 pub(crate) const CHUNK: usize = 300;
-
-pub(crate) fn placeholders(start: usize, rows: usize, width: usize) -> String {
-    (0..rows)
-        .map(|row| {
-            let cells: Vec<String> = (0..width)
-                .map(|col| format!("${}", start + row * width + col))
-                .collect();
-            if width == 1 {
-                cells.join("")
-            } else {
-                format!("({})", cells.join(", "))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 /// A value looked up with `IN (...)`: how many columns it spans and how it binds.
 trait InKey: Sync {
@@ -125,8 +110,12 @@ impl SqlStore {
     ) -> StoreResult<Vec<T>> {
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(CHUNK) {
-            let mut query =
-                sqlx::query(AssertSqlSafe(sql(&placeholders(1, chunk.len(), K::WIDTH))));
+            let mut query = sqlx::query(AssertSqlSafe(sql(&placeholders(
+                self.backend(),
+                1,
+                chunk.len(),
+                K::WIDTH,
+            ))));
             for key in chunk {
                 query = key.bind_to(query);
             }
@@ -308,7 +297,7 @@ impl IdentityStore for SqlStore {
             for table in ["profile_members", "profile_identifiers"] {
                 let sql = format!(
                     "DELETE FROM {table} WHERE profile_id IN ({})",
-                    placeholders(1, chunk.len(), 1)
+                    placeholders(self.backend(), 1, chunk.len(), 1)
                 );
                 let mut query = sqlx::query(AssertSqlSafe(sql));
                 for id in chunk {
@@ -333,7 +322,7 @@ impl IdentityStore for SqlStore {
         for chunk in removed.chunks(CHUNK) {
             let sql = format!(
                 "DELETE FROM profiles WHERE id IN ({})",
-                placeholders(1, chunk.len(), 1)
+                placeholders(self.backend(), 1, chunk.len(), 1)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for id in chunk {
@@ -345,8 +334,9 @@ impl IdentityStore for SqlStore {
             let sql = format!(
                 "INSERT INTO profiles (id, document, search_text, record_count, created_at, updated_at) VALUES {} \
                  ON CONFLICT (id) DO UPDATE SET document = excluded.document, search_text = excluded.search_text, \
-                 record_count = excluded.record_count, updated_at = excluded.updated_at",
-                placeholders(1, chunk.len(), 6)
+                 record_count = excluded.record_count, \
+                 updated_at = CASE WHEN excluded.updated_at > profiles.updated_at THEN excluded.updated_at ELSE profiles.updated_at + 1 END",
+                placeholders(self.backend(), 1, chunk.len(), 6)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for profile in chunk {
@@ -368,7 +358,7 @@ impl IdentityStore for SqlStore {
         for chunk in members.chunks(100) {
             let sql = format!(
                 "INSERT INTO profile_members (source, stream, external_id, profile_id) VALUES {}",
-                placeholders(1, chunk.len(), 4)
+                placeholders(self.backend(), 1, chunk.len(), 4)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for (id, key) in chunk {
@@ -388,7 +378,7 @@ impl IdentityStore for SqlStore {
         for chunk in identifiers.chunks(150) {
             let sql = format!(
                 "INSERT INTO profile_identifiers (id_type, id_value, profile_id) VALUES {} ON CONFLICT DO NOTHING",
-                placeholders(1, chunk.len(), 3)
+                placeholders(self.backend(), 1, chunk.len(), 3)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for (id, (kind, value)) in chunk {

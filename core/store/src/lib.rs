@@ -35,7 +35,9 @@ pub use error::StoreError;
 pub use identity::{IdentityStore, ProfileRow, ProfileWrite, ResolutionWrite};
 pub use spindle_config::store_url::{Backend, StoreUrl};
 pub use sql::SqlStore;
-pub use sync_state::{DeadLetter, OutboxItem, OutboxRow, Settlement, SyncStore, rejected_marker};
+pub use sync_state::{
+    DeadLetter, DiffCandidates, OutboxItem, OutboxRow, Settlement, SyncStore, rejected_marker,
+};
 
 /// Result type of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -38,6 +38,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0005_admin.sql"),
         include_str!("../migrations/postgres/0005_admin.sql"),
     ),
+    (
+        6,
+        "sync_versions",
+        include_str!("../migrations/sqlite/0006_sync_versions.sql"),
+        include_str!("../migrations/postgres/0006_sync_versions.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.

@@ -277,7 +277,7 @@ impl ProfileStore for SqlStore {
                 payload,
             });
         }
-        let mut known = existing_versions(&mut tx, source, &prepared).await?;
+        let mut known = existing_versions(&mut tx, self.backend(), source, &prepared).await?;
 
         let mut inserts: Vec<(i64, &Prepared)> = Vec::new();
         for record in &prepared {
@@ -350,7 +350,7 @@ impl ProfileStore for SqlStore {
                 },
             );
         }
-        insert_records(&mut tx, source, now, &inserts).await?;
+        insert_records(&mut tx, self.backend(), source, now, &inserts).await?;
 
         for entry in batch.quarantined {
             let digest = hex::encode(Sha256::digest(entry.payload.as_bytes()));
@@ -611,8 +611,38 @@ const LOOKUP_CHUNK: usize = 400;
 /// Rows per multi-row insert (10 parameters each).
 const INSERT_CHUNK: usize = 50;
 
+/// Parameter `n` (1-based) of a statement built at run time. On SQLite it is a positional `?`: sqlx binds
+/// a `$N` parameter by looking its name up in SQLite's list of names, so a statement's cost grows with the
+/// square of its parameters (a 300-key `IN` list or a 50-row insert pays for it on every statement). A
+/// statement built with these helpers must use them for every parameter, in binding order.
+pub(crate) fn param(backend: Backend, n: usize) -> String {
+    match backend {
+        Backend::Sqlite => "?".to_owned(),
+        Backend::Postgres => format!("${n}"),
+    }
+}
+
+/// `rows` tuples of `width` parameters numbered from `start` (bare parameters when `width` is 1), for
+/// `IN (...)` lists and multi-row `VALUES`.
+pub(crate) fn placeholders(backend: Backend, start: usize, rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let cells: Vec<String> = (0..width)
+                .map(|col| param(backend, start + row * width + col))
+                .collect();
+            if width == 1 {
+                cells.join("")
+            } else {
+                format!("({})", cells.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 async fn existing_versions(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
     source: &str,
     records: &[Prepared],
 ) -> StoreResult<HashMap<(String, String), Known>> {
@@ -626,12 +656,12 @@ async fn existing_versions(
     let mut known = HashMap::new();
     for (stream, ids) in by_stream {
         for chunk in ids.chunks(LOOKUP_CHUNK) {
-            let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
             let sql = format!(
                 "SELECT external_id, version, payload, deleted FROM raw_records \
-                 WHERE source = $1 AND stream = $2 AND external_id IN ({})",
-                placeholders.join(", ")
+                 WHERE source = {} AND stream = {} AND external_id IN ({})",
+                param(backend, 1),
+                param(backend, 2),
+                placeholders(backend, 3, chunk.len(), 1)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql)).bind(source).bind(stream);
             for id in chunk {
@@ -655,32 +685,15 @@ async fn existing_versions(
 
 async fn insert_records(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
     source: &str,
     now: i64,
     rows: &[(i64, &Prepared)],
 ) -> StoreResult<()> {
     for chunk in rows.chunks(INSERT_CHUNK) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let b = i * 10;
-                format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8,
-                    b + 9,
-                    b + 10
-                )
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO raw_records (source, stream, external_id, seq, version, updated_at, deleted, payload, first_seen_at, observed_at) VALUES {}",
-            values.join(", ")
+            placeholders(backend, 1, chunk.len(), 10)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for (seq, record) in chunk {

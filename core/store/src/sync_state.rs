@@ -14,9 +14,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::StoreResult;
-use crate::identity::{CHUNK, placeholders};
-use crate::sql::{SqlStore, to_millis};
+use crate::identity::CHUNK;
+use crate::sql::{SqlStore, param, placeholders, to_millis};
+use crate::{ProfileStore, StoreResult};
 
 /// A change to send to a destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,19 @@ pub struct OutboxItem {
     pub payload_hash: String,
     /// The identifiers sent with it (JSON list of `[type, value]`).
     pub identifiers: String,
+    /// The version (`updated_at` in milliseconds) of the profile the payload was computed from; recorded
+    /// with the outcome so the next diff can skip the profile while it does not change.
+    pub profile_version: Option<i64>,
+}
+
+/// What a sync's diff must look at when its field mapping is unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiffCandidates {
+    /// Members whose profile changed since the destination got (or refused) it, or that it never got:
+    /// `(profile, payload hash the destination holds)`.
+    pub changed: Vec<(i64, Option<String>)>,
+    /// Profiles the destination holds that are no longer members (or no longer exist).
+    pub departed: Vec<i64>,
 }
 
 /// A change waiting in the outbox.
@@ -100,6 +113,16 @@ pub trait SyncStore: Send + Sync {
     ) -> StoreResult<(u64, u64)>;
     /// What a sync's destination holds: profile id → payload hash.
     async fn delivered(&self, sync: &str) -> StoreResult<HashMap<i64, String>>;
+    /// The members of `segment` a sync's diff must read again, and the profiles that left (see
+    /// [`DiffCandidates`]); valid only while the sync's field mapping is the one recorded.
+    async fn diff_candidates(&self, sync: &str, segment: &str) -> StoreResult<DiffCandidates>;
+    /// Records that the destination's copy of these profiles is current as of these profile versions
+    /// (their payload did not change), so the next diff skips them.
+    async fn confirm_delivered(&self, sync: &str, versions: &[(i64, i64)]) -> StoreResult<()>;
+    /// The hash of the field mapping a sync last planned with.
+    async fn sync_mapping(&self, sync: &str) -> StoreResult<Option<String>>;
+    /// Records the hash of the field mapping a sync planned with.
+    async fn set_sync_mapping(&self, sync: &str, hash: &str) -> StoreResult<()>;
     /// Puts changes in the outbox, replacing any pending change of the same profile.
     async fn enqueue(
         &self,
@@ -132,6 +155,10 @@ fn decode_item(row: &sqlx::any::AnyRow) -> StoreResult<OutboxItem> {
         payload: row.try_get("payload")?,
         payload_hash: row.try_get("payload_hash")?,
         identifiers: row.try_get("identifiers")?,
+        // Dead letters carry no version; an unknown version only means the next diff reads the profile.
+        profile_version: row
+            .try_get::<Option<i64>, _>("profile_version")
+            .unwrap_or(None),
     })
 }
 
@@ -155,8 +182,9 @@ impl SyncStore for SqlStore {
         let mut members = BTreeSet::new();
         for chunk in profiles.chunks(CHUNK) {
             let sql = format!(
-                "SELECT profile_id FROM segment_members WHERE segment = $1 AND profile_id IN ({})",
-                placeholders(2, chunk.len(), 1)
+                "SELECT profile_id FROM segment_members WHERE segment = {} AND profile_id IN ({})",
+                param(self.backend(), 1),
+                placeholders(self.backend(), 2, chunk.len(), 1)
             );
             let mut query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)).bind(segment);
             for id in chunk {
@@ -226,6 +254,71 @@ impl SyncStore for SqlStore {
             .collect()
     }
 
+    async fn diff_candidates(&self, sync: &str, segment: &str) -> StoreResult<DiffCandidates> {
+        let changed = sqlx::query(
+            "SELECT m.profile_id, d.payload_hash FROM segment_members m \
+             JOIN profiles p ON p.id = m.profile_id \
+             LEFT JOIN sync_delivered d ON d.sync_id = $2 AND d.profile_id = m.profile_id \
+             WHERE m.segment = $1 AND (d.profile_id IS NULL OR d.profile_version IS NULL OR d.profile_version <> p.updated_at) \
+             ORDER BY m.profile_id",
+        )
+        .bind(segment)
+        .bind(sync)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<StoreResult<Vec<_>>>()?;
+        let departed = sqlx::query_scalar::<_, i64>(
+            "SELECT d.profile_id FROM sync_delivered d WHERE d.sync_id = $2 AND NOT EXISTS \
+             (SELECT 1 FROM segment_members m JOIN profiles p ON p.id = m.profile_id \
+              WHERE m.segment = $1 AND m.profile_id = d.profile_id) \
+             ORDER BY d.profile_id",
+        )
+        .bind(segment)
+        .bind(sync)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(DiffCandidates { changed, departed })
+    }
+
+    async fn confirm_delivered(&self, sync: &str, versions: &[(i64, i64)]) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        for (profile, version) in versions {
+            sqlx::query(
+                "UPDATE sync_delivered SET profile_version = $3 WHERE sync_id = $1 AND profile_id = $2",
+            )
+            .bind(sync)
+            .bind(*profile)
+            .bind(*version)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn sync_mapping(&self, sync: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT mapping_hash FROM sync_mappings WHERE sync_id = $1")
+                .bind(sync)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    async fn set_sync_mapping(&self, sync: &str, hash: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sync_mappings (sync_id, mapping_hash) VALUES ($1, $2) \
+             ON CONFLICT (sync_id) DO UPDATE SET mapping_hash = excluded.mapping_hash",
+        )
+        .bind(sync)
+        .bind(hash)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     async fn enqueue(
         &self,
         sync: &str,
@@ -236,10 +329,11 @@ impl SyncStore for SqlStore {
         let mut tx = self.begin_write().await?;
         for item in items {
             sqlx::query(
-                "INSERT INTO sync_outbox (sync_id, profile_id, op, payload, payload_hash, identifiers, attempts, not_before) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 0, $7) \
+                "INSERT INTO sync_outbox (sync_id, profile_id, op, payload, payload_hash, identifiers, attempts, not_before, profile_version) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8) \
                  ON CONFLICT (sync_id, profile_id) DO UPDATE SET op = excluded.op, payload = excluded.payload, \
-                 payload_hash = excluded.payload_hash, identifiers = excluded.identifiers",
+                 payload_hash = excluded.payload_hash, identifiers = excluded.identifiers, \
+                 profile_version = excluded.profile_version",
             )
             .bind(sync)
             .bind(item.profile_id)
@@ -248,6 +342,7 @@ impl SyncStore for SqlStore {
             .bind(&item.payload_hash)
             .bind(&item.identifiers)
             .bind(now)
+            .bind(item.profile_version)
             .execute(&mut *tx)
             .await?;
         }
@@ -257,7 +352,7 @@ impl SyncStore for SqlStore {
 
     async fn due(&self, sync: &str, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<OutboxRow>> {
         let rows = sqlx::query(
-            "SELECT id, profile_id, op, payload, payload_hash, identifiers, attempts FROM sync_outbox \
+            "SELECT id, profile_id, op, payload, payload_hash, identifiers, attempts, profile_version FROM sync_outbox \
              WHERE sync_id = $1 AND not_before <= $2 ORDER BY id LIMIT $3",
         )
         .bind(sync)
@@ -299,7 +394,7 @@ impl SyncStore for SqlStore {
                 | Settlement::Rejected { id, .. } => *id,
             };
             let row = sqlx::query(
-                "SELECT id, profile_id, op, payload, payload_hash, identifiers FROM sync_outbox WHERE id = $1 AND sync_id = $2",
+                "SELECT id, profile_id, op, payload, payload_hash, identifiers, profile_version FROM sync_outbox WHERE id = $1 AND sync_id = $2",
             )
             .bind(id)
             .bind(sync)
@@ -329,8 +424,7 @@ impl SyncStore for SqlStore {
                     .await?;
                 }
                 Settlement::Delivered { .. } => {
-                    upsert_delivered(&mut tx, sync, item.profile_id, &item.payload_hash, at)
-                        .await?;
+                    upsert_delivered(&mut tx, sync, &item, &item.payload_hash, at).await?;
                 }
                 Settlement::Rejected { reason, .. } => {
                     sqlx::query(
@@ -352,7 +446,7 @@ impl SyncStore for SqlStore {
                         upsert_delivered(
                             &mut tx,
                             sync,
-                            item.profile_id,
+                            &item,
                             &rejected_marker(&item.payload_hash),
                             at,
                         )
@@ -417,10 +511,9 @@ impl SyncStore for SqlStore {
         }
         let ids: Vec<i64> = letters.iter().map(|l| l.id).collect();
         for chunk in ids.chunks(CHUNK) {
-            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
             let mut query = sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM sync_dead_letters WHERE id IN ({})",
-                list.join(", ")
+                placeholders(self.backend(), 1, chunk.len(), 1)
             )));
             for id in chunk {
                 query = query.bind(*id);
@@ -435,18 +528,20 @@ impl SyncStore for SqlStore {
 async fn upsert_delivered(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     sync: &str,
-    profile: i64,
+    item: &OutboxItem,
     hash: &str,
     at: i64,
 ) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO sync_delivered (sync_id, profile_id, payload_hash, delivered_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (sync_id, profile_id) DO UPDATE SET payload_hash = excluded.payload_hash, delivered_at = excluded.delivered_at",
+        "INSERT INTO sync_delivered (sync_id, profile_id, payload_hash, delivered_at, profile_version) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (sync_id, profile_id) DO UPDATE SET payload_hash = excluded.payload_hash, \
+         delivered_at = excluded.delivered_at, profile_version = excluded.profile_version",
     )
     .bind(sync)
-    .bind(profile)
+    .bind(item.profile_id)
     .bind(hash)
     .bind(at)
+    .bind(item.profile_version)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -48,7 +48,10 @@ fn document(id: i64, tier: &str) -> ProfileDocument {
     let traits: BTreeMap<String, TraitValue> = [
         ("first_name", json!(format!("First{id}"))),
         ("last_name", json!(format!("Last{}", id % 5_000))),
-        ("country", json!(["FR", "DE", "GB", "US"][(id % 4) as usize])),
+        (
+            "country",
+            json!(["FR", "DE", "GB", "US"][(id % 4) as usize]),
+        ),
         ("tier", json!(tier)),
         ("total_spent", json!((id % 1_000) as f64 * 1.5)),
     ]
@@ -156,7 +159,9 @@ async fn main() {
         .filter(|i| i.profile_id % 40 != 0)
         .map(|mut i| {
             if i.profile_id % 40 == 1 {
+                // Sent from an older version of the profile.
                 i.payload_hash = "stale".into();
+                i.profile_version = Some(0);
             }
             i
         })
@@ -168,12 +173,10 @@ async fn main() {
         payload: "{}".into(),
         payload_hash: "old".into(),
         identifiers: "[]".into(),
+        profile_version: None,
     }));
     for chunk in delivered_items.chunks(20_000) {
-        store
-            .enqueue(&sync.id, chunk, Utc::now())
-            .await
-            .unwrap();
+        store.enqueue(&sync.id, chunk, Utc::now()).await.unwrap();
         let due = store
             .due(&sync.id, Utc::now(), chunk.len() as u32)
             .await
@@ -185,6 +188,18 @@ async fn main() {
         store.settle(&sync.id, &settled, Utc::now()).await.unwrap();
     }
     let held = store.delivered(&sync.id).await.unwrap().len();
+    // The state an earlier run leaves: the mapping recorded, every delivered profile's version known.
+    let full = spindle_sync::engine::plan_changes(&store, sync)
+        .await
+        .unwrap();
+    store
+        .confirm_delivered(&sync.id, &full.confirmed)
+        .await
+        .unwrap();
+    store
+        .set_sync_mapping(&sync.id, &full.mapping_hash)
+        .await
+        .unwrap();
     println!(
         "seeded {total} profiles, {members} members, destination holds {held}, in {:.1} s",
         seeding.elapsed().as_secs_f64()
@@ -200,15 +215,32 @@ async fn main() {
     println!("  members read in {:.2} s", started.elapsed().as_secs_f64());
     let started = Instant::now();
     store.delivered(&sync.id).await.unwrap();
-    println!("  delivered read in {:.2} s", started.elapsed().as_secs_f64());
+    println!(
+        "  delivered read in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
     let started = Instant::now();
     let rows = store.profiles_by_ids(&ids).await.unwrap();
-    println!("  documents read in {:.2} s", started.elapsed().as_secs_f64());
+    println!(
+        "  documents read in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
     let started = Instant::now();
     for row in rows {
         let _doc: ProfileDocument = serde_json::from_value(row.document).unwrap();
     }
-    println!("  documents decoded in {:.2} s", started.elapsed().as_secs_f64());
+    println!(
+        "  documents decoded in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    let candidates = store.diff_candidates(&sync.id, "audience").await.unwrap();
+    println!(
+        "  candidates ({} changed, {} departed) found in {:.2} s",
+        candidates.changed.len(),
+        candidates.departed.len(),
+        started.elapsed().as_secs_f64()
+    );
     let mut times = Vec::new();
     let mut last = None;
     for _ in 0..3 {

@@ -112,73 +112,131 @@ fn item(
         payload,
         payload_hash: hash,
         identifiers,
+        profile_version: None,
     }
 }
 
-/// Computes the changes between the segment's current members and what the destination holds.
+/// A sync's diff: the changes to send, and the members whose payload is what the destination holds.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Changes for the outbox.
+    pub items: Vec<OutboxItem>,
+    /// The same changes, for people (dry runs).
+    pub changes: Vec<PlannedChange>,
+    /// `(profile, version)` of members re-read whose payload did not change (or that `add_only` does not
+    /// update): the destination's copy is current as of that version.
+    pub confirmed: Vec<(i64, i64)>,
+    /// The hash of the sync's mapping (fields, consent purpose, mode) this plan used.
+    pub mapping_hash: String,
+    /// True when only the members whose profile changed since the last delivery were read.
+    pub incremental: bool,
+}
+
+/// What decides a member's payload and whether it is sent: when it changes, every member is diffed again.
+fn mapping_hash(sync: &SyncConfig) -> String {
+    let mapping = serde_json::json!({
+        "fields": sync.fields,
+        "consent": sync.consent,
+        "mode": format!("{:?}", sync.mode),
+    });
+    hex::encode(Sha256::digest(mapping.to_string().as_bytes()))
+}
+
+/// Computes the changes between the segment's current members and what the destination holds, as
+/// `(outbox items, changes for people)`.
 pub async fn plan<S: IdentityStore + SyncStore>(
     store: &S,
     sync: &SyncConfig,
 ) -> Result<(Vec<OutboxItem>, Vec<PlannedChange>), SyncError> {
-    let members: Vec<i64> = store
-        .segment_members(&sync.segment)
-        .await?
-        .into_iter()
-        .collect();
-    let delivered: HashMap<i64, String> = store.delivered(&sync.id).await?;
-    let mut docs: BTreeMap<i64, ProfileDocument> = BTreeMap::new();
+    let plan = plan_changes(store, sync).await?;
+    Ok((plan.items, plan.changes))
+}
+
+/// Computes a sync's diff. While the sync's mapping is the one it last ran with, only the members whose
+/// profile changed since the destination got them (and those it never got) are read, and departed members
+/// come from one query; otherwise every member is read and compared with every delivered hash.
+pub async fn plan_changes<S: IdentityStore + SyncStore>(
+    store: &S,
+    sync: &SyncConfig,
+) -> Result<Plan, SyncError> {
+    let hash = mapping_hash(sync);
+    let incremental = store.sync_mapping(&sync.id).await?.as_deref() == Some(hash.as_str());
+    let (members, delivered, departed): (Vec<i64>, HashMap<i64, String>, Option<Vec<i64>>) =
+        if incremental {
+            let candidates = store.diff_candidates(&sync.id, &sync.segment).await?;
+            let members = candidates.changed.iter().map(|(id, _)| *id).collect();
+            let delivered = candidates
+                .changed
+                .into_iter()
+                .filter_map(|(id, hash)| hash.map(|h| (id, h)))
+                .collect();
+            (members, delivered, Some(candidates.departed))
+        } else {
+            let members = store
+                .segment_members(&sync.segment)
+                .await?
+                .into_iter()
+                .collect();
+            (members, store.delivered(&sync.id).await?, None)
+        };
+    let mut docs: BTreeMap<i64, (ProfileDocument, i64)> = BTreeMap::new();
     for row in store.profiles_by_ids(&members).await? {
+        let version = row.updated_at.timestamp_millis();
         if let Ok(doc) = serde_json::from_value::<ProfileDocument>(row.document) {
-            docs.insert(row.id, doc);
+            docs.insert(row.id, (doc, version));
         }
     }
-    let mut items = Vec::new();
-    let mut plan = Vec::new();
-    for (id, doc) in &docs {
-        if let Some(purpose) = &sync.consent
-            && doc.consent.get(purpose) != Some(&true)
-        {
+    let consenting = |doc: &ProfileDocument| match &sync.consent {
+        None => true,
+        Some(purpose) => doc.consent.get(purpose) == Some(&true),
+    };
+    let mut plan = Plan {
+        mapping_hash: hash,
+        incremental,
+        ..Plan::default()
+    };
+    for (id, (doc, version)) in &docs {
+        if !consenting(doc) {
             continue;
         }
-        let candidate = item("upsert", *id, Some(doc), &sync.fields);
+        let mut candidate = item("upsert", *id, Some(doc), &sync.fields);
+        candidate.profile_version = Some(*version);
         let action = match delivered.get(id) {
             None => "add",
             Some(hash)
                 if *hash == candidate.payload_hash
                     || *hash == rejected_marker(&candidate.payload_hash) =>
             {
+                plan.confirmed.push((*id, *version));
                 continue;
             }
-            Some(_) if sync.mode == SyncMode::AddOnly => continue,
+            Some(_) if sync.mode == SyncMode::AddOnly => {
+                plan.confirmed.push((*id, *version));
+                continue;
+            }
             Some(_) => "update",
         };
-        plan.push(PlannedChange {
+        plan.changes.push(PlannedChange {
             action,
             profile_id: *id,
             payload: candidate.payload.clone(),
         });
-        items.push(candidate);
+        plan.items.push(candidate);
     }
     if sync.mode == SyncMode::Mirror {
-        let kept: std::collections::HashSet<i64> = items
-            .iter()
-            .map(|i| i.profile_id)
-            .chain(docs.keys().copied())
-            .collect();
-        let consenting = |id: &i64| match &sync.consent {
-            None => true,
-            Some(purpose) => docs
-                .get(id)
-                .is_some_and(|d| d.consent.get(purpose) == Some(&true)),
-        };
+        // Held by the destination but no longer members (or no longer granting the sync's purpose).
         let mut gone: Vec<i64> = delivered
             .keys()
             .copied()
-            .filter(|id| !kept.contains(id) || !consenting(id))
+            .filter(|id| docs.get(id).is_none_or(|(doc, _)| !consenting(doc)))
             .collect();
+        if let Some(departed) = departed {
+            gone.extend(departed);
+        }
         gone.sort_unstable();
+        gone.dedup();
         // The identifiers of a departed member: from its profile when it still exists.
-        let departed: HashMap<i64, ProfileDocument> = store
+        let departed_docs: HashMap<i64, ProfileDocument> = store
             .profiles_by_ids(&gone)
             .await?
             .into_iter()
@@ -189,17 +247,20 @@ pub async fn plan<S: IdentityStore + SyncStore>(
             })
             .collect();
         for id in gone {
-            let doc = docs.get(&id).or_else(|| departed.get(&id));
+            let doc = docs
+                .get(&id)
+                .map(|(d, _)| d)
+                .or_else(|| departed_docs.get(&id));
             let removal = item("remove", id, doc, &BTreeMap::new());
-            plan.push(PlannedChange {
+            plan.changes.push(PlannedChange {
                 action: "remove",
                 profile_id: id,
                 payload: removal.identifiers.clone(),
             });
-            items.push(removal);
+            plan.items.push(removal);
         }
     }
-    Ok((items, plan))
+    Ok(plan)
 }
 
 fn identifiers(text: &str) -> Vec<Identifier> {
@@ -227,16 +288,19 @@ pub async fn run_sync<S: IdentityStore + SyncStore>(
     destination: &DestinationConfig,
     batch_size: usize,
 ) -> Result<SyncReport, SyncError> {
-    let (items, plan) = plan(store, sync).await?;
+    let plan = plan_changes(store, sync).await?;
     let mut report = SyncReport::default();
-    for change in &plan {
+    for change in &plan.changes {
         match change.action {
             "add" => report.added += 1,
             "update" => report.updated += 1,
             _ => report.removed += 1,
         }
     }
-    store.enqueue(&sync.id, &items, Utc::now()).await?;
+    store.enqueue(&sync.id, &plan.items, Utc::now()).await?;
+    store.confirm_delivered(&sync.id, &plan.confirmed).await?;
+    // Recorded once the diff is in the outbox: a crash before this only means a full diff next time.
+    store.set_sync_mapping(&sync.id, &plan.mapping_hash).await?;
     let limits = CallLimits {
         limits: destination.limits,
         allow_hosts: destination.allow_hosts.clone(),
