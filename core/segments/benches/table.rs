@@ -216,6 +216,11 @@ fn main() {
     );
     query(
         &table,
+        "last event time",
+        "last(order_completed) < now() - 60d",
+    );
+    query(
+        &table,
         "row-wise fallback (two names) after a filter",
         "country = \"FR\" and total_spent - orders_90d > 4000",
     );

@@ -170,9 +170,15 @@ const EXPRESSIONS: &[&str] = &[
     "count(order_completed) > age",
     "true",
     "false or now() > now() - 1d",
+    "count(order_completed within 52000w) > 2",
+    "did(order_completed within 365000d)",
 ];
 
 fn check(table: &ProfileTable, profiles: &[(i64, ProfileView)]) {
+    check_at(table, profiles, now());
+}
+
+fn check_at(table: &ProfileTable, profiles: &[(i64, ProfileView)], now: DateTime<Utc>) {
     let vip = MemberSet::from_ids(
         table,
         profiles.iter().map(|(id, _)| *id).filter(|id| id % 2 == 0),
@@ -181,18 +187,18 @@ fn check(table: &ProfileTable, profiles: &[(i64, ProfileView)]) {
         for text in [text.to_string(), format!("not ({text})")] {
             let expr = parse(&text).unwrap();
             let got: BTreeSet<i64> = table
-                .evaluate(&expr, now(), &|s| (s == "vip").then_some(&vip))
+                .evaluate(&expr, now, &|s| (s == "vip").then_some(&vip))
                 .ids(table)
                 .collect();
             let want: BTreeSet<i64> = profiles
                 .iter()
-                .filter(|(id, p)| evaluate(&expr, p, now(), &|s| s == "vip" && id % 2 == 0))
+                .filter(|(id, p)| evaluate(&expr, p, now, &|s| s == "vip" && id % 2 == 0))
                 .map(|(id, _)| *id)
                 .collect();
             assert_eq!(got, want, "{text}");
             for (id, _) in profiles {
                 assert_eq!(
-                    table.evaluate_one(*id, &expr, now(), &|s| s == "vip" && id % 2 == 0),
+                    table.evaluate_one(*id, &expr, now, &|s| s == "vip" && id % 2 == 0),
                     want.contains(id),
                     "{text} for {id}"
                 );
@@ -234,6 +240,10 @@ fn tricky_cases_match_row_wise_evaluation() {
     }
     assert_eq!(table.len(), all.len());
     check(&table, &all);
+    // Evaluation times outside the nanosecond range, before and after.
+    for far in ["1600-01-01T00:00:00Z", "2300-01-01T00:00:00Z"] {
+        check_at(&table, &all, far.parse().unwrap());
+    }
 }
 
 #[test]

@@ -15,7 +15,7 @@ use super::bitset::Bitset;
 use super::column::{ABSENT, Column, FALSE, NONE, NULL, NUM, OTHER, STR, TRUE};
 use super::events::PropStore;
 use super::{MemberSet, ProfileTable};
-use crate::ast::{Agg, AggFunc, Cond, EventQuery, Literal, Name, NameKind, Operand};
+use crate::ast::{Agg, AggFunc, ArithOp, Cond, EventQuery, Literal, Name, NameKind, Operand};
 use crate::eval::{Evaluator, descend, parse_number};
 use crate::{EventView, ProfileView};
 
@@ -239,6 +239,37 @@ fn numeric_points(leaf: &Cond) -> Vec<f64> {
     points.sort_by(f64::total_cmp);
     points.dedup_by(|a, b| a == b);
     points
+}
+
+/// The value of a constant time operand (`now()`, `now() - 30d`, ...), computed as the evaluator
+/// does; `None` for anything else, or when it would not be a time.
+fn const_time(operand: &Operand, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match operand {
+        Operand::Now => Some(now),
+        Operand::Arith { op, left, right } => match (&**left, &**right) {
+            (left, Operand::Dur(d)) if !matches!(left, Operand::Dur(_)) => {
+                let (t, d) = (const_time(left, now)?, d.to_delta()?);
+                match op {
+                    ArithOp::Add => t.checked_add_signed(d),
+                    ArithOp::Sub => t.checked_sub_signed(d),
+                }
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// For `first(e ...) op T` / `last(e ...) op T` with `T` a constant time (either side): `T`. The
+/// outcome then depends only on how the event time compares with `T`.
+fn time_pivot(leaf: &Cond, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match leaf {
+        Cond::Compare { left, right, .. } => match (left, right) {
+            (Operand::Agg(_), other) | (other, Operand::Agg(_)) => const_time(other, now),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// `leaf` with its event function replaced by a literal.
@@ -791,6 +822,19 @@ impl<'t, 's> Exec<'t, 's> {
             AggFunc::First | AggFunc::Last => {
                 let first = agg.func == AggFunc::First;
                 let mut memo: HashMap<(u8, u64), bool> = HashMap::new();
+                let pivot = if path.is_empty() {
+                    time_pivot(leaf, now)
+                } else {
+                    None
+                };
+                let mut bare = (path.is_empty() && query.filter.is_none()).then(|| ProfileView {
+                    events: vec![EventView {
+                        name: query.event.clone(),
+                        occurred_at: now,
+                        properties: BTreeMap::new(),
+                    }],
+                    ..ProfileView::default()
+                });
                 Bitset::filter(mask, |row| {
                     if exotic(row) {
                         return fallback(row);
@@ -813,7 +857,9 @@ impl<'t, 's> Exec<'t, 's> {
                         return nothing;
                     };
                     // The outcome depends on the time alone, or on the property value alone.
-                    let key = if path.is_empty() {
+                    let key = if let Some(pivot) = pivot {
+                        Some((u8::MAX - 1, events.time(i).cmp(&pivot) as i8 as u64))
+                    } else if path.is_empty() {
                         Some((u8::MAX, events.at[i] as u64))
                     } else {
                         let ord = events.ord[i];
@@ -832,12 +878,20 @@ impl<'t, 's> Exec<'t, 's> {
                             }
                         }
                     };
-                    let probe = || {
-                        let view = ProfileView {
-                            events: vec![events.event(i)],
-                            ..ProfileView::default()
-                        };
-                        holds(leaf, &view, now)
+                    // The probe: the leaf on a timeline of that one event (its properties only matter
+                    // to `where` and to a property read).
+                    let mut probe = || match bare.as_mut() {
+                        Some(view) => {
+                            view.events[0].occurred_at = events.time(i);
+                            holds(leaf, view, now)
+                        }
+                        None => {
+                            let view = ProfileView {
+                                events: vec![events.event(i)],
+                                ..ProfileView::default()
+                            };
+                            holds(leaf, &view, now)
+                        }
                     };
                     match key {
                         Some(key) => *memo.entry(key).or_insert_with(probe),
