@@ -138,6 +138,40 @@ impl Column {
         };
     }
 
+    /// Keeps the slots `kept` (old slot of each new one, in order), renumbered `0..kept.len()`.
+    /// The dictionary is kept as it is.
+    pub fn retain_slots(&mut self, kept: &[u32]) {
+        let mut tags = Vec::with_capacity(kept.len());
+        let mut nums = Vec::new();
+        let mut codes = Vec::new();
+        let mut others = HashMap::new();
+        for (new, &old) in kept.iter().enumerate() {
+            let old = old as usize;
+            let tag = self.tag(old);
+            tags.push(tag);
+            match tag {
+                NUM => {
+                    nums.resize(new + 1, 0.0);
+                    nums[new] = self.nums[old];
+                }
+                STR => {
+                    codes.resize(new + 1, NONE);
+                    codes[new] = self.codes[old];
+                }
+                OTHER => {
+                    if let Some(value) = self.others.remove(&old) {
+                        others.insert(new, value);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.tags = tags;
+        self.nums = nums;
+        self.codes = codes;
+        self.others = others;
+    }
+
     pub fn get(&self, slot: usize) -> Option<Value> {
         Some(match self.tag(slot) {
             ABSENT => return None,

@@ -137,15 +137,46 @@ impl Events {
         }
     }
 
-    /// A copy without garbage (rows keep their positions).
-    pub fn compacted(&self) -> Events {
-        let mut fresh = Events::default();
+    /// Drops the garbage in place, in one linear pass: rows keep their positions and their events'
+    /// order; property ordinals are renumbered and property columns copied slot by slot.
+    pub fn compact(&mut self) {
+        let live = self.live();
+        let mut name = Vec::with_capacity(live);
+        let mut at = Vec::with_capacity(live);
+        let mut ord = Vec::with_capacity(live);
+        let mut exotic_at = HashMap::new();
+        // Per event name: the old ordinal of each new one.
+        let mut keep: Vec<Vec<u32>> = vec![Vec::new(); self.props.len()];
         for row in 0..self.start.len() {
             let range = self.range(row);
-            if !range.is_empty() {
-                fresh.set_row(row, &self.row_events(row));
+            self.start[row] = name.len();
+            for i in range {
+                if let Some(t) = self.exotic_at.get(&i) {
+                    exotic_at.insert(name.len(), *t);
+                }
+                let code = self.name[i];
+                name.push(code);
+                at.push(self.at[i]);
+                ord.push(match self.ord[i] {
+                    NONE => NONE,
+                    old => {
+                        let kept = &mut keep[code as usize];
+                        kept.push(old);
+                        u32::try_from(kept.len() - 1).unwrap_or(NONE)
+                    }
+                });
             }
         }
-        fresh
+        for (store, kept) in self.props.iter_mut().zip(&keep) {
+            for column in store.columns.values_mut() {
+                column.retain_slots(kept);
+            }
+            store.len = kept.len();
+        }
+        self.name = name;
+        self.at = at;
+        self.ord = ord;
+        self.exotic_at = exotic_at;
+        self.garbage = 0;
     }
 }

@@ -208,7 +208,7 @@ impl ProfileTable {
         }
         self.events.set_row(row, &view.events);
         if self.events.garbage() > (1 << 16) && self.events.garbage() > self.events.live() {
-            self.events = self.events.compacted();
+            self.events.compact();
         }
     }
 
