@@ -138,26 +138,19 @@ impl Column {
         };
     }
 
-    /// Keeps the slots `kept` (old slot of each new one, in order), renumbered `0..kept.len()`.
-    /// The dictionary is kept as it is.
+    /// Keeps the slots `kept` (old slot of each new one, increasing), renumbered `0..kept.len()`, in
+    /// place. The dictionary is kept as it is.
     pub fn retain_slots(&mut self, kept: &[u32]) {
-        let mut tags = Vec::with_capacity(kept.len());
-        let mut nums = Vec::new();
-        let mut codes = Vec::new();
         let mut others = HashMap::new();
         for (new, &old) in kept.iter().enumerate() {
             let old = old as usize;
             let tag = self.tag(old);
-            tags.push(tag);
+            if new < self.tags.len() {
+                self.tags[new] = tag;
+            }
             match tag {
-                NUM => {
-                    nums.resize(new + 1, 0.0);
-                    nums[new] = self.nums[old];
-                }
-                STR => {
-                    codes.resize(new + 1, NONE);
-                    codes[new] = self.codes[old];
-                }
+                NUM => self.nums[new] = self.nums[old],
+                STR => self.codes[new] = self.codes[old],
                 OTHER => {
                     if let Some(value) = self.others.remove(&old) {
                         others.insert(new, value);
@@ -166,9 +159,9 @@ impl Column {
                 _ => {}
             }
         }
-        self.tags = tags;
-        self.nums = nums;
-        self.codes = codes;
+        self.tags.truncate(kept.len());
+        self.nums.truncate(kept.len());
+        self.codes.truncate(kept.len());
         self.others = others;
     }
 

@@ -137,45 +137,54 @@ impl Events {
         }
     }
 
-    /// Drops the garbage in place, in one linear pass: rows keep their positions and their events'
-    /// order; property ordinals are renumbered and property columns copied slot by slot.
+    /// Drops the garbage in place: rows keep their positions and their events' order; property
+    /// ordinals are renumbered. Rows are visited by position in the arrays, so every move is to a lower
+    /// index (and every kept property ordinal to a lower one): nothing is overwritten before it is read,
+    /// and no second copy of the arrays is needed.
     pub fn compact(&mut self) {
-        let live = self.live();
-        let mut name = Vec::with_capacity(live);
-        let mut at = Vec::with_capacity(live);
-        let mut ord = Vec::with_capacity(live);
+        let mut rows: Vec<usize> = (0..self.start.len())
+            .filter(|&row| self.count[row] > 0)
+            .collect();
+        rows.sort_unstable_by_key(|&row| self.start[row]);
         let mut exotic_at = HashMap::new();
-        // Per event name: the old ordinal of each new one.
+        // Per event name: the old ordinal of each new one (increasing).
         let mut keep: Vec<Vec<u32>> = vec![Vec::new(); self.props.len()];
-        for row in 0..self.start.len() {
+        let mut next = 0;
+        for row in rows {
             let range = self.range(row);
-            self.start[row] = name.len();
+            self.start[row] = next;
             for i in range {
                 if let Some(t) = self.exotic_at.get(&i) {
-                    exotic_at.insert(name.len(), *t);
+                    exotic_at.insert(next, *t);
                 }
                 let code = self.name[i];
-                name.push(code);
-                at.push(self.at[i]);
-                ord.push(match self.ord[i] {
+                self.name[next] = code;
+                self.at[next] = self.at[i];
+                self.ord[next] = match self.ord[i] {
                     NONE => NONE,
                     old => {
                         let kept = &mut keep[code as usize];
                         kept.push(old);
                         u32::try_from(kept.len() - 1).unwrap_or(NONE)
                     }
-                });
+                };
+                next += 1;
             }
         }
+        for row in 0..self.start.len() {
+            if self.count[row] == 0 {
+                self.start[row] = 0;
+            }
+        }
+        self.name.truncate(next);
+        self.at.truncate(next);
+        self.ord.truncate(next);
         for (store, kept) in self.props.iter_mut().zip(&keep) {
             for column in store.columns.values_mut() {
                 column.retain_slots(kept);
             }
             store.len = kept.len();
         }
-        self.name = name;
-        self.at = at;
-        self.ord = ord;
         self.exotic_at = exotic_at;
         self.garbage = 0;
     }
