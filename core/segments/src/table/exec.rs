@@ -549,6 +549,7 @@ impl<'c> ColumnScan<'c> {
         }
     }
 
+    #[inline]
     fn test(&mut self, slot: usize) -> bool {
         let Some(column) = self.column else {
             return self.absent;
@@ -558,30 +559,52 @@ impl<'c> ColumnScan<'c> {
             NULL => self.null,
             FALSE => self.no,
             TRUE => self.yes,
-            NUM if self.deep => self.absent,
-            STR if self.deep => self.absent,
+            NUM | STR if self.deep => self.absent,
             NUM => {
-                let probe = &mut self.probe;
-                self.nums
-                    .get(column.num(slot), |n| probe.value(Some(Value::from(n))))
-            }
-            STR => {
-                let code = column.code(slot) as usize;
-                match self.strs[code] {
-                    0 => {
-                        let text = column.dict.get(code as u32).to_owned();
-                        let outcome = self.probe.value(Some(Value::String(text)));
-                        self.strs[code] = 1 + u8::from(outcome);
-                        outcome
+                let n = column.num(slot);
+                match &self.nums {
+                    // The common case, one constant: `x > 500`.
+                    Nums::Points {
+                        points,
+                        at,
+                        between,
+                    } if points.len() == 1 => {
+                        if n < points[0] {
+                            between[0]
+                        } else if n == points[0] {
+                            at[0]
+                        } else {
+                            between[1]
+                        }
                     }
-                    known => known == 2,
+                    _ => self.number(n),
                 }
             }
-            _ => {
-                debug_assert_eq!(column.tag(slot), OTHER);
-                self.probe.value(column.other(slot).cloned())
-            }
+            STR => match self.strs[column.code(slot) as usize] {
+                0 => self.string(column, column.code(slot)),
+                known => known == 2,
+            },
+            _ => self.other(column, slot),
         }
+    }
+
+    #[inline(never)]
+    fn number(&mut self, n: f64) -> bool {
+        let probe = &mut self.probe;
+        self.nums.get(n, |n| probe.value(Some(Value::from(n))))
+    }
+
+    #[cold]
+    fn string(&mut self, column: &Column, code: u32) -> bool {
+        let text = column.dict.get(code).to_owned();
+        let outcome = self.probe.value(Some(Value::String(text)));
+        self.strs[code as usize] = 1 + u8::from(outcome);
+        outcome
+    }
+
+    #[cold]
+    fn other(&mut self, column: &Column, slot: usize) -> bool {
+        self.probe.value(column.other(slot).cloned())
     }
 }
 
