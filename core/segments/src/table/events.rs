@@ -4,7 +4,7 @@
 //! Contract: a row's events keep their timeline order (sums, ties of `first`/`last` depend on it).
 //! Properties live in a side store per event name, as columns over that name's ordinals; an event with
 //! no properties has no ordinal ([`NONE`]), so property-less events cost 16 bytes. Re-writing a row
-//! appends its new events and leaves the old ones as garbage, reclaimed by [`Events::compacted`].
+//! appends its new events and leaves the old ones as garbage, reclaimed in place by [`Events::compact`].
 //! A row with a time outside the nanosecond range (years 1677 to 2262) is marked *exotic*: its exact
 //! times are kept aside and queries evaluate it row by row.
 
