@@ -1000,3 +1000,59 @@ impl Leaves for PropLeaves<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Shape, shape};
+    use crate::ast::Cond;
+    use crate::parse;
+
+    /// How each leaf of `text` is evaluated: `n` a column scan, `e` an event scan, `c` a constant,
+    /// `s` a segment, `r` row by row.
+    fn shapes(text: &str) -> String {
+        fn walk(cond: &Cond, out: &mut String) {
+            match cond {
+                Cond::And(items) | Cond::Or(items) => items.iter().for_each(|c| walk(c, out)),
+                Cond::Not(inner) => walk(inner, out),
+                leaf => out.push(match shape(leaf) {
+                    Shape::Const => 'c',
+                    Shape::Segment(_) => 's',
+                    Shape::Name(_) => 'n',
+                    Shape::Event(_) => 'e',
+                    Shape::Rows => 'r',
+                }),
+            }
+        }
+        let mut out = String::new();
+        walk(&parse(text).unwrap().root, &mut out);
+        out
+    }
+
+    #[test]
+    fn the_benchmark_shapes_are_vectorised() {
+        for (text, expected) in [
+            ("country = \"FR\" and total_spent > 500", "nn"),
+            (
+                "country in [\"FR\", \"DE\"] and tier != \"bronze\" and age >= 25 and count(order_completed within 30d) >= 3",
+                "nnne",
+            ),
+            (
+                "did(cart_abandoned within 7d) and not did(order_completed within 7d)",
+                "ee",
+            ),
+            (
+                "sum(order_completed.amount where currency = \"EUR\") > 1000",
+                "e",
+            ),
+            ("last(order_completed) < now() - 60d", "e"),
+            (
+                "signup_at > now() - 90d or identifiers.email contains \"@x\"",
+                "nn",
+            ),
+            ("consent.email and not in_segment(\"vip\") and true", "nsc"),
+            ("total_spent - refunds > 5 or count(x) > age", "rr"),
+        ] {
+            assert_eq!(shapes(text), expected, "{text}");
+        }
+    }
+}
