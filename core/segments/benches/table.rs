@@ -142,7 +142,7 @@ fn ms(d: Duration) -> String {
 fn query(table: &ProfileTable, label: &str, text: &str) {
     let expr = parse(text).unwrap();
     let mut members = 0;
-    let runs = (0..7)
+    let runs = (0..9)
         .map(|_| {
             let start = Instant::now();
             members = table.evaluate(&expr, now(), &|_| None).len();
@@ -189,6 +189,13 @@ fn main() {
         "country in [\"FR\", \"DE\", \"ES\"] and tier != \"bronze\" and age >= 25 and count(order_completed within 30d) >= 3",
     );
     incremental(&mut table, &mut rng);
+    let start = Instant::now();
+    table.compact();
+    println!(
+        "{:<44} {:>10}   (runs by itself when garbage exceeds live events)",
+        "compaction of the timelines",
+        ms(start.elapsed())
+    );
     query(
         &table,
         "(4) five trait conditions",
@@ -213,6 +220,11 @@ fn main() {
         &table,
         "relative date, identifiers, consent, or",
         "signup_at > now() - 90d or (identifiers.email contains \"@example\" and consent.email and newsletter)",
+    );
+    query(
+        &table,
+        "last event time",
+        "last(order_completed) < now() - 60d",
     );
     query(
         &table,

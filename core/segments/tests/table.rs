@@ -441,8 +441,49 @@ fn parse_all(texts: &[String]) -> Result<Vec<Expr>, TestCaseError> {
         .collect()
 }
 
+/// Event times against constant times on the same whole-day grid as the generated timelines, so that
+/// ties and window edges are frequent.
+fn time_edge() -> impl Strategy<Value = String> {
+    let time = prop_oneof![
+        Just("now()".to_owned()),
+        (0u32..13).prop_map(|d| format!("now() - {d}d")),
+        (0u32..13).prop_map(|d| format!("now() - {}h", d * 24)),
+    ];
+    (
+        prop::sample::select(vec!["first", "last"]),
+        query(false),
+        op(),
+        time,
+        any::<bool>(),
+    )
+        .prop_map(|(f, q, o, t, swap)| {
+            if swap {
+                format!("{t} {o} {f}({q})")
+            } else {
+                format!("{f}({q}) {o} {t}")
+            }
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn event_times_at_the_edges_match_row_wise_evaluation(
+        texts in prop::collection::vec(time_edge(), 1..4),
+        profiles in prop::collection::vec(profile(), 1..24),
+    ) {
+        let exprs = parse_all(&texts)?;
+        let mut table = ProfileTable::new();
+        let mut by_id = BTreeMap::new();
+        for (id, p) in profiles.into_iter().enumerate() {
+            table.upsert(id as i64, &p);
+            by_id.insert(id as i64, p);
+        }
+        for expr in &exprs {
+            check_table(&table, &by_id, expr, now())?;
+        }
+    }
 
     #[test]
     fn the_table_matches_row_wise_evaluation(

@@ -170,9 +170,15 @@ const EXPRESSIONS: &[&str] = &[
     "count(order_completed) > age",
     "true",
     "false or now() > now() - 1d",
+    "count(order_completed within 52000w) > 2",
+    "did(order_completed within 365000d)",
 ];
 
 fn check(table: &ProfileTable, profiles: &[(i64, ProfileView)]) {
+    check_at(table, profiles, now());
+}
+
+fn check_at(table: &ProfileTable, profiles: &[(i64, ProfileView)], now: DateTime<Utc>) {
     let vip = MemberSet::from_ids(
         table,
         profiles.iter().map(|(id, _)| *id).filter(|id| id % 2 == 0),
@@ -181,18 +187,18 @@ fn check(table: &ProfileTable, profiles: &[(i64, ProfileView)]) {
         for text in [text.to_string(), format!("not ({text})")] {
             let expr = parse(&text).unwrap();
             let got: BTreeSet<i64> = table
-                .evaluate(&expr, now(), &|s| (s == "vip").then_some(&vip))
+                .evaluate(&expr, now, &|s| (s == "vip").then_some(&vip))
                 .ids(table)
                 .collect();
             let want: BTreeSet<i64> = profiles
                 .iter()
-                .filter(|(id, p)| evaluate(&expr, p, now(), &|s| s == "vip" && id % 2 == 0))
+                .filter(|(id, p)| evaluate(&expr, p, now, &|s| s == "vip" && id % 2 == 0))
                 .map(|(id, _)| *id)
                 .collect();
             assert_eq!(got, want, "{text}");
             for (id, _) in profiles {
                 assert_eq!(
-                    table.evaluate_one(*id, &expr, now(), &|s| s == "vip" && id % 2 == 0),
+                    table.evaluate_one(*id, &expr, now, &|s| s == "vip" && id % 2 == 0),
                     want.contains(id),
                     "{text} for {id}"
                 );
@@ -234,6 +240,10 @@ fn tricky_cases_match_row_wise_evaluation() {
     }
     assert_eq!(table.len(), all.len());
     check(&table, &all);
+    // Evaluation times outside the nanosecond range, before and after.
+    for far in ["1600-01-01T00:00:00Z", "2300-01-01T00:00:00Z"] {
+        check_at(&table, &all, far.parse().unwrap());
+    }
 }
 
 #[test]
@@ -249,25 +259,80 @@ fn missing_profiles_are_not_members() {
 #[test]
 fn many_rewrites_compact_the_timelines() {
     let mut table = ProfileTable::new();
-    let mut p = ProfileView::default();
-    p.events = (0..100)
-        .map(|i| event("order_completed", i % 40, json!({"amount": i})))
+    let base: Vec<EventView> = (0..100)
+        .map(|i| {
+            let properties = if i % 3 == 0 {
+                json!({})
+            } else {
+                json!({"amount": i, "currency": if i % 2 == 0 { "EUR" } else { "USD" }})
+            };
+            event(
+                ["order_completed", "page_viewed"][i as usize % 2],
+                i % 40,
+                properties,
+            )
+        })
         .collect();
-    for id in 0..50 {
-        table.upsert(id, &p);
+    let mut profiles: Vec<ProfileView> = (0..50)
+        .map(|id| ProfileView {
+            events: base.clone(),
+            traits: [("n".to_owned(), json!(id))].into_iter().collect(),
+            ..ProfileView::default()
+        })
+        .collect();
+    for (id, p) in profiles.iter().enumerate() {
+        table.upsert(id as i64, p);
     }
-    // 2,000 rewrites of 100 events each: far more garbage than live events, so compaction runs.
-    for round in 0..2_000 {
-        p.events[0] = event("order_completed", round % 3, json!({"amount": round}));
-        table.upsert(round % 50, &p);
+    // 2,000 rewrites of 100 events each: far more garbage than live events, so compaction runs often.
+    for round in 0..2_000i64 {
+        let p = &mut profiles[(round % 50) as usize];
+        p.events[(round % 100) as usize] = event(
+            "order_completed",
+            round % 3,
+            json!({"amount": round, "currency": "EUR", "meta": {"n": round % 7}}),
+        );
+        table.upsert(round % 50, p);
     }
-    let expr =
-        parse("count(order_completed within 10d) >= 27 and sum(order_completed.amount) > 4950")
-            .unwrap();
-    let got = table.evaluate(&expr, now(), &|_| None);
-    let want = (0..50)
-        .filter(|id| evaluate(&expr, &table.view(*id).unwrap(), now(), &|_| false))
-        .count();
-    assert_eq!(got.len(), want);
-    assert!(want > 0);
+    let all: Vec<(i64, ProfileView)> = profiles
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| (i as i64, p))
+        .collect();
+    for text in [
+        "count(order_completed within 10d) >= 27 and sum(order_completed.amount) > 4950",
+        "sum(order_completed.amount where currency = \"EUR\" within 2d) > 3000",
+        "last(order_completed.amount) > 1000",
+        "count(order_completed where meta.n = 3) >= 5",
+        "first(page_viewed.amount) = 1",
+    ] {
+        let expr = parse(text).unwrap();
+        let got: BTreeSet<i64> = table
+            .evaluate(&expr, now(), &|_| None)
+            .ids(&table)
+            .collect();
+        let want: BTreeSet<i64> = all
+            .iter()
+            .filter(|(_, p)| evaluate(&expr, p, now(), &|_| false))
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(got, want, "{text}");
+    }
+    for (id, p) in &all {
+        let view = table.view(*id).unwrap();
+        assert_eq!(view.events.len(), p.events.len());
+        for (a, b) in view.events.iter().zip(&p.events) {
+            assert_eq!((&a.name, a.occurred_at), (&b.name, b.occurred_at));
+            // Numbers come back as the `f64` the evaluator reads.
+            let same = |x: &Value, y: &Value| match (x.as_f64(), y.as_f64()) {
+                (Some(x), Some(y)) => x == y,
+                _ => x == y,
+            };
+            assert_eq!(a.properties.len(), b.properties.len());
+            assert!(
+                a.properties
+                    .iter()
+                    .all(|(k, v)| b.properties.get(k).is_some_and(|w| same(v, w)))
+            );
+        }
+    }
 }

@@ -96,32 +96,47 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The server and the load generator run on runtimes of their own (threads named `server` and `load`),
+    // as two processes would; both have as many workers as there are cores.
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("server")
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(run());
+    let load = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("load")
+        .enable_all()
+        .build()
+        .unwrap();
+    load.block_on(run(server.handle().clone()));
 }
 
-async fn run() {
+async fn run(server: tokio::runtime::Handle) {
     let secs = setting("BENCH_SECS", 20);
     let warmup = setting("BENCH_WARMUP_SECS", 3);
     let connections = setting("BENCH_CONNECTIONS", 64);
     let batch = setting("BENCH_BATCH", 100);
     let dir = tempfile::tempdir().unwrap();
     let url = StoreUrl::parse("sqlite://bench.db", dir.path(), None).unwrap();
-    let store = Arc::new(SqlStore::open(&url, &OpenOptions::default()).await.unwrap());
-    let (state, writer) = CollectorState::with_keys(
-        store.clone(),
-        WriteKeys::from_pairs([("website", KEY)]),
-        Vec::new(),
-        Duration::from_secs(24 * 3600),
-    );
     let metrics = ops::install_metrics();
-    let app = ops::instrument(collector::router(state).merge(ops::router(OpsState::default())));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (store, writer, addr) = server
+        .spawn(async move {
+            let store = Arc::new(SqlStore::open(&url, &OpenOptions::default()).await.unwrap());
+            let (state, writer) = CollectorState::with_keys(
+                store.clone(),
+                WriteKeys::from_pairs([("website", KEY)]),
+                Vec::new(),
+                Duration::from_secs(24 * 3600),
+            );
+            let app =
+                ops::instrument(collector::router(state).merge(ops::router(OpsState::default())));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            (store, writer, addr)
+        })
+        .await
+        .unwrap();
     let _ = rustls::crypto::ring::default_provider().install_default();
     println!(
         "collector: {connections} connections x /v1/batch of {batch} events, SQLite (synchronous=FULL), {} cores",

@@ -19,13 +19,41 @@ use sqlx::{AssertSqlSafe, Row};
 use crate::sql::{Payload, Prepared, to_millis};
 use crate::{Backend, ProfileStore, SqlStore, StoreResult};
 
-/// One record received by the collector, with the source its write key names.
+/// One record received by the collector, with the source its write key names, encoded for the store.
+///
+/// Encoding happens in [`CollectedRecord::new`], so that request handlers do it concurrently and the group
+/// commit only writes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CollectedRecord {
-    /// Source id bound to the write key.
-    pub source: String,
-    /// The record; `version` is the receive time in milliseconds.
-    pub record: RawRecord,
+    source: String,
+    row: Prepared,
+}
+
+impl CollectedRecord {
+    /// Encodes `record` (whose `version` is the receive time in milliseconds) for `source`.
+    pub fn new(source: impl Into<String>, record: RawRecord) -> StoreResult<Self> {
+        let payload = serde_json::to_string(&Payload {
+            identifiers: record.identifiers,
+            traits: record.traits,
+            events: record.events,
+        })?;
+        Ok(Self {
+            source: source.into(),
+            row: Prepared {
+                stream: record.stream,
+                external_id: record.external_id,
+                version: record.version,
+                updated_at: record.updated_at.map(to_millis),
+                deleted: i64::from(record.deleted),
+                payload,
+            },
+        })
+    }
+
+    /// The source id.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
 }
 
 /// What happened to one collected record.
@@ -77,35 +105,18 @@ impl SqlStore {
             return Ok(outcomes);
         }
         let now = to_millis(Utc::now());
-        // Per source: the records (ready to write) with their positions in the call. A key repeated in the
-        // call is a duplicate of its first occurrence (one statement may not touch a row twice).
-        let mut by_source: BTreeMap<String, Vec<(usize, Prepared)>> = BTreeMap::new();
-        let mut seen: HashSet<(String, String, String)> = HashSet::with_capacity(total);
-        for (index, collected) in records.into_iter().enumerate() {
-            let record = collected.record;
-            if !seen.insert((
-                collected.source.clone(),
-                record.stream.clone(),
-                record.external_id.clone(),
-            )) {
-                continue;
+        // Per source: the records with their positions in the call. A key repeated in the call is a
+        // duplicate of its first occurrence (one statement may not touch a row twice).
+        let mut by_source: BTreeMap<&str, Vec<(usize, &Prepared)>> = BTreeMap::new();
+        let mut seen: HashSet<(&str, &str, &str)> = HashSet::with_capacity(total);
+        for (index, collected) in records.iter().enumerate() {
+            let row = &collected.row;
+            if seen.insert((&collected.source, &row.stream, &row.external_id)) {
+                by_source
+                    .entry(&collected.source)
+                    .or_default()
+                    .push((index, row));
             }
-            let payload = serde_json::to_string(&Payload {
-                identifiers: record.identifiers,
-                traits: record.traits,
-                events: record.events,
-            })?;
-            by_source.entry(collected.source).or_default().push((
-                index,
-                Prepared {
-                    stream: record.stream,
-                    external_id: record.external_id,
-                    version: record.version,
-                    updated_at: record.updated_at.map(to_millis),
-                    deleted: i64::from(record.deleted),
-                    payload,
-                },
-            ));
         }
 
         let mut tx = self.begin_write().await?;
@@ -146,7 +157,7 @@ impl SqlStore {
                 let mut query = sqlx::query(AssertSqlSafe(sql));
                 for (index, record) in chunk {
                     query = query
-                        .bind(source)
+                        .bind(*source)
                         .bind(&record.stream)
                         .bind(&record.external_id)
                         .bind(first_seq + i64::try_from(*index).unwrap_or(i64::MAX))

@@ -588,6 +588,7 @@ impl ProfileStore for SqlStore {
 }
 
 /// A record ready to write.
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Prepared {
     pub(crate) stream: String,
     pub(crate) external_id: String,

@@ -138,6 +138,33 @@ impl Column {
         };
     }
 
+    /// Keeps the slots `kept` (old slot of each new one, increasing), renumbered `0..kept.len()`, in
+    /// place. The dictionary is kept as it is.
+    pub fn retain_slots(&mut self, kept: &[u32]) {
+        let mut others = HashMap::new();
+        for (new, &old) in kept.iter().enumerate() {
+            let old = old as usize;
+            let tag = self.tag(old);
+            if new < self.tags.len() {
+                self.tags[new] = tag;
+            }
+            match tag {
+                NUM => self.nums[new] = self.nums[old],
+                STR => self.codes[new] = self.codes[old],
+                OTHER => {
+                    if let Some(value) = self.others.remove(&old) {
+                        others.insert(new, value);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.tags.truncate(kept.len());
+        self.nums.truncate(kept.len());
+        self.codes.truncate(kept.len());
+        self.others = others;
+    }
+
     pub fn get(&self, slot: usize) -> Option<Value> {
         Some(match self.tag(slot) {
             ABSENT => return None,

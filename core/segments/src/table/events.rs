@@ -4,7 +4,7 @@
 //! Contract: a row's events keep their timeline order (sums, ties of `first`/`last` depend on it).
 //! Properties live in a side store per event name, as columns over that name's ordinals; an event with
 //! no properties has no ordinal ([`NONE`]), so property-less events cost 16 bytes. Re-writing a row
-//! appends its new events and leaves the old ones as garbage, reclaimed by [`Events::compacted`].
+//! appends its new events and leaves the old ones as garbage, reclaimed in place by [`Events::compact`].
 //! A row with a time outside the nanosecond range (years 1677 to 2262) is marked *exotic*: its exact
 //! times are kept aside and queries evaluate it row by row.
 
@@ -137,15 +137,55 @@ impl Events {
         }
     }
 
-    /// A copy without garbage (rows keep their positions).
-    pub fn compacted(&self) -> Events {
-        let mut fresh = Events::default();
-        for row in 0..self.start.len() {
+    /// Drops the garbage in place: rows keep their positions and their events' order; property
+    /// ordinals are renumbered. Rows are visited by position in the arrays, so every move is to a lower
+    /// index (and every kept property ordinal to a lower one): nothing is overwritten before it is read,
+    /// and no second copy of the arrays is needed.
+    pub fn compact(&mut self) {
+        let mut rows: Vec<usize> = (0..self.start.len())
+            .filter(|&row| self.count[row] > 0)
+            .collect();
+        rows.sort_unstable_by_key(|&row| self.start[row]);
+        let mut exotic_at = HashMap::new();
+        // Per event name: the old ordinal of each new one (increasing).
+        let mut keep: Vec<Vec<u32>> = vec![Vec::new(); self.props.len()];
+        let mut next = 0;
+        for row in rows {
             let range = self.range(row);
-            if !range.is_empty() {
-                fresh.set_row(row, &self.row_events(row));
+            self.start[row] = next;
+            for i in range {
+                if let Some(t) = self.exotic_at.get(&i) {
+                    exotic_at.insert(next, *t);
+                }
+                let code = self.name[i];
+                self.name[next] = code;
+                self.at[next] = self.at[i];
+                self.ord[next] = match self.ord[i] {
+                    NONE => NONE,
+                    old => {
+                        let kept = &mut keep[code as usize];
+                        kept.push(old);
+                        u32::try_from(kept.len() - 1).unwrap_or(NONE)
+                    }
+                };
+                next += 1;
             }
         }
-        fresh
+        for row in 0..self.start.len() {
+            if self.count[row] == 0 {
+                self.start[row] = 0;
+            }
+        }
+        self.name.truncate(next);
+        self.at.truncate(next);
+        self.ord.truncate(next);
+        for (store, kept) in self.props.iter_mut().zip(&keep) {
+            for column in store.columns.values_mut() {
+                column.retain_slots(kept);
+            }
+            store.len = kept.len();
+        }
+        self.exotic_at = exotic_at;
+        self.garbage = 0;
     }
 }

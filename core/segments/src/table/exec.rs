@@ -15,7 +15,7 @@ use super::bitset::Bitset;
 use super::column::{ABSENT, Column, FALSE, NONE, NULL, NUM, OTHER, STR, TRUE};
 use super::events::PropStore;
 use super::{MemberSet, ProfileTable};
-use crate::ast::{Agg, AggFunc, Cond, EventQuery, Literal, Name, NameKind, Operand};
+use crate::ast::{Agg, AggFunc, ArithOp, Cond, EventQuery, Literal, Name, NameKind, Operand};
 use crate::eval::{Evaluator, descend, parse_number};
 use crate::{EventView, ProfileView};
 
@@ -239,6 +239,37 @@ fn numeric_points(leaf: &Cond) -> Vec<f64> {
     points.sort_by(f64::total_cmp);
     points.dedup_by(|a, b| a == b);
     points
+}
+
+/// The value of a constant time operand (`now()`, `now() - 30d`, ...), computed as the evaluator
+/// does; `None` for anything else, or when it would not be a time.
+fn const_time(operand: &Operand, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match operand {
+        Operand::Now => Some(now),
+        Operand::Arith { op, left, right } => match (&**left, &**right) {
+            (left, Operand::Dur(d)) if !matches!(left, Operand::Dur(_)) => {
+                let (t, d) = (const_time(left, now)?, d.to_delta()?);
+                match op {
+                    ArithOp::Add => t.checked_add_signed(d),
+                    ArithOp::Sub => t.checked_sub_signed(d),
+                }
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// For `first(e ...) op T` / `last(e ...) op T` with `T` a constant time (either side): `T`. The
+/// outcome then depends only on how the event time compares with `T`.
+fn time_pivot(leaf: &Cond, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match leaf {
+        Cond::Compare { left, right, .. } => match (left, right) {
+            (Operand::Agg(_), other) | (other, Operand::Agg(_)) => const_time(other, now),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// `leaf` with its event function replaced by a literal.
@@ -518,6 +549,7 @@ impl<'c> ColumnScan<'c> {
         }
     }
 
+    #[inline]
     fn test(&mut self, slot: usize) -> bool {
         let Some(column) = self.column else {
             return self.absent;
@@ -527,30 +559,52 @@ impl<'c> ColumnScan<'c> {
             NULL => self.null,
             FALSE => self.no,
             TRUE => self.yes,
-            NUM if self.deep => self.absent,
-            STR if self.deep => self.absent,
+            NUM | STR if self.deep => self.absent,
             NUM => {
-                let probe = &mut self.probe;
-                self.nums
-                    .get(column.num(slot), |n| probe.value(Some(Value::from(n))))
-            }
-            STR => {
-                let code = column.code(slot) as usize;
-                match self.strs[code] {
-                    0 => {
-                        let text = column.dict.get(code as u32).to_owned();
-                        let outcome = self.probe.value(Some(Value::String(text)));
-                        self.strs[code] = 1 + u8::from(outcome);
-                        outcome
+                let n = column.num(slot);
+                match &self.nums {
+                    // The common case, one constant: `x > 500`.
+                    Nums::Points {
+                        points,
+                        at,
+                        between,
+                    } if points.len() == 1 => {
+                        if n < points[0] {
+                            between[0]
+                        } else if n == points[0] {
+                            at[0]
+                        } else {
+                            between[1]
+                        }
                     }
-                    known => known == 2,
+                    _ => self.number(n),
                 }
             }
-            _ => {
-                debug_assert_eq!(column.tag(slot), OTHER);
-                self.probe.value(column.other(slot).cloned())
-            }
+            STR => match self.strs[column.code(slot) as usize] {
+                0 => self.string(column, column.code(slot)),
+                known => known == 2,
+            },
+            _ => self.other(column, slot),
         }
+    }
+
+    #[inline(never)]
+    fn number(&mut self, n: f64) -> bool {
+        let probe = &mut self.probe;
+        self.nums.get(n, |n| probe.value(Some(Value::from(n))))
+    }
+
+    #[cold]
+    fn string(&mut self, column: &Column, code: u32) -> bool {
+        let text = column.dict.get(code).to_owned();
+        let outcome = self.probe.value(Some(Value::String(text)));
+        self.strs[code as usize] = 1 + u8::from(outcome);
+        outcome
+    }
+
+    #[cold]
+    fn other(&mut self, column: &Column, slot: usize) -> bool {
+        self.probe.value(column.other(slot).cloned())
     }
 }
 
@@ -791,6 +845,19 @@ impl<'t, 's> Exec<'t, 's> {
             AggFunc::First | AggFunc::Last => {
                 let first = agg.func == AggFunc::First;
                 let mut memo: HashMap<(u8, u64), bool> = HashMap::new();
+                let pivot = if path.is_empty() {
+                    time_pivot(leaf, now)
+                } else {
+                    None
+                };
+                let mut bare = (path.is_empty() && query.filter.is_none()).then(|| ProfileView {
+                    events: vec![EventView {
+                        name: query.event.clone(),
+                        occurred_at: now,
+                        properties: BTreeMap::new(),
+                    }],
+                    ..ProfileView::default()
+                });
                 Bitset::filter(mask, |row| {
                     if exotic(row) {
                         return fallback(row);
@@ -813,7 +880,9 @@ impl<'t, 's> Exec<'t, 's> {
                         return nothing;
                     };
                     // The outcome depends on the time alone, or on the property value alone.
-                    let key = if path.is_empty() {
+                    let key = if let Some(pivot) = pivot {
+                        Some((u8::MAX - 1, events.time(i).cmp(&pivot) as i8 as u64))
+                    } else if path.is_empty() {
                         Some((u8::MAX, events.at[i] as u64))
                     } else {
                         let ord = events.ord[i];
@@ -832,12 +901,20 @@ impl<'t, 's> Exec<'t, 's> {
                             }
                         }
                     };
-                    let probe = || {
-                        let view = ProfileView {
-                            events: vec![events.event(i)],
-                            ..ProfileView::default()
-                        };
-                        holds(leaf, &view, now)
+                    // The probe: the leaf on a timeline of that one event (its properties only matter
+                    // to `where` and to a property read).
+                    let mut probe = || match bare.as_mut() {
+                        Some(view) => {
+                            view.events[0].occurred_at = events.time(i);
+                            holds(leaf, view, now)
+                        }
+                        None => {
+                            let view = ProfileView {
+                                events: vec![events.event(i)],
+                                ..ProfileView::default()
+                            };
+                            holds(leaf, &view, now)
+                        }
                     };
                     match key {
                         Some(key) => *memo.entry(key).or_insert_with(probe),
@@ -920,6 +997,62 @@ impl Leaves for PropLeaves<'_> {
                     probe.properties(self.store.properties(u32::try_from(ord).unwrap_or(NONE)))
                 })
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Shape, shape};
+    use crate::ast::Cond;
+    use crate::parse;
+
+    /// How each leaf of `text` is evaluated: `n` a column scan, `e` an event scan, `c` a constant,
+    /// `s` a segment, `r` row by row.
+    fn shapes(text: &str) -> String {
+        fn walk(cond: &Cond, out: &mut String) {
+            match cond {
+                Cond::And(items) | Cond::Or(items) => items.iter().for_each(|c| walk(c, out)),
+                Cond::Not(inner) => walk(inner, out),
+                leaf => out.push(match shape(leaf) {
+                    Shape::Const => 'c',
+                    Shape::Segment(_) => 's',
+                    Shape::Name(_) => 'n',
+                    Shape::Event(_) => 'e',
+                    Shape::Rows => 'r',
+                }),
+            }
+        }
+        let mut out = String::new();
+        walk(&parse(text).unwrap().root, &mut out);
+        out
+    }
+
+    #[test]
+    fn the_benchmark_shapes_are_vectorised() {
+        for (text, expected) in [
+            ("country = \"FR\" and total_spent > 500", "nn"),
+            (
+                "country in [\"FR\", \"DE\"] and tier != \"bronze\" and age >= 25 and count(order_completed within 30d) >= 3",
+                "nnne",
+            ),
+            (
+                "did(cart_abandoned within 7d) and not did(order_completed within 7d)",
+                "ee",
+            ),
+            (
+                "sum(order_completed.amount where currency = \"EUR\") > 1000",
+                "e",
+            ),
+            ("last(order_completed) < now() - 60d", "e"),
+            (
+                "signup_at > now() - 90d or identifiers.email contains \"@x\"",
+                "nn",
+            ),
+            ("consent.email and not in_segment(\"vip\") and true", "nsc"),
+            ("total_spent - refunds > 5 or count(x) > age", "rr"),
+        ] {
+            assert_eq!(shapes(text), expected, "{text}");
         }
     }
 }

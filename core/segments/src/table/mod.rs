@@ -143,6 +143,12 @@ impl ProfileTable {
         true
     }
 
+    /// Reclaims the space of replaced and removed timelines now (in one linear pass over the events).
+    /// It also happens by itself when an upsert finds more garbage than live events.
+    pub fn compact(&mut self) {
+        self.events.compact();
+    }
+
     /// The profile as the table holds it: it evaluates exactly like the one given to
     /// [`ProfileTable::upsert`] (numbers read as `f64`, map orders may differ).
     pub fn view(&self, id: i64) -> Option<ProfileView> {
@@ -208,7 +214,7 @@ impl ProfileTable {
         }
         self.events.set_row(row, &view.events);
         if self.events.garbage() > (1 << 16) && self.events.garbage() > self.events.live() {
-            self.events = self.events.compacted();
+            self.events.compact();
         }
     }
 

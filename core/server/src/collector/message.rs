@@ -6,7 +6,8 @@
 //! - `missing_user_id`: neither `userId` nor `anonymousId` (null and empty count as missing); for `alias`,
 //!   `userId` is required and `missing_previous_id` is given without `previousId`;
 //! - `missing_event`: a `track` without a non-empty `event`; `missing_group_id`: a `group` without `groupId`;
-//! - `invalid_timestamp`: `timestamp`, `originalTimestamp` or `sentAt` present but not an ISO-8601 string;
+//! - `invalid_timestamp`: `timestamp`, `originalTimestamp` or `sentAt` present but not an ISO-8601 string
+//!   (one without a zone is taken as UTC);
 //! - `invalid_field`: `traits`, `properties` or `context` present but not an object, or an id that is
 //!   neither a string nor a number.
 //!
@@ -79,20 +80,29 @@ fn take_object(
     }
 }
 
-/// Parses an ISO-8601 timestamp (`2025-01-02T03:04:05.000Z`, `+00:00`, any fraction).
+/// Parses an ISO-8601 timestamp (`2025-01-02T03:04:05.000Z`, `+00:00`, any fraction); one without a zone
+/// (`2025-01-02T03:04:05.123`) is taken as UTC.
 fn timestamp(value: Option<&Value>, name: &str) -> Result<Option<DateTime<Utc>>, Refusal> {
     match value {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => DateTime::parse_from_rfc3339(text.trim())
-            .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(|_| {
-                refuse(
-                    "invalid_timestamp",
-                    format!(
-                        "`{name}` is not an ISO-8601 timestamp such as 2025-01-02T03:04:05.000Z"
-                    ),
-                )
-            }),
+        Some(Value::String(text)) => {
+            let text = text.trim();
+            DateTime::parse_from_rfc3339(text)
+                .map(|t| t.with_timezone(&Utc))
+                .or_else(|_| {
+                    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                        .map(|t| t.and_utc())
+                })
+                .map(Some)
+                .map_err(|_| {
+                    refuse(
+                        "invalid_timestamp",
+                        format!(
+                            "`{name}` is not an ISO-8601 timestamp such as 2025-01-02T03:04:05.000Z"
+                        ),
+                    )
+                })
+        }
         Some(_) => Err(refuse(
             "invalid_timestamp",
             format!("`{name}` must be an ISO-8601 string"),
@@ -369,6 +379,11 @@ mod tests {
         );
         assert_eq!(record.version, received.timestamp_millis());
         // Without sentAt the timestamp is kept as sent; the batch's sentAt applies otherwise.
+        let mut naive = message.clone();
+        naive.insert("timestamp".into(), json!("2025-01-02T04:00:00.250"));
+        naive.remove("sentAt");
+        let record = to_record(Endpoint::Batch, naive, None, received).unwrap();
+        assert_eq!(record.events[0].occurred_at, at("2025-01-02T04:00:00.250Z"));
         let mut no_sent = message.clone();
         no_sent.remove("sentAt");
         let record = to_record(Endpoint::Batch, no_sent.clone(), None, received).unwrap();

@@ -342,19 +342,22 @@ async fn collect(
     let mut records = Vec::with_capacity(envelope.messages.len());
     for (index, message) in envelope.messages.into_iter().enumerate() {
         let built = message.and_then(|message| {
-            message::to_record(endpoint, message, envelope.sent_at.as_ref(), received_at).map_err(
-                |refusal| Rejection {
-                    index,
-                    code: refusal.code,
-                    message: refusal.message,
-                },
-            )
+            let record =
+                message::to_record(endpoint, message, envelope.sent_at.as_ref(), received_at)
+                    .map_err(|refusal| Rejection {
+                        index,
+                        code: refusal.code,
+                        message: refusal.message,
+                    })?;
+            // Encoded here, concurrently with other requests, so the group commit only writes.
+            CollectedRecord::new(source.as_str(), record).map_err(|err| Rejection {
+                index,
+                code: "invalid_message",
+                message: format!("the message cannot be encoded: {err}"),
+            })
         });
         match built {
-            Ok(record) => records.push(CollectedRecord {
-                source: source.clone(),
-                record,
-            }),
+            Ok(record) => records.push(record),
             Err(rejection) => {
                 metrics::counter!("spindle_collector_rejected_total", "reason" => rejection.code)
                     .increment(1);
