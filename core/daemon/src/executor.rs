@@ -131,13 +131,19 @@ impl DaemonExecutor {
         Ok((counts, false))
     }
 
+    /// Every segment: those of the configuration and those created through the admin API.
+    async fn segments(&self) -> Result<spindle_sync::membership::Segments, String> {
+        spindle_server::admin::compile_all(&self.config, self.store.as_ref())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Re-evaluates every segment over every profile and records who entered and left.
     pub async fn evaluate_segments(&self) -> Result<(), String> {
-        if self.config.segments.is_empty() {
+        let segments = self.segments().await?;
+        if segments.ids().is_empty() {
             return Ok(());
         }
-        let segments =
-            spindle_sync::membership::Segments::compile(&self.config).map_err(|e| e.to_string())?;
         let report = spindle_sync::membership::evaluate_all(
             self.store.as_ref(),
             &segments,
@@ -151,11 +157,10 @@ impl DaemonExecutor {
 
     /// Re-evaluates every segment for the given profiles only (those a resolution wrote or removed).
     pub async fn evaluate_segments_of(&self, profiles: &BTreeSet<i64>) -> Result<(), String> {
-        if self.config.segments.is_empty() {
+        let segments = self.segments().await?;
+        if segments.ids().is_empty() {
             return Ok(());
         }
-        let segments =
-            spindle_sync::membership::Segments::compile(&self.config).map_err(|e| e.to_string())?;
         let report = spindle_sync::membership::evaluate_profiles(
             self.store.as_ref(),
             &segments,

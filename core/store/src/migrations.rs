@@ -31,18 +31,17 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0003_segments_and_syncs.sql"),
         include_str!("../migrations/postgres/0003_segments_and_syncs.sql"),
     ),
-    // Version 4 is reserved (being added concurrently); it goes here, above version 5.
     (
-        5,
+        4,
         "admin",
-        include_str!("../migrations/sqlite/0005_admin.sql"),
-        include_str!("../migrations/postgres/0005_admin.sql"),
+        include_str!("../migrations/sqlite/0004_admin.sql"),
+        include_str!("../migrations/postgres/0004_admin.sql"),
     ),
     (
-        6,
+        5,
         "sync_versions",
-        include_str!("../migrations/sqlite/0006_sync_versions.sql"),
-        include_str!("../migrations/postgres/0006_sync_versions.sql"),
+        include_str!("../migrations/sqlite/0005_sync_versions.sql"),
+        include_str!("../migrations/postgres/0005_sync_versions.sql"),
     ),
 ];
 
