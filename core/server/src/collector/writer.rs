@@ -10,6 +10,7 @@
 //! - when every [`WriterHandle`] is dropped, the writer finishes what is queued and stops.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use spindle_store::{CollectedOutcome, CollectedRecord, SqlStore};
@@ -66,12 +67,18 @@ impl WriterHandle {
 pub struct Writer {
     task: tokio::task::JoinHandle<()>,
     commits: watch::Receiver<u64>,
+    rounds: Arc<AtomicU64>,
 }
 
 impl Writer {
     /// A receiver of the number of records stored so far; it changes after every commit that stored some.
     pub fn commits(&self) -> watch::Receiver<u64> {
         self.commits.clone()
+    }
+
+    /// How many transactions the writer has run (successful or not).
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
     }
 
     /// Waits until the writer has stored everything queued and stopped (after every handle was dropped).
@@ -87,8 +94,16 @@ pub fn start(store: Arc<SqlStore>, window: Duration) -> (WriterHandle, Writer) {
     let (jobs, queue) = mpsc::channel(QUEUE);
     let (stored, commits) = watch::channel(0_u64);
     let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-    let task = tokio::spawn(run(store, queue, window_ms, stored));
-    (WriterHandle { jobs }, Writer { task, commits })
+    let rounds = Arc::new(AtomicU64::new(0));
+    let task = tokio::spawn(run(store, queue, window_ms, stored, rounds.clone()));
+    (
+        WriterHandle { jobs },
+        Writer {
+            task,
+            commits,
+            rounds,
+        },
+    )
 }
 
 async fn run(
@@ -96,6 +111,7 @@ async fn run(
     mut queue: mpsc::Receiver<Job>,
     window_ms: i64,
     stored: watch::Sender<u64>,
+    rounds: Arc<AtomicU64>,
 ) {
     while let Some(first) = queue.recv().await {
         let mut size = first.records.len();
@@ -117,6 +133,7 @@ async fn run(
         }
         let started = Instant::now();
         let result = store.apply_collected(records, window_ms).await;
+        rounds.fetch_add(1, Ordering::Relaxed);
         metrics::histogram!("spindle_collector_commit_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("spindle_collector_commit_records").record(size as f64);
@@ -150,4 +167,65 @@ async fn run(
         }
     }
     tracing::debug!("collector writer stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spindle_model::{Event, Identifier, RawRecord};
+
+    fn records(client: usize, n: usize) -> Vec<CollectedRecord> {
+        (0..n)
+            .map(|i| {
+                let record = RawRecord {
+                    stream: "track".into(),
+                    external_id: format!("c{client}-{i}"),
+                    version: 1_000,
+                    updated_at: None,
+                    deleted: false,
+                    identifiers: vec![Identifier::new("anonymous_id", format!("a{client}"))],
+                    traits: Default::default(),
+                    events: vec![Event {
+                        name: "tick".into(),
+                        occurred_at: chrono::Utc::now(),
+                        properties: Default::default(),
+                    }],
+                };
+                CollectedRecord::new("website", record).unwrap()
+            })
+            .collect()
+    }
+
+    /// Requests waiting together share one transaction (a single-threaded runtime makes "together"
+    /// deterministic: all 64 are queued before the writer first runs).
+    #[tokio::test(flavor = "current_thread")]
+    async fn waiting_requests_share_one_commit() {
+        let test_store = spindle_testkit::store::sqlite().await;
+        let (handle, writer) = start(
+            Arc::new(test_store.store.clone()),
+            Duration::from_secs(3600),
+        );
+        let mut commits = writer.commits();
+        let requests = (0..64).map(|client| {
+            let handle = handle.clone();
+            async move { handle.store(records(client, 10)).await.unwrap() }
+        });
+        let answers = futures::future::join_all(requests).await;
+        assert!(
+            answers
+                .iter()
+                .flatten()
+                .all(|o| *o == CollectedOutcome::Stored)
+        );
+        assert_eq!(writer.rounds(), 1, "one transaction for the 64 requests");
+        commits.changed().await.unwrap();
+        assert_eq!(*commits.borrow(), 640);
+        // The same records again: one more round, all duplicates, nothing new stored.
+        let again = handle.store(records(0, 10)).await.unwrap();
+        assert!(again.iter().all(|o| *o == CollectedOutcome::Duplicate));
+        assert_eq!(writer.rounds(), 2);
+        drop(handle);
+        writer.finished().await;
+        test_store.finish().await;
+    }
 }
