@@ -425,7 +425,7 @@ async fn secrets_never_appear_in_logs_or_errors() {
     let ws = Workspace::example();
     std::fs::write(ws.path("admin-token.txt"), format!("{SECRET_TOKEN}\n")).unwrap();
     let config = std::fs::read_to_string(ws.path("connectors.toml")).unwrap().replace(
-        "# write_keys = [\"${env:SPINDLE_WRITE_KEY}\"]",
+        "# write_keys = { website = \"${env:SPINDLE_WRITE_KEY}\" }",
         "write_keys = { website = \"${env:SPINDLE_WRITE_KEY}\" }\nadmin_tokens = [{ name = \"ops\", role = \"admin\", token = \"${file:admin-token.txt}\" }]",
     );
     assert!(config.contains("admin_tokens"));

@@ -1,7 +1,7 @@
 //! The admin API (`/api/*`): JSON over HTTP for the marketer's and analyst's work.
 //!
 //! Contract:
-//! - Every route except `GET /api/openapi.json` needs a bearer token from `[server] admin_tokens` (see
+//! - Every route, `GET /api/openapi.json` included, needs a bearer token from `[server] admin_tokens` (see
 //!   [`auth`]): 401 without a valid one, 403 when the token's role may not do what the route does.
 //!   `admin` may do everything; `marketer` reads and writes segments and syncs and reads profiles and
 //!   sources; `viewer` reads everything but the audit log.
@@ -242,7 +242,8 @@ pub fn router(state: AdminState) -> Router {
     routes
         .route(
             "/openapi.json",
-            axum::routing::get(move || {
+            // Any token may read it: every endpoint but /healthz is authenticated.
+            axum::routing::get(move |_caller: Caller| {
                 let doc = doc.clone();
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
