@@ -17,7 +17,8 @@ use spindle_model::RawRecord;
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::sql::{Payload, Prepared, to_millis};
-use crate::{Backend, ProfileStore, SqlStore, StoreResult};
+use crate::sql::{param, placeholders};
+use crate::{ProfileStore, SqlStore, StoreResult};
 
 /// One record received by the collector, with the source its write key names, encoded for the store.
 ///
@@ -82,8 +83,8 @@ fn count(n: i64) -> u64 {
 
 /// Rows per multi-row upsert (10 parameters each, plus the window); full chunks reuse one cached statement.
 ///
-/// On SQLite the statement uses positional `?` parameters, the one place the store's SQL differs by
-/// backend: sqlx binds a `$N` parameter by looking its name up in SQLite's list of names, which makes a
+/// On SQLite the statement uses positional `?` parameters (`sql::param`), like every statement built at run
+/// time: sqlx binds a `$N` parameter by looking its name up in SQLite's list of names, which makes a
 /// statement's cost grow with the square of its parameters (3,200 rows took ~400 ms in chunks of 1,000 and
 /// ~50 ms in chunks of 20 with `$N`; ~25 ms with `?` at any chunk size from 20 to 200).
 const UPSERT_CHUNK: usize = 50;
@@ -133,17 +134,6 @@ impl SqlStore {
 
         for (source, rows) in &by_source {
             for chunk in rows.chunks(UPSERT_CHUNK) {
-                let placeholder = |n: usize| match self.backend() {
-                    Backend::Sqlite => "?".to_owned(),
-                    Backend::Postgres => format!("${n}"),
-                };
-                let values: Vec<String> = (0..chunk.len())
-                    .map(|i| {
-                        let b = i * 10 + 1;
-                        let cells: Vec<String> = (b..b + 10).map(placeholder).collect();
-                        format!("({})", cells.join(", "))
-                    })
-                    .collect();
                 let sql = format!(
                     "INSERT INTO raw_records (source, stream, external_id, seq, version, updated_at, deleted, payload, first_seen_at, observed_at) \
                      VALUES {} \
@@ -151,8 +141,8 @@ impl SqlStore {
                      updated_at = excluded.updated_at, deleted = excluded.deleted, payload = excluded.payload, observed_at = excluded.observed_at \
                      WHERE raw_records.version <= excluded.version - {} \
                      RETURNING stream, external_id",
-                    values.join(", "),
-                    placeholder(chunk.len() * 10 + 1)
+                    placeholders(self.backend(), 1, chunk.len(), 10),
+                    param(self.backend(), chunk.len() * 10 + 1)
                 );
                 let mut query = sqlx::query(AssertSqlSafe(sql));
                 for (index, record) in chunk {
