@@ -788,7 +788,7 @@ async fn profiles_are_resolved_after_each_run_and_explained() {
     let config = std::fs::read_to_string(ws.path("connectors.toml")).unwrap();
     let narrowed = config
         .replace(
-            "link_on = [\"email\", \"phone\", \"user_id\", \"crm_export_id\"]",
+            "link_on = [\"email\", \"phone\", \"user_id\", \"anonymous_id\", \"crm_export_id\"]",
             "link_on = [\"crm_export_id\"]",
         )
         .replace("limits = { user_id = 1, email = 5 }\n", "")
