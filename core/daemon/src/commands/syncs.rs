@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::Utc;
-use spindle_identity::profile::ProfileDocument;
 use spindle_model::{JobId, JobStatus, JobTrigger};
 use spindle_scheduler::SystemClock;
 use spindle_sources::NoProgress;
-use spindle_store::{IdentityStore, ProfileStore, SyncStore};
+use spindle_store::{ProfileStore, SyncStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::{lock_store, open_store, print};
@@ -192,63 +191,33 @@ pub async fn preview(path: &Path, what: &str, sample: usize) -> Result<(), Failu
         .to_owned();
     let expr = spindle_segments::parse(&text)
         .map_err(|err| anyhow::anyhow!("{}", spindle_segments::render_error(&text, &err)))?;
-    let segments = spindle_sync::membership::Segments::compile(&config)
-        .context("compiling the configured segments")?;
     let store = open_store(&config).await?;
+    // Configured and API-created segments, so `in_segment()` sees both.
+    let segments = spindle_server::admin::compile_all(&config, store.as_ref())
+        .await
+        .context("compiling the segments")?;
     let started = std::time::Instant::now();
     let now = Utc::now();
-    let (mut count, mut members) = (0u64, Vec::new());
-    let mut after = 0;
-    loop {
-        let page = store
-            .profiles_page(after, 2_000)
+    // The admin API's preview: one page loop for both.
+    let (count, sampled) =
+        spindle_server::admin::segments::preview(store.as_ref(), &segments, &expr, now, sample)
             .await
             .context("reading profiles")?;
-        let Some(last) = page.last().map(|p| p.id) else {
-            break;
-        };
-        after = last;
-        let docs: Vec<(i64, ProfileDocument)> = page
-            .into_iter()
-            .filter_map(|r| serde_json::from_value(r.document).ok().map(|d| (r.id, d)))
-            .collect();
-        let keys: Vec<spindle_model::RecordKey> =
-            docs.iter().flat_map(|(_, d)| d.records.clone()).collect();
-        let records = store
-            .records_by_keys(&keys)
-            .await
-            .context("reading records")?;
-        for (id, doc) in &docs {
-            let mine: Vec<spindle_model::StoredRecord> = records
+    let members: Vec<String> = sampled
+        .iter()
+        .map(|(id, _, doc)| {
+            let name: Vec<&str> = ["first_name", "last_name"]
                 .iter()
-                .filter(|r| doc.records.contains(&spindle_identity::profile::key_of(r)))
-                .cloned()
+                .filter_map(|t| doc.traits.get(*t).and_then(|v| v.value.as_str()))
                 .collect();
-            let view = spindle_sync::membership::view(doc, &mine);
-            let inside_segments = segments.evaluate(&view, now);
-            if spindle_segments::evaluate(&expr, &view, now, &|s: &str| inside_segments.contains(s))
-            {
-                count += 1;
-                if members.len() < sample {
-                    let name: Vec<String> = ["first_name", "last_name"]
-                        .iter()
-                        .filter_map(|t| {
-                            doc.traits
-                                .get(*t)
-                                .and_then(|v| v.value.as_str())
-                                .map(str::to_owned)
-                        })
-                        .collect();
-                    let email = doc
-                        .identifiers
-                        .iter()
-                        .find(|i| i.kind == "email")
-                        .map_or(String::new(), |i| i.value.clone());
-                    members.push(format!("{id:>8}  {:<28} {email}", name.join(" ")));
-                }
-            }
-        }
-    }
+            let email = doc
+                .identifiers
+                .iter()
+                .find(|i| i.kind == "email")
+                .map_or("", |i| i.value.as_str());
+            format!("{id:>8}  {:<28} {email}", name.join(" "))
+        })
+        .collect();
     store.close().await;
     let mut out = format!(
         "{count} profile(s) match `{text}` ({} ms)\n",
