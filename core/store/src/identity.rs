@@ -403,6 +403,15 @@ impl IdentityStore for SqlStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        crate::profile_changes::record(
+            &mut tx,
+            removed
+                .iter()
+                .copied()
+                .chain(write.profiles.iter().map(|p| p.id)),
+            write.replace_all,
+        )
+        .await?;
         if let Some(high_water) = write.high_water {
             sqlx::query("UPDATE counters SET value = $1 WHERE name = 'identity_seq'")
                 .bind(high_water)

@@ -17,6 +17,7 @@ mod collector;
 mod error;
 mod identity;
 mod migrations;
+mod profile_changes;
 mod sync_state;
 pub use migrations::latest_version;
 mod sql;
@@ -33,6 +34,7 @@ pub use backup::{RestoreOptions, StoreLock, backup_sqlite, restore_sqlite};
 pub use collector::{CollectedOutcome, CollectedRecord, StoreCounts};
 pub use error::StoreError;
 pub use identity::{IdentityStore, ProfileRow, ProfileWrite, ResolutionWrite};
+pub use profile_changes::{KEEP as PROFILE_CHANGES_KEPT, ProfileChangeStore, ProfileChanges};
 pub use spindle_config::store_url::{Backend, StoreUrl};
 pub use sql::SqlStore;
 pub use sync_state::{

@@ -43,6 +43,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0005_sync_versions.sql"),
         include_str!("../migrations/postgres/0005_sync_versions.sql"),
     ),
+    (
+        6,
+        "profile_changes",
+        include_str!("../migrations/sqlite/0006_profile_changes.sql"),
+        include_str!("../migrations/postgres/0006_profile_changes.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.

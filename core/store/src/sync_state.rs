@@ -116,6 +116,10 @@ pub trait SyncStore: Send + Sync {
     /// The members of `segment` a sync's diff must read again, and the profiles that left (see
     /// [`DiffCandidates`]); valid only while the sync's field mapping is the one recorded.
     async fn diff_candidates(&self, sync: &str, segment: &str) -> StoreResult<DiffCandidates>;
+    /// The stored documents of these profiles as JSON text, with their versions (`updated_at` in
+    /// milliseconds): `(profile, version, document)`, for a diff that decodes only the parts it maps.
+    /// Profiles that do not exist are left out.
+    async fn member_documents(&self, profiles: &[i64]) -> StoreResult<Vec<(i64, i64, String)>>;
     /// Records that the destination's copy of these profiles is current as of these profile versions
     /// (their payload did not change), so the next diff skips them.
     async fn confirm_delivered(&self, sync: &str, versions: &[(i64, i64)]) -> StoreResult<()>;
@@ -176,6 +180,24 @@ impl SyncStore for SqlStore {
                 .fetch_all(self.pool())
                 .await?;
         Ok(ids.into_iter().collect())
+    }
+
+    async fn member_documents(&self, profiles: &[i64]) -> StoreResult<Vec<(i64, i64, String)>> {
+        let mut documents = Vec::with_capacity(profiles.len());
+        for chunk in profiles.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT id, updated_at, document FROM profiles WHERE id IN ({})",
+                placeholders(self.backend(), 1, chunk.len(), 1)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                documents.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+            }
+        }
+        Ok(documents)
     }
 
     async fn members_among(&self, segment: &str, profiles: &[i64]) -> StoreResult<BTreeSet<i64>> {

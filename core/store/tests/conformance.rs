@@ -14,7 +14,10 @@ use spindle_model::{
     Cursor, Identifier, JobCounts, JobId, JobStatus, JobTrigger, NewAuditEntry, QuarantinedRecord,
     RawRecord, RecordKey,
 };
-use spindle_store::{OpenOptions, ProfileStore, SourceBatch, SqlStore};
+use spindle_store::{
+    IdentityStore, OpenOptions, ProfileChangeStore, ProfileStore, ProfileWrite, ResolutionWrite,
+    SourceBatch, SqlStore,
+};
 
 spindle_testkit::store_backends!(
     reopening_runs_no_migration_twice,
@@ -29,6 +32,7 @@ spindle_testkit::store_backends!(
     audit_log_is_append_only,
     concurrent_batches_get_distinct_sequences,
     large_batches_mix_inserts_updates_and_repeats,
+    profile_writes_are_logged_by_generation,
 );
 
 fn record(id: &str, version: i64, email: &str) -> RawRecord {
@@ -513,4 +517,86 @@ async fn large_batches_mix_inserts_updates_and_repeats(store: &SqlStore) {
         ),
         (2, "900@x.io")
     );
+}
+
+fn profile(id: i64) -> ProfileWrite {
+    ProfileWrite {
+        id,
+        search_text: id.to_string(),
+        members: vec![key(&format!("p{id}"))],
+        identifiers: vec![("email".into(), format!("p{id}@example.com"))],
+        document: json!({ "id": id }),
+    }
+}
+
+async fn profile_writes_are_logged_by_generation(store: &SqlStore) {
+    assert_eq!(store.profile_generation().await.unwrap(), 0);
+    let nothing = store.profile_changes_since(0).await.unwrap();
+    assert_eq!((nothing.generation, nothing.everything), (0, false));
+    assert!(nothing.ids.is_empty());
+
+    store
+        .write_resolution(ResolutionWrite {
+            profiles: vec![profile(1), profile(2)],
+            ..ResolutionWrite::default()
+        })
+        .await
+        .unwrap();
+    let first = store.profile_generation().await.unwrap();
+    assert!(first > 0);
+    store
+        .write_resolution(ResolutionWrite {
+            removed: vec![2],
+            profiles: vec![profile(3)],
+            ..ResolutionWrite::default()
+        })
+        .await
+        .unwrap();
+    // A write that touches no profile leaves no entry.
+    store
+        .write_resolution(ResolutionWrite::default())
+        .await
+        .unwrap();
+    let second = store.profile_generation().await.unwrap();
+    assert!(second > first);
+
+    let all = store.profile_changes_since(0).await.unwrap();
+    assert_eq!(all.generation, second);
+    assert!(!all.everything);
+    assert_eq!(all.ids.into_iter().collect::<Vec<_>>(), vec![1, 2, 3]);
+    let later = store.profile_changes_since(first).await.unwrap();
+    assert_eq!(later.ids.into_iter().collect::<Vec<_>>(), vec![2, 3]);
+    let none = store.profile_changes_since(second).await.unwrap();
+    assert_eq!(none.generation, second);
+    assert!(none.ids.is_empty() && !none.everything);
+
+    // A rebuild replaces every profile: readers reload.
+    store
+        .write_resolution(ResolutionWrite {
+            profiles: vec![profile(1)],
+            replace_all: true,
+            ..ResolutionWrite::default()
+        })
+        .await
+        .unwrap();
+    let rebuilt = store.profile_changes_since(second).await.unwrap();
+    assert!(rebuilt.everything);
+    assert!(rebuilt.generation > second);
+
+    // Entries older than the log keeps are pruned: a reader that far behind is told to reload.
+    for _ in 0..=spindle_store::PROFILE_CHANGES_KEPT {
+        store
+            .write_resolution(ResolutionWrite {
+                profiles: vec![profile(1)],
+                ..ResolutionWrite::default()
+            })
+            .await
+            .unwrap();
+    }
+    let behind = store.profile_changes_since(first).await.unwrap();
+    assert!(behind.everything, "entries after {first} were pruned");
+    let newest = store.profile_generation().await.unwrap();
+    let recent = store.profile_changes_since(newest - 1).await.unwrap();
+    assert!(!recent.everything);
+    assert_eq!(recent.ids.into_iter().collect::<Vec<_>>(), vec![1]);
 }

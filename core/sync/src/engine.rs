@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use spindle_config::{DestinationConfig, SyncConfig, SyncMode};
-use spindle_identity::profile::ProfileDocument;
 use spindle_plugin_host::{
     Batch, BatchError, CallLimits, Identifier, LoadedPlugin, Outcome, PluginHost, Removal, Upsert,
 };
@@ -57,23 +56,65 @@ pub struct PlannedChange {
     pub payload: String,
 }
 
+/// The parts of a stored profile document a sync maps, decoded straight from the stored text: the rest of
+/// the document (timeline, member records, link evidence) is skipped, not built.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+pub struct MappedProfile {
+    /// Trait values by name.
+    #[serde(default)]
+    traits: BTreeMap<String, MappedTrait>,
+    /// Computed traits by name.
+    #[serde(default)]
+    computed: BTreeMap<String, serde_json::Value>,
+    /// Identifiers, in the document's order.
+    #[serde(default)]
+    identifiers: Vec<MappedIdentifier>,
+    /// Consent per purpose.
+    #[serde(default)]
+    consent: BTreeMap<String, bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+struct MappedTrait {
+    value: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+struct MappedIdentifier {
+    kind: String,
+    value: String,
+}
+
+impl MappedProfile {
+    /// Decodes the mapped parts of a stored profile document.
+    pub fn from_document(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// Whether the profile granted consent for `purpose` (`None`: no consent needed).
+    fn consents(&self, purpose: Option<&String>) -> bool {
+        purpose.is_none_or(|purpose| self.consent.get(purpose) == Some(&true))
+    }
+}
+
 /// The payload of a member: the sync's field mapping applied to its profile (destination field →
 /// trait, computed trait, or identifier type), missing values left out.
 pub fn payload(
     fields: &BTreeMap<String, String>,
     id: i64,
-    doc: &ProfileDocument,
+    profile: &MappedProfile,
 ) -> serde_json::Map<String, serde_json::Value> {
     let mut out = serde_json::Map::new();
     for (destination_field, source) in fields {
         let value = if source == "profile_id" {
             Some(serde_json::Value::from(id))
-        } else if let Some(t) = doc.traits.get(source) {
+        } else if let Some(t) = profile.traits.get(source) {
             Some(t.value.clone())
-        } else if let Some(c) = doc.computed.get(source) {
+        } else if let Some(c) = profile.computed.get(source) {
             Some(c.clone())
         } else {
-            doc.identifiers
+            profile
+                .identifiers
                 .iter()
                 .find(|i| &i.kind == source)
                 .map(|i| serde_json::Value::String(i.value.clone()))
@@ -88,17 +129,17 @@ pub fn payload(
 fn item(
     op: &str,
     id: i64,
-    doc: Option<&ProfileDocument>,
+    profile: Option<&MappedProfile>,
     fields: &BTreeMap<String, String>,
 ) -> OutboxItem {
-    let payload = doc
-        .map(|d| serde_json::Value::Object(payload(fields, id, d)).to_string())
+    let payload = profile
+        .map(|p| serde_json::Value::Object(payload(fields, id, p)).to_string())
         .unwrap_or_else(|| "{}".into());
-    let identifiers: Vec<(String, String)> = doc
-        .map(|d| {
-            d.identifiers
+    let identifiers: Vec<(&str, &str)> = profile
+        .map(|p| {
+            p.identifiers
                 .iter()
-                .map(|i| (i.kind.clone(), i.value.clone()))
+                .map(|i| (i.kind.as_str(), i.value.as_str()))
                 .collect()
         })
         .unwrap_or_default();
@@ -114,6 +155,26 @@ fn item(
         identifiers,
         profile_version: None,
     }
+}
+
+/// The mapped parts of these profiles with their versions (profiles that do not exist, or whose document
+/// cannot be read, are left out).
+async fn mapped_profiles<S: SyncStore>(
+    store: &S,
+    ids: &[i64],
+) -> Result<BTreeMap<i64, (MappedProfile, i64)>, SyncError> {
+    let mut profiles = BTreeMap::new();
+    for (id, version, text) in store.member_documents(ids).await? {
+        match MappedProfile::from_document(&text) {
+            Ok(profile) => {
+                profiles.insert(id, (profile, version));
+            }
+            Err(err) => {
+                tracing::warn!(profile = id, error = %err, "unreadable profile document skipped")
+            }
+        }
+    }
+    Ok(profiles)
 }
 
 /// A sync's diff: the changes to send, and the members whose payload is what the destination holds.
@@ -179,17 +240,8 @@ pub async fn plan_changes<S: IdentityStore + SyncStore>(
                 .collect();
             (members, store.delivered(&sync.id).await?, None)
         };
-    let mut docs: BTreeMap<i64, (ProfileDocument, i64)> = BTreeMap::new();
-    for row in store.profiles_by_ids(&members).await? {
-        let version = row.updated_at.timestamp_millis();
-        if let Ok(doc) = serde_json::from_value::<ProfileDocument>(row.document) {
-            docs.insert(row.id, (doc, version));
-        }
-    }
-    let consenting = |doc: &ProfileDocument| match &sync.consent {
-        None => true,
-        Some(purpose) => doc.consent.get(purpose) == Some(&true),
-    };
+    let docs = mapped_profiles(store, &members).await?;
+    let consenting = |profile: &MappedProfile| profile.consents(sync.consent.as_ref());
     let mut plan = Plan {
         mapping_hash: hash,
         incremental,
@@ -236,21 +288,17 @@ pub async fn plan_changes<S: IdentityStore + SyncStore>(
         gone.sort_unstable();
         gone.dedup();
         // The identifiers of a departed member: from its profile when it still exists.
-        let departed_docs: HashMap<i64, ProfileDocument> = store
-            .profiles_by_ids(&gone)
-            .await?
-            .into_iter()
-            .filter_map(|row| {
-                serde_json::from_value::<ProfileDocument>(row.document)
-                    .ok()
-                    .map(|doc| (row.id, doc))
-            })
+        let unread: Vec<i64> = gone
+            .iter()
+            .copied()
+            .filter(|id| !docs.contains_key(id))
             .collect();
+        let departed_docs = mapped_profiles(store, &unread).await?;
         for id in gone {
             let doc = docs
                 .get(&id)
-                .map(|(d, _)| d)
-                .or_else(|| departed_docs.get(&id));
+                .or_else(|| departed_docs.get(&id))
+                .map(|(d, _)| d);
             let removal = item("remove", id, doc, &BTreeMap::new());
             plan.changes.push(PlannedChange {
                 action: "remove",
