@@ -31,5 +31,7 @@ pub fn admin_state(
     executor: Arc<DaemonExecutor>,
     scheduler: SchedulerHandle,
 ) -> AdminState {
-    AdminState::new(config, store, scheduler).with_refresher(Arc::new(ExecutorRefresher(executor)))
+    let profiles = executor.profiles();
+    AdminState::new(config, store, scheduler)
+        .with_refresher(Arc::new(ExecutorRefresher(executor)), profiles)
 }

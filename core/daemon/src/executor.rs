@@ -3,7 +3,6 @@
 //! After a source run that stored or changed records, the identity job resolves them into profiles. Identity
 //! runs one at a time (a lock), so two sources finishing together never resolve the same records at once.
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -26,6 +25,8 @@ pub struct DaemonExecutor {
     clock: Arc<dyn Clock>,
     failures: AtomicU32,
     identity_lock: tokio::sync::Mutex<()>,
+    /// The profiles in memory that segment evaluations and previews run on.
+    profiles: Arc<spindle_sync::live::SharedProfiles>,
     plugin_host: tokio::sync::OnceCell<Result<spindle_plugin_host::PluginHost, String>>,
     plugins: tokio::sync::Mutex<
         std::collections::HashMap<String, (spindle_plugin_host::LoadedPlugin, usize)>,
@@ -60,9 +61,15 @@ impl DaemonExecutor {
             clock,
             failures: AtomicU32::new(0),
             identity_lock: tokio::sync::Mutex::new(()),
+            profiles: Arc::new(spindle_sync::live::SharedProfiles::new()),
             plugin_host: tokio::sync::OnceCell::new(),
             plugins: tokio::sync::Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// The profile table segment evaluations run on (loaded on first use, then kept current).
+    pub fn profiles(&self) -> Arc<spindle_sync::live::SharedProfiles> {
+        self.profiles.clone()
     }
 
     /// How many runs failed since the executor was made.
@@ -112,7 +119,7 @@ impl DaemonExecutor {
             .map_err(|err| err.to_string())?;
         metrics::counter!("spindle_profiles_merged_total").increment(report.merged);
         if !report.touched.is_empty() {
-            self.evaluate_segments_of(&report.touched).await?;
+            self.evaluate_changed_segments().await?;
         }
         tracing::info!(
             records = report.records,
@@ -147,6 +154,7 @@ impl DaemonExecutor {
         let report = spindle_sync::membership::evaluate_all(
             self.store.as_ref(),
             &segments,
+            &self.profiles,
             self.clock.now(),
         )
         .await
@@ -155,16 +163,17 @@ impl DaemonExecutor {
         Ok(())
     }
 
-    /// Re-evaluates every segment for the given profiles only (those a resolution wrote or removed).
-    pub async fn evaluate_segments_of(&self, profiles: &BTreeSet<i64>) -> Result<(), String> {
+    /// Re-evaluates every segment for the profiles written or removed since memberships were last
+    /// evaluated.
+    pub async fn evaluate_changed_segments(&self) -> Result<(), String> {
         let segments = self.segments().await?;
         if segments.ids().is_empty() {
             return Ok(());
         }
-        let report = spindle_sync::membership::evaluate_profiles(
+        let report = spindle_sync::membership::evaluate_changes(
             self.store.as_ref(),
             &segments,
-            profiles,
+            &self.profiles,
             self.clock.now(),
         )
         .await

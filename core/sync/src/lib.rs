@@ -1,8 +1,9 @@
 //! Audiences: segment memberships and audience syncs.
 //!
 //! Contract:
+//! - [`live`] keeps the profiles in memory as a columnar table, current with the store's change log.
 //! - [`membership`] evaluates every configured segment (in dependency order, so `in_segment()` sees
-//!   current results) over profiles, and records who entered and who left, with the time, in one
+//!   current results) over that table, and records who entered and who left, with the time, in one
 //!   transaction per segment.
 //! - [`engine::run_sync`] diffs a segment's members and their mapped payloads against what the destination
 //!   was last known to hold, writes the changes to the durable outbox, sends them through the destination's
@@ -14,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod engine;
+pub mod live;
 pub mod membership;
 
 /// Why a membership evaluation or a sync failed.

@@ -1,14 +1,23 @@
 //! Segment memberships: evaluate segments over profiles and record entries and exits.
+//!
+//! Contract:
+//! - Evaluation runs on the profile table of [`crate::live`], brought up to date with the store first.
+//!   [`evaluate_all`] evaluates every segment over every profile (column-wise); [`evaluate_changes`] only
+//!   the profiles written or removed since their memberships were last evaluated. Both record each entry
+//!   and exit with its time, one transaction per segment, and give the same memberships.
+//! - Segments are evaluated in dependency order, so `in_segment()` sees current results.
+//! - A profile that no longer exists leaves every segment.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use spindle_config::Config;
 use spindle_identity::profile::ProfileDocument;
-use spindle_segments::{EventView, Expr, ProfileView};
-use spindle_store::{IdentityStore, SyncStore};
+use spindle_segments::{EventView, Expr, MemberSet, ProfileTable, ProfileView};
+use spindle_store::{IdentityStore, ProfileChangeStore, SyncStore};
 
 use crate::SyncError;
+use crate::live::{LiveProfiles, SharedProfiles, Unevaluated};
 
 /// The configured segments, parsed, in an order where every segment comes after those it refers to.
 #[derive(Debug, Clone)]
@@ -90,6 +99,11 @@ impl Segments {
         self.ordered.iter().map(|(id, _)| id.as_str()).collect()
     }
 
+    /// The segments with their expressions, in evaluation order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Expr)> {
+        self.ordered.iter().map(|(id, expr)| (id.as_str(), expr))
+    }
+
     /// Which segments a profile belongs to at `now`.
     pub fn evaluate(&self, view: &ProfileView, now: DateTime<Utc>) -> BTreeSet<String> {
         let mut member = BTreeSet::new();
@@ -107,7 +121,10 @@ impl Segments {
 }
 
 /// What segment expressions see of a profile: its document and the events of its records.
-pub fn view(doc: &ProfileDocument, records: &[spindle_model::StoredRecord]) -> ProfileView {
+pub fn view<'r>(
+    doc: &ProfileDocument,
+    records: impl IntoIterator<Item = &'r spindle_model::StoredRecord>,
+) -> ProfileView {
     ProfileView {
         traits: doc
             .traits
@@ -122,7 +139,7 @@ pub fn view(doc: &ProfileDocument, records: &[spindle_model::StoredRecord]) -> P
             .collect(),
         consent: doc.consent.clone(),
         events: records
-            .iter()
+            .into_iter()
             .flat_map(|r| r.record.events.iter())
             .map(|e| EventView {
                 name: e.name.clone(),
@@ -133,125 +150,142 @@ pub fn view(doc: &ProfileDocument, records: &[spindle_model::StoredRecord]) -> P
     }
 }
 
-/// Which segments each stored profile belongs to at `now` (profiles whose document cannot be read are
-/// skipped, so they belong to none).
-async fn evaluate_rows<S: IdentityStore>(
-    store: &S,
+/// The members of every segment over the whole table at `now`, evaluated column-wise in dependency order.
+pub fn member_sets(
     segments: &Segments,
-    rows: Vec<spindle_store::ProfileRow>,
+    table: &ProfileTable,
     now: DateTime<Utc>,
-) -> Result<Vec<(i64, BTreeSet<String>)>, SyncError> {
-    let docs: Vec<(i64, ProfileDocument)> = rows
-        .into_iter()
-        .filter_map(|row| {
-            serde_json::from_value::<ProfileDocument>(row.document)
-                .ok()
-                .map(|d| (row.id, d))
-        })
-        .collect();
-    let keys: Vec<spindle_model::RecordKey> = docs
-        .iter()
-        .flat_map(|(_, d)| d.records.iter().cloned())
-        .collect();
-    let records = store.records_by_keys(&keys).await?;
-    let by_key: BTreeMap<spindle_model::RecordKey, &spindle_model::StoredRecord> = records
-        .iter()
-        .map(|r| (spindle_identity::profile::key_of(r), r))
-        .collect();
-    Ok(docs
-        .iter()
-        .map(|(id, doc)| {
-            let mine: Vec<spindle_model::StoredRecord> = doc
-                .records
-                .iter()
-                .filter_map(|k| by_key.get(k).map(|r| (*r).clone()))
-                .collect();
-            (*id, segments.evaluate(&view(doc, &mine), now))
-        })
-        .collect())
+) -> BTreeMap<String, MemberSet> {
+    let mut sets: BTreeMap<String, MemberSet> = BTreeMap::new();
+    for (id, expr) in segments.iter() {
+        let set = table.evaluate(expr, now, &|other: &str| sets.get(other));
+        sets.insert(id.to_owned(), set);
+    }
+    sets
 }
 
-/// Re-evaluates every segment for the given profiles only (those a resolution step wrote or removed) and
-/// records who entered and left. Profiles that no longer exist leave every segment. Together with
-/// [`evaluate_all`] before each sync (which also catches conditions that change with time alone), this keeps
-/// memberships current as records and events arrive.
-pub async fn evaluate_profiles<S: IdentityStore + SyncStore>(
+/// Above this share of the table (and this many profiles), changed profiles are evaluated column-wise
+/// over the whole table rather than one by one.
+const ONE_BY_ONE_MAX: usize = 2_000;
+
+/// Evaluates every segment over every profile and records who entered and left.
+pub async fn evaluate_all<S: IdentityStore + ProfileChangeStore + SyncStore>(
     store: &S,
     segments: &Segments,
-    profiles: &BTreeSet<i64>,
+    profiles: &SharedProfiles,
     now: DateTime<Utc>,
 ) -> Result<MembershipReport, SyncError> {
-    let ids: Vec<i64> = profiles.iter().copied().collect();
-    let mut report = MembershipReport::default();
-    let mut wanted: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
-    for chunk in ids.chunks(PAGE as usize) {
-        let rows = store.profiles_by_ids(chunk).await?;
-        for (id, inside) in evaluate_rows(store, segments, rows, now).await? {
-            for segment in inside {
+    let mut live = profiles.current(store).await?;
+    let report = evaluate_whole(store, segments, &live, now, None).await?;
+    live.mark_evaluated();
+    Ok(report)
+}
+
+/// Re-evaluates every segment for the profiles written or removed since their memberships were last
+/// evaluated (whoever wrote them), and records who entered and left.
+pub async fn evaluate_changes<S: IdentityStore + ProfileChangeStore + SyncStore>(
+    store: &S,
+    segments: &Segments,
+    profiles: &SharedProfiles,
+    now: DateTime<Utc>,
+) -> Result<MembershipReport, SyncError> {
+    let mut live = profiles.current(store).await?;
+    let report = match live.unevaluated() {
+        Unevaluated::All => evaluate_whole(store, segments, &live, now, None).await?,
+        Unevaluated::Some(ids) if ids.is_empty() => MembershipReport::default(),
+        Unevaluated::Some(ids) if ids.len() > ONE_BY_ONE_MAX.max(live.table().len() / 20) => {
+            evaluate_whole(store, segments, &live, now, Some(ids)).await?
+        }
+        Unevaluated::Some(ids) => evaluate_one_by_one(store, segments, &live, ids, now).await?,
+    };
+    live.mark_evaluated();
+    Ok(report)
+}
+
+/// Column-wise evaluation over the whole table; with `only`, memberships change for those profiles only.
+async fn evaluate_whole<S: SyncStore>(
+    store: &S,
+    segments: &Segments,
+    live: &LiveProfiles,
+    now: DateTime<Utc>,
+    only: Option<&BTreeSet<i64>>,
+) -> Result<MembershipReport, SyncError> {
+    let table = live.table();
+    let sets = member_sets(segments, table, now);
+    let mut report = MembershipReport {
+        profiles: only.map_or(table.len(), BTreeSet::len) as u64,
+        ..MembershipReport::default()
+    };
+    let among: Option<Vec<i64>> = only.map(|ids| ids.iter().copied().collect());
+    for (segment, set) in &sets {
+        let (before, members): (BTreeSet<i64>, BTreeSet<i64>) = match &among {
+            None => (
+                store.segment_members(segment).await?,
+                set.ids(table).collect(),
+            ),
+            Some(ids) => (
+                store.members_among(segment, ids).await?,
+                ids.iter()
+                    .copied()
+                    .filter(|id| set.contains(table, *id))
+                    .collect(),
+            ),
+        };
+        report.changes.insert(
+            segment.clone(),
+            apply(store, segment, &before, &members, now).await?,
+        );
+    }
+    Ok(report)
+}
+
+/// Row-wise evaluation of a few profiles.
+async fn evaluate_one_by_one<S: SyncStore>(
+    store: &S,
+    segments: &Segments,
+    live: &LiveProfiles,
+    ids: &BTreeSet<i64>,
+    now: DateTime<Utc>,
+) -> Result<MembershipReport, SyncError> {
+    let table = live.table();
+    let mut wanted: BTreeMap<&str, BTreeSet<i64>> = BTreeMap::new();
+    for id in ids.iter().copied().filter(|id| table.contains(*id)) {
+        let mut inside: BTreeSet<&str> = BTreeSet::new();
+        for (segment, expr) in segments.iter() {
+            if table.evaluate_one(id, expr, now, &|other: &str| inside.contains(other)) {
+                inside.insert(segment);
                 wanted.entry(segment).or_default().insert(id);
             }
-            report.profiles += 1;
         }
     }
+    let ids: Vec<i64> = ids.iter().copied().collect();
+    let mut report = MembershipReport {
+        profiles: ids.len() as u64,
+        ..MembershipReport::default()
+    };
     for segment in segments.ids() {
         let before = store.members_among(segment, &ids).await?;
         let members = wanted.remove(segment).unwrap_or_default();
-        let mut changes: Vec<(i64, bool)> =
-            members.difference(&before).map(|id| (*id, true)).collect();
-        changes.extend(before.difference(&members).map(|id| (*id, false)));
-        let counts = if changes.is_empty() {
-            (0, 0)
-        } else {
-            store.change_segment_members(segment, &changes, now).await?
-        };
-        report.changes.insert(segment.to_owned(), counts);
+        report.changes.insert(
+            segment.to_owned(),
+            apply(store, segment, &before, &members, now).await?,
+        );
     }
     Ok(report)
 }
 
-/// Profiles read per page during a full evaluation.
-const PAGE: u32 = 2_000;
-
-/// Evaluates every segment over every profile and records the changes; profiles that no longer exist leave
-/// their segments.
-pub async fn evaluate_all<S: IdentityStore + SyncStore>(
+/// Records the entries and exits that take a segment from `before` to `members`; returns their counts.
+async fn apply<S: SyncStore>(
     store: &S,
-    segments: &Segments,
+    segment: &str,
+    before: &BTreeSet<i64>,
+    members: &BTreeSet<i64>,
     now: DateTime<Utc>,
-) -> Result<MembershipReport, SyncError> {
-    let mut current: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
-    for id in segments.ids() {
-        current.insert(id.to_owned(), store.segment_members(id).await?);
+) -> Result<(u64, u64), SyncError> {
+    let mut changes: Vec<(i64, bool)> = members.difference(before).map(|id| (*id, true)).collect();
+    changes.extend(before.difference(members).map(|id| (*id, false)));
+    if changes.is_empty() {
+        return Ok((0, 0));
     }
-    let mut wanted: BTreeMap<String, BTreeSet<i64>> = segments
-        .ids()
-        .into_iter()
-        .map(|id| (id.to_owned(), BTreeSet::new()))
-        .collect();
-    let mut report = MembershipReport::default();
-    let mut after = 0;
-    loop {
-        let page = store.profiles_page(after, PAGE).await?;
-        let Some(last) = page.last().map(|p| p.id) else {
-            break;
-        };
-        after = last;
-        for (id, inside) in evaluate_rows(store, segments, page, now).await? {
-            for segment in inside {
-                wanted.entry(segment).or_default().insert(id);
-            }
-            report.profiles += 1;
-        }
-    }
-    for (segment, members) in wanted {
-        let before = current.remove(&segment).unwrap_or_default();
-        let mut changes: Vec<(i64, bool)> =
-            members.difference(&before).map(|id| (*id, true)).collect();
-        changes.extend(before.difference(&members).map(|id| (*id, false)));
-        let counts = store
-            .change_segment_members(&segment, &changes, now)
-            .await?;
-        report.changes.insert(segment, counts);
-    }
-    Ok(report)
+    Ok(store.change_segment_members(segment, &changes, now).await?)
 }

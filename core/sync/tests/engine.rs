@@ -111,6 +111,7 @@ impl World {
         evaluate_all(
             &self.store,
             &Segments::compile(config).unwrap(),
+            &spindle_sync::live::SharedProfiles::new(),
             chrono::Utc::now(),
         )
         .await

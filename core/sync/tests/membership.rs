@@ -15,7 +15,8 @@ use spindle_config::secret::ProcessSecrets;
 use spindle_identity::IdentityEngine;
 use spindle_model::{Event, Identifier, RawRecord};
 use spindle_store::{IdentityStore, ProfileStore, SourceBatch, SqlStore, SyncStore};
-use spindle_sync::membership::{Segments, evaluate_all, evaluate_profiles};
+use spindle_sync::live::SharedProfiles;
+use spindle_sync::membership::{Segments, evaluate_all, evaluate_changes};
 
 const CONFIG: &str = r#"
 [identity]
@@ -127,7 +128,7 @@ fn mutate(rng: &mut StdRng, people: &mut BTreeMap<usize, Person>) -> Vec<usize> 
     }
 }
 
-async fn incremental_matches_bulk(store: &SqlStore, seed: u64) {
+async fn incremental_matches_bulk(store: &SqlStore, profiles: &SharedProfiles, seed: u64) {
     let config = spindle_config::load_str(
         CONFIG,
         Path::new("connectors.toml"),
@@ -156,9 +157,9 @@ async fn incremental_matches_bulk(store: &SqlStore, seed: u64) {
             )
             .await
             .unwrap();
-        let report = engine.resolve_pending().await.unwrap();
+        engine.resolve_pending().await.unwrap();
         let now = Utc::now();
-        evaluate_profiles(store, &segments, &report.touched, now)
+        evaluate_changes(store, &segments, profiles, now)
             .await
             .unwrap();
 
@@ -169,8 +170,10 @@ async fn incremental_matches_bulk(store: &SqlStore, seed: u64) {
             }
             all
         };
-        // A bulk evaluation over every profile finds nothing left to change...
-        let bulk = evaluate_all(store, &segments, now).await.unwrap();
+        // A bulk evaluation over every profile, freshly loaded, finds nothing left to change...
+        let bulk = evaluate_all(store, &segments, &SharedProfiles::new(), now)
+            .await
+            .unwrap();
         for (segment, (entered, exited)) in &bulk.changes {
             assert_eq!(
                 (*entered, *exited),
@@ -195,10 +198,12 @@ async fn incremental_matches_bulk(store: &SqlStore, seed: u64) {
 }
 
 async fn incremental_evaluation_equals_bulk_over_random_change_sequences(store: &SqlStore) {
+    // One table kept current across every step, as the daemon keeps it.
+    let profiles = SharedProfiles::new();
     for seed in 0..8 {
         // Each seed starts from the store as the previous left it: later sequences also exercise profiles
         // that already exist.
-        incremental_matches_bulk(store, seed).await;
+        incremental_matches_bulk(store, &profiles, seed).await;
     }
 }
 
@@ -211,6 +216,7 @@ async fn a_profile_that_disappears_leaves_every_segment(store: &SqlStore) {
     .unwrap();
     let segments = Segments::compile(&config).unwrap();
     let engine = IdentityEngine::new(store, &config.identity, &config.profiles).unwrap();
+    let profiles = SharedProfiles::new();
     let mut ada = Person {
         email: "ada@x.io".into(),
         tier: "gold",
@@ -228,8 +234,8 @@ async fn a_profile_that_disappears_leaves_every_segment(store: &SqlStore) {
         )
         .await
         .unwrap();
-    let report = engine.resolve_pending().await.unwrap();
-    let changes = evaluate_profiles(store, &segments, &report.touched, Utc::now())
+    engine.resolve_pending().await.unwrap();
+    let changes = evaluate_changes(store, &segments, &profiles, Utc::now())
         .await
         .unwrap();
     assert_eq!(changes.changes["gold"], (1, 0));
@@ -247,10 +253,14 @@ async fn a_profile_that_disappears_leaves_every_segment(store: &SqlStore) {
         )
         .await
         .unwrap();
-    let report = engine.resolve_pending().await.unwrap();
-    let changes = evaluate_profiles(store, &segments, &report.touched, Utc::now())
+    engine.resolve_pending().await.unwrap();
+    // A preview brings the table up to date first; the change must still reach the memberships.
+    let table_size = profiles.current(store).await.unwrap().table().len();
+    assert_eq!(table_size, 0, "the deleted profile left the table");
+    let changes = evaluate_changes(store, &segments, &profiles, Utc::now())
         .await
         .unwrap();
+    assert_eq!(changes.profiles, 1);
     for segment in segments.ids() {
         assert!(
             store.segment_members(segment).await.unwrap().is_empty(),

@@ -199,10 +199,16 @@ pub async fn preview(path: &Path, what: &str, sample: usize) -> Result<(), Failu
     let started = std::time::Instant::now();
     let now = Utc::now();
     // The admin API's preview: one page loop for both.
-    let (count, sampled) =
-        spindle_server::admin::segments::preview(store.as_ref(), &segments, &expr, now, sample)
-            .await
-            .context("reading profiles")?;
+    let (count, sampled) = spindle_server::admin::segments::preview(
+        store.as_ref(),
+        &segments,
+        &expr,
+        now,
+        sample,
+        &spindle_sync::live::SharedProfiles::new(),
+    )
+    .await
+    .context("reading profiles")?;
     let members: Vec<String> = sampled
         .iter()
         .map(|(id, _, doc)| {

@@ -33,6 +33,7 @@ use axum::Router;
 use spindle_config::Config;
 use spindle_scheduler::SchedulerHandle;
 use spindle_store::SqlStore;
+use spindle_sync::live::SharedProfiles;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -60,6 +61,8 @@ pub struct EvaluateAllSegments {
     pub config: Arc<Config>,
     /// The store (API segments, profiles, memberships).
     pub store: Arc<SqlStore>,
+    /// The profile table evaluations run on.
+    pub profiles: Arc<SharedProfiles>,
 }
 
 #[async_trait]
@@ -68,9 +71,14 @@ impl SegmentRefresher for EvaluateAllSegments {
         let segments = segments::compile_all(&self.config, self.store.as_ref())
             .await
             .map_err(|e| e.to_string())?;
-        spindle_sync::membership::evaluate_all(self.store.as_ref(), &segments, chrono::Utc::now())
-            .await
-            .map_err(|e| e.to_string())?;
+        spindle_sync::membership::evaluate_all(
+            self.store.as_ref(),
+            &segments,
+            &self.profiles,
+            chrono::Utc::now(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         Ok(())
     }
 }
@@ -88,6 +96,7 @@ struct Inner {
     store: Arc<SqlStore>,
     scheduler: SchedulerHandle,
     refresher: Arc<dyn SegmentRefresher>,
+    profiles: Arc<SharedProfiles>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -101,12 +110,14 @@ impl std::fmt::Debug for AdminState {
 
 impl AdminState {
     /// The admin API over `store`, with the tokens of `config` and manual runs through `scheduler`.
-    /// Dry runs refresh memberships with [`EvaluateAllSegments`] until [`Self::with_refresher`] says
-    /// otherwise.
+    /// Dry runs refresh memberships with [`EvaluateAllSegments`], and previews load a profile table of
+    /// their own, until [`Self::with_refresher`] says otherwise.
     pub fn new(config: Arc<Config>, store: Arc<SqlStore>, scheduler: SchedulerHandle) -> Self {
+        let profiles = Arc::new(SharedProfiles::new());
         let refresher = Arc::new(EvaluateAllSegments {
             config: config.clone(),
             store: store.clone(),
+            profiles: profiles.clone(),
         });
         Self {
             tokens: Arc::new(auth::tokens(&config.server)),
@@ -115,18 +126,25 @@ impl AdminState {
                 store,
                 scheduler,
                 refresher,
+                profiles,
             })),
         }
     }
 
-    /// Uses `refresher` to bring memberships up to date before a dry run.
-    pub fn with_refresher(self, refresher: Arc<dyn SegmentRefresher>) -> Self {
+    /// Uses `refresher` to bring memberships up to date before a dry run, and `profiles` (the table the
+    /// refresher evaluates on) for previews.
+    pub fn with_refresher(
+        self,
+        refresher: Arc<dyn SegmentRefresher>,
+        profiles: Arc<SharedProfiles>,
+    ) -> Self {
         let inner = self.inner.map(|inner| {
             Arc::new(Inner {
                 config: inner.config.clone(),
                 store: inner.store.clone(),
                 scheduler: inner.scheduler.clone(),
                 refresher,
+                profiles,
             })
         });
         Self { inner, ..self }

@@ -23,7 +23,11 @@ use serde::{Deserialize, Serialize};
 use spindle_config::{Config, SegmentConfig};
 use spindle_identity::profile::ProfileDocument;
 use spindle_segments::Expr;
-use spindle_store::{AdminStore, ApiSegment, ApiSegmentWrite, IdentityStore, StoreResult};
+use spindle_store::{
+    AdminStore, ApiSegment, ApiSegmentWrite, IdentityStore, ProfileChangeStore, StoreResult,
+};
+use spindle_sync::SyncError;
+use spindle_sync::live::SharedProfiles;
 use spindle_sync::membership::Segments;
 use utoipa::{IntoParams, ToSchema};
 
@@ -548,8 +552,10 @@ async fn preview_text(
         &expr,
         Utc::now(),
         sample.unwrap_or(10).min(100),
+        &inner.profiles,
     )
-    .await?;
+    .await
+    .map_err(|e| ApiError::Internal(format!("the preview failed: {e}")))?;
     Ok(PreviewResult {
         expression: text,
         count,
@@ -561,61 +567,44 @@ async fn preview_text(
     })
 }
 
-/// Profiles read per page while previewing.
-const PAGE: u32 = 2_000;
-
-/// Evaluates `expr` over every profile at `now` (with `segments` answering `in_segment()`); returns how
-/// many match and the first `sample` of them as `(id, record count, document)`.
-pub async fn preview<S: IdentityStore + ?Sized>(
+/// Evaluates `expr` over every profile at `now` on the profile table `profiles` (brought up to date first),
+/// with `segments` answering `in_segment()`; returns how many match and the first `sample` of them as
+/// `(id, record count, document)`.
+pub async fn preview<S: IdentityStore + ProfileChangeStore + ?Sized>(
     store: &S,
     segments: &Segments,
     expr: &Expr,
     now: DateTime<Utc>,
     sample: usize,
-) -> StoreResult<(u64, Vec<(i64, u64, ProfileDocument)>)> {
-    let (mut count, mut members) = (0u64, Vec::new());
-    let mut after = 0;
-    loop {
-        let page = store.profiles_page(after, PAGE).await?;
-        let Some(last) = page.last().map(|p| p.id) else {
-            break;
+    profiles: &SharedProfiles,
+) -> Result<(u64, Vec<(i64, u64, ProfileDocument)>), SyncError> {
+    let sampled: Vec<i64>;
+    let count;
+    {
+        let live = profiles.current(store).await?;
+        let table = live.table();
+        // Other segments are evaluated only when the expression refers to one.
+        let sets = if spindle_segments::segment_refs(expr).is_empty() {
+            Default::default()
+        } else {
+            spindle_sync::membership::member_sets(segments, table, now)
         };
-        after = last;
-        let docs: Vec<(i64, u64, ProfileDocument)> = page
-            .into_iter()
-            .filter_map(|r| {
-                serde_json::from_value(r.document)
-                    .ok()
-                    .map(|d| (r.id, r.record_count, d))
-            })
-            .collect();
-        let keys: Vec<spindle_model::RecordKey> = docs
-            .iter()
-            .flat_map(|(_, _, d)| d.records.clone())
-            .collect();
-        let records = store.records_by_keys(&keys).await?;
-        let by_key: std::collections::BTreeMap<
-            spindle_model::RecordKey,
-            &spindle_model::StoredRecord,
-        > = records
-            .iter()
-            .map(|r| (spindle_identity::profile::key_of(r), r))
-            .collect();
-        for (id, record_count, doc) in docs {
-            let mine: Vec<spindle_model::StoredRecord> = doc
-                .records
-                .iter()
-                .filter_map(|k| by_key.get(k).map(|r| (*r).clone()))
-                .collect();
-            let view = spindle_sync::membership::view(&doc, &mine);
-            let inside = segments.evaluate(&view, now);
-            if spindle_segments::evaluate(expr, &view, now, &|s: &str| inside.contains(s)) {
-                count += 1;
-                if members.len() < sample {
-                    members.push((id, record_count, doc));
-                }
-            }
-        }
+        let members = table.evaluate(expr, now, &|other: &str| sets.get(other));
+        count = members.len() as u64;
+        sampled = members.ids(table).take(sample).collect();
     }
-    Ok((count, members))
+    let mut rows: Vec<(i64, u64, ProfileDocument)> = store
+        .profiles_by_ids(&sampled)
+        .await?
+        .into_iter()
+        .filter_map(|row| {
+            serde_json::from_value(row.document)
+                .ok()
+                .map(|doc| (row.id, row.record_count, doc))
+        })
+        .collect();
+    let order: std::collections::HashMap<i64, usize> =
+        sampled.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    rows.sort_by_key(|(id, _, _)| order.get(id).copied().unwrap_or(usize::MAX));
+    Ok((count, rows))
 }
