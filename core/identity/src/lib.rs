@@ -7,10 +7,12 @@
 //!   timeline.
 //! - [`IdentityEngine`] applies them to the store, incrementally (`resolve_pending`) or from scratch
 //!   (`rebuild`), with stable profile ids and the evidence of every link; [`explain`] renders that evidence.
+//! - [`lookup`] finds the one profile an identifier, as a person types it, names.
 #![deny(missing_docs)]
 
 mod engine;
 pub mod explain;
+pub mod lookup;
 pub mod normalize;
 pub mod profile;
 pub mod resolve;

@@ -5,7 +5,6 @@ use std::path::Path;
 use anyhow::Context;
 use chrono::Utc;
 use spindle_config::Config;
-use spindle_identity::normalize::Normalizer;
 use spindle_identity::profile::{self, ProfileDocument};
 use spindle_identity::{IdentityEngine, explain};
 use spindle_model::{JobId, JobTrigger, NewAuditEntry};
@@ -31,30 +30,19 @@ async fn find(
             _ if who.contains('@') => ("email".to_owned(), who),
             _ => ("phone".to_owned(), who),
         };
-        let mut normalizer = Normalizer::new(config.identity.default_region.as_deref());
-        let value = normalizer
-            .normalize(&kind, raw)
-            .map_err(|reason| anyhow::anyhow!("`{who}` is not a usable {kind}: {reason}"))?;
-        let found = store
-            .profiles_with_identifiers(&[(kind.clone(), value.clone())])
-            .await
-            .context("looking up profiles")?;
-        let mut ids: Vec<i64> = found.into_iter().map(|(_, _, id)| id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        match ids.as_slice() {
-            [] => return Err(anyhow::anyhow!("no profile holds {kind} `{value}`").into()),
-            [one] => *one,
-            many => {
-                let list: Vec<String> = many.iter().map(ToString::to_string).collect();
-                return Err(anyhow::anyhow!(
-                    "{} profiles hold {kind} `{value}` (it links nobody, or limits kept them apart): {}; name one by id",
-                    many.len(),
-                    list.join(", ")
-                )
-                .into());
+        spindle_identity::lookup::profile_holding(
+            store,
+            config.identity.default_region.as_deref(),
+            &kind,
+            raw,
+        )
+        .await
+        .map_err(|err| match err {
+            spindle_identity::lookup::LookupError::Ambiguous { .. } => {
+                anyhow::anyhow!("{err}; name one by id")
             }
-        }
+            other => anyhow::Error::new(other),
+        })?
     };
     let row = store
         .profile(id)

@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use spindle_identity::normalize::Normalizer;
+use spindle_identity::lookup::{LookupError, profile_holding};
 use spindle_identity::profile::{self, ProfileDocument};
 use spindle_store::{IdentityStore, ProfileRow};
 use utoipa::{IntoParams, ToSchema};
@@ -234,33 +234,19 @@ pub(super) async fn lookup(
         }
     };
     let inner = state.inner()?;
-    let mut normalizer = Normalizer::new(inner.config.identity.default_region.as_deref());
-    let value = normalizer.normalize(&kind, &raw).map_err(|reason| {
-        ApiError::BadRequest(format!("`{raw}` is not a usable {kind}: {reason}"))
+    let id = profile_holding(
+        inner.store.as_ref(),
+        inner.config.identity.default_region.as_deref(),
+        &kind,
+        &raw,
+    )
+    .await
+    .map_err(|err| match err {
+        LookupError::Unusable { .. } => ApiError::BadRequest(err.to_string()),
+        LookupError::NotFound { .. } => ApiError::NotFound(err.to_string()),
+        LookupError::Ambiguous { .. } => ApiError::Conflict(err.to_string()),
+        LookupError::Store(err) => err.into(),
     })?;
-    let found = inner
-        .store
-        .profiles_with_identifiers(&[(kind.clone(), value.clone())])
-        .await?;
-    let mut ids: Vec<i64> = found.into_iter().map(|(_, _, id)| id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let id = match ids.as_slice() {
-        [] => {
-            return Err(ApiError::NotFound(format!(
-                "no profile holds {kind} `{value}`"
-            )));
-        }
-        [one] => *one,
-        many => {
-            let list: Vec<String> = many.iter().map(ToString::to_string).collect();
-            return Err(ApiError::Conflict(format!(
-                "{} profiles hold {kind} `{value}` (it links nobody, or limits kept them apart): {}",
-                many.len(),
-                list.join(", ")
-            )));
-        }
-    };
     let (row, doc) = load(&state, id).await?;
     Ok(Json(view(&state, row, doc).await?))
 }
