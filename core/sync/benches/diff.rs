@@ -3,7 +3,8 @@
 //! Seeds a SQLite store in a temporary folder with 525,000 profiles, puts 500,000 of them in a segment, and
 //! records a delivered state where 95% of the members are unchanged, 2.5% changed, 2.5% never sent, and
 //! 25,000 former members have left. Then times `plan` (read members and delivered hashes, read documents,
-//! map payloads, hash, compare) and prints the figures with the process's peak RSS.
+//! map payloads, hash, compare) and prints the figures with the process's peak RSS. It also times loading
+//! every profile into the in-memory table segments are evaluated on.
 //!
 //! `cargo bench -p spindle-sync --bench diff` (`SPINDLE_BENCH_MEMBERS=N` for another size).
 
@@ -233,6 +234,16 @@ async fn main() {
         "  documents decoded in {:.2} s",
         started.elapsed().as_secs_f64()
     );
+    let started = Instant::now();
+    let live = spindle_sync::live::LiveProfiles::load(&store)
+        .await
+        .unwrap();
+    println!(
+        "  profile table of {} profiles loaded in {:.2} s (the daemon's first segment evaluation)",
+        live.table().len(),
+        started.elapsed().as_secs_f64()
+    );
+    drop(live);
     let started = Instant::now();
     let candidates = store.diff_candidates(&sync.id, "audience").await.unwrap();
     println!(
