@@ -29,36 +29,31 @@ use crate::membership::view;
 /// Profiles read per page while loading.
 const PAGE: u32 = 2_000;
 
-/// A profile with its document, ready for segment expressions.
+/// A profile as segment expressions see it.
 #[derive(Debug, Clone)]
-pub struct ViewedProfile {
-    /// The profile id.
-    pub id: i64,
-    /// How many records it unifies.
-    pub record_count: u64,
-    /// Its document.
-    pub document: ProfileDocument,
-    /// What segment expressions see of it.
-    pub view: spindle_segments::ProfileView,
+struct ViewedProfile {
+    id: i64,
+    view: spindle_segments::ProfileView,
 }
 
 /// Decodes stored profiles and reads the records they unify (for their events); profiles whose document
 /// cannot be decoded are skipped with a warning.
-pub async fn viewed<S: IdentityStore + ?Sized>(
+async fn viewed<S: IdentityStore + ?Sized>(
     store: &S,
     rows: Vec<ProfileRow>,
 ) -> StoreResult<Vec<ViewedProfile>> {
-    let docs: Vec<(ProfileRow, ProfileDocument)> = rows
+    let docs: Vec<(i64, ProfileDocument)> = rows
         .into_iter()
-        .filter_map(
-            |row| match serde_json::from_value::<ProfileDocument>(row.document.clone()) {
-                Ok(doc) => Some((row, doc)),
+        .filter_map(|row| {
+            let ProfileRow { id, document, .. } = row;
+            match serde_json::from_value::<ProfileDocument>(document) {
+                Ok(doc) => Some((id, doc)),
                 Err(err) => {
-                    tracing::warn!(profile = row.id, error = %err, "unreadable profile document skipped");
+                    tracing::warn!(profile = id, error = %err, "unreadable profile document skipped");
                     None
                 }
-            },
-        )
+            }
+        })
         .collect();
     let keys: Vec<RecordKey> = docs
         .iter()
@@ -71,17 +66,15 @@ pub async fn viewed<S: IdentityStore + ?Sized>(
         .collect();
     Ok(docs
         .into_iter()
-        .map(|(row, document)| {
+        .map(|(id, document)| {
             let mine: Vec<&StoredRecord> = document
                 .records
                 .iter()
                 .filter_map(|k| by_key.get(k).copied())
                 .collect();
             ViewedProfile {
-                id: row.id,
-                record_count: row.record_count,
+                id,
                 view: view(&document, mine),
-                document,
             }
         })
         .collect())
