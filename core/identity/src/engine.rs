@@ -12,6 +12,7 @@
 //! `profile 17` keeps answering after 17 was merged into 12. New clusters get new ids.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use regex::Regex;
@@ -107,8 +108,32 @@ type Spellings<'r> = (BTreeSet<&'r str>, BTreeSet<&'r str>);
 
 /// Records read per incremental step.
 const STEP: u32 = 5_000;
-/// Records read per page during a rebuild.
+/// Records read per page during a full pass.
 const PAGE: u32 = 20_000;
+/// Records whose profiles a full pass builds and writes together, in one transaction.
+const WRITE_RECORDS: usize = 20_000;
+
+/// The records of a closed set as resolution sees them (records deleted at their source left out), by
+/// index.
+#[derive(Default)]
+struct ClosedSet {
+    keys: Vec<RecordKey>,
+    /// Linking pairs, until resolution takes them.
+    links: Vec<Vec<(String, String)>>,
+    /// The profile each record belonged to before, if any.
+    old_of: Vec<Option<i64>>,
+    /// The records with their analyses when they are in hand (a step); `None` in a full pass, which reads
+    /// them again chunk by chunk to build documents, so that it never holds every record at once.
+    in_hand: Option<Vec<Option<(StoredRecord, Analysed)>>>,
+}
+
+/// The profiles a closed set had before.
+struct OldState {
+    /// Records per old profile (every member, deleted records included).
+    sizes: HashMap<i64, usize>,
+    /// Every old profile the set reached, ascending.
+    profiles: Vec<i64>,
+}
 
 fn compound_value(record: &StoredRecord, field: &str) -> Option<String> {
     let text = |name: &str| -> Option<String> {
@@ -227,7 +252,23 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
     }
 
     /// Resolves every record changed since the last step; returns what changed.
+    ///
+    /// When at least half of the stored records are pending (a first build, a source loaded in full), they
+    /// are all resolved in one full pass, as [`rebuild`](Self::rebuild) does, rather than in overlapping
+    /// steps that would write the same profiles again and again; the result is the same.
     pub async fn resolve_pending(&self) -> Result<ResolveReport, IdentityError> {
+        let high_water = self.store.identity_high_water().await?;
+        let pending = self.store.count_records_since(high_water).await?;
+        if pending == 0 {
+            return Ok(ResolveReport::default());
+        }
+        if pending > u64::from(STEP) && pending * 2 >= self.store.count_records(None).await? {
+            tracing::info!(
+                pending,
+                "most records are pending: resolving them in one full pass"
+            );
+            return self.full_pass().await;
+        }
         let mut report = ResolveReport::default();
         // One normaliser for every step: records of profiles touched again are not parsed again.
         let mut normalizer = self.normalizer();
@@ -248,6 +289,7 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         changed: Vec<StoredRecord>,
         high_water: i64,
     ) -> Result<ResolveReport, IdentityError> {
+        let started = Instant::now();
         let changed_keys: Vec<RecordKey> = changed.iter().map(key_of).collect();
         let mut analysed: Vec<Analysed> = changed
             .iter()
@@ -298,6 +340,7 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 break;
             }
         }
+        let expanded = started.elapsed();
         let visited: Vec<i64> = visited.into_iter().collect();
         let old_members = self.store.profile_members(&visited).await?;
         // The changed records are in hand (and analysed); only the other members of the profiles reached
@@ -315,18 +358,63 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 .iter()
                 .map(|record| self.analyse(normalizer, record)),
         );
-        let mut records = changed;
-        records.extend(fetched);
+        let read = started.elapsed();
         let old: HashMap<RecordKey, i64> = old_members.into_iter().map(|(id, k)| (k, id)).collect();
-        self.resolve_set(records, analysed, &old, &visited, Some(high_water), false)
-            .await
+        let mut sizes: HashMap<i64, usize> = HashMap::new();
+        for id in old.values() {
+            *sizes.entry(*id).or_default() += 1;
+        }
+        // A record deleted at its source no longer vouches for anyone: it leaves its profile, and a profile
+        // left without records is removed.
+        let records: Vec<(StoredRecord, Analysed)> = changed
+            .into_iter()
+            .chain(fetched)
+            .zip(analysed)
+            .filter(|(record, _)| !record.record.deleted)
+            .collect();
+        let keys: Vec<RecordKey> = records.iter().map(|(r, _)| key_of(r)).collect();
+        let set = ClosedSet {
+            old_of: keys.iter().map(|k| old.get(k).copied()).collect(),
+            links: records.iter().map(|(_, a)| a.links.clone()).collect(),
+            keys,
+            in_hand: Some(records.into_iter().map(Some).collect()),
+        };
+        let old = OldState {
+            sizes,
+            profiles: visited,
+        };
+        let report = self.resolve_set(set, &old, high_water, normalizer).await?;
+        tracing::debug!(
+            records = report.records,
+            profiles = report.profiles_written,
+            expand_ms = expanded.as_millis() as u64,
+            read_ms = (read - expanded).as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "identity step"
+        );
+        Ok(report)
     }
 
     /// Resolves every record from scratch, keeping ids where profiles survive; returns what changed.
     pub async fn rebuild(&self) -> Result<ResolveReport, IdentityError> {
+        self.full_pass().await
+    }
+
+    /// Resolves every stored record as one closed set (see the module doc for how it is written).
+    async fn full_pass(&self) -> Result<ResolveReport, IdentityError> {
+        let started = Instant::now();
         let mut normalizer = self.normalizer();
-        let mut records = Vec::new();
-        let mut analysed = Vec::new();
+        // Each record read takes its old membership out of `old`.
+        let mut old: HashMap<RecordKey, i64> = HashMap::new();
+        let mut sizes: HashMap<i64, usize> = HashMap::new();
+        for (id, key) in self.store.all_memberships().await? {
+            *sizes.entry(id).or_default() += 1;
+            old.insert(key, id);
+        }
+        // Every old id: those with members, and any profile left without one.
+        let mut profiles: BTreeSet<i64> = sizes.keys().copied().collect();
+        profiles.extend(self.store.profile_ids().await?);
+        let mut set = ClosedSet::default();
         let mut after = 0;
         loop {
             let page = self.store.records_since(after, PAGE).await?;
@@ -334,67 +422,65 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 break;
             };
             after = last;
-            analysed.extend(page.iter().map(|r| self.analyse(&mut normalizer, r)));
-            records.extend(page);
+            for record in &page {
+                if record.record.deleted {
+                    continue;
+                }
+                let key = key_of(record);
+                set.old_of.push(old.remove(&key));
+                set.links.push(self.analyse(&mut normalizer, record).links);
+                set.keys.push(key);
+            }
         }
-        let high_water = records
-            .iter()
-            .map(|r| r.seq)
-            .max()
-            .unwrap_or(0)
-            .max(self.store.identity_high_water().await?);
-        let old: HashMap<RecordKey, i64> = self
-            .store
-            .all_memberships()
-            .await?
-            .into_iter()
-            .map(|(id, k)| (k, id))
-            .collect();
-        let visited: Vec<i64> = old
-            .values()
-            .copied()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        self.resolve_set(records, analysed, &old, &visited, Some(high_water), true)
-            .await
+        drop(old);
+        let high_water = after.max(self.store.identity_high_water().await?);
+        tracing::debug!(
+            records = set.keys.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "full pass: records analysed"
+        );
+        let old = OldState {
+            sizes,
+            profiles: profiles.into_iter().collect(),
+        };
+        let report = self
+            .resolve_set(set, &old, high_water, &mut normalizer)
+            .await?;
+        tracing::debug!(
+            records = report.records,
+            profiles = report.profiles_written,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "full pass resolved"
+        );
+        Ok(report)
     }
 
-    /// Resolves `records` (with their analyses, in the same order) as a closed set and writes the result.
-    #[allow(clippy::too_many_arguments)]
+    /// Resolves a closed set and writes the result: in one transaction when its records are in hand (a
+    /// step), else in chunks of about [`WRITE_RECORDS`] records, re-read to build their documents, the last
+    /// chunk also removing retired profiles and advancing the high-water mark.
     async fn resolve_set(
         &self,
-        records: Vec<StoredRecord>,
-        analysed: Vec<Analysed>,
-        old: &HashMap<RecordKey, i64>,
-        old_profiles: &[i64],
-        high_water: Option<i64>,
-        replace_all: bool,
+        mut set: ClosedSet,
+        old: &OldState,
+        high_water: i64,
+        normalizer: &mut Normalizer,
     ) -> Result<ResolveReport, IdentityError> {
-        // A record deleted at its source no longer vouches for anyone: it leaves its profile, and a profile
-        // left without records is removed.
-        let (records, analysed): (Vec<StoredRecord>, Vec<Analysed>) = records
-            .into_iter()
-            .zip(analysed)
-            .filter(|(record, _)| !record.record.deleted)
-            .unzip();
-        let mut analysed = analysed;
-        let record_count = records.len() as u64;
-        let keys: Vec<RecordKey> = records.iter().map(key_of).collect();
+        let started = Instant::now();
+        let record_count = set.keys.len() as u64;
         // Resolution orders records by key: each record's node key is its rank in that order (a plain number,
         // cheap to clone and compare), and `order` leads from a rank back to the record.
-        let mut order: Vec<usize> = (0..records.len()).collect();
-        order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
-        let mut rank = vec![0; records.len()];
+        let mut order: Vec<usize> = (0..set.keys.len()).collect();
+        order.sort_by(|a, b| set.keys[*a].cmp(&set.keys[*b]));
+        let mut rank = vec![0; set.keys.len()];
         for (position, index) in order.iter().enumerate() {
             rank[*index] = position;
         }
-        let nodes: Vec<Node<usize>> = analysed
-            .iter_mut()
+        let nodes: Vec<Node<usize>> = std::mem::take(&mut set.links)
+            .into_iter()
             .enumerate()
-            .map(|(i, a)| Node {
+            .map(|(i, links)| Node {
                 key: rank[i],
-                links: std::mem::take(&mut a.links),
+                links,
             })
             .collect();
         let clusters: Vec<Cluster<usize>> = resolve(&nodes, &self.rules)
@@ -413,20 +499,16 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                     .collect(),
             })
             .collect();
-        drop((order, rank));
+        drop((order, rank, nodes));
+        let resolved = started.elapsed();
 
-        // The profile each record had before, if any.
-        let old_of: Vec<Option<i64>> = keys.iter().map(|k| old.get(k).copied()).collect();
-        let (ids, report) = self
-            .assign_ids(&clusters, &old_of, old, old_profiles)
-            .await?;
-
+        let (ids, report) = self.assign_ids(&clusters, &set.old_of, old).await?;
         let assigned: HashSet<i64> = ids.iter().copied().collect();
         // For each retired id, how many of its records each new profile took.
         let mut takers: HashMap<i64, BTreeMap<i64, usize>> = HashMap::new();
         for (cluster, id) in clusters.iter().zip(&ids) {
             for member in &cluster.members {
-                if let Some(old_id) = old_of[*member]
+                if let Some(old_id) = set.old_of[*member]
                     && !assigned.contains(&old_id)
                 {
                     *takers.entry(old_id).or_default().entry(*id).or_default() += 1;
@@ -435,7 +517,7 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         }
         let mut removed = Vec::new();
         let mut aliases = Vec::new();
-        for old_id in old_profiles.iter().filter(|id| !assigned.contains(id)) {
+        for old_id in old.profiles.iter().filter(|id| !assigned.contains(id)) {
             removed.push(*old_id);
             // The cluster that took most of its records inherits the id.
             if let Some((heir, _)) = takers
@@ -447,67 +529,120 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 aliases.push((*old_id, heir));
             }
         }
-
-        let now = Utc::now();
-        // Each record serves one profile: it is released once that profile's document is built.
-        let mut records: Vec<Option<StoredRecord>> = records.into_iter().map(Some).collect();
-        let mut profiles = Vec::with_capacity(clusters.len());
-        for (cluster, id) in clusters.iter().zip(&ids) {
-            let members: Vec<&StoredRecord> = cluster
-                .members
-                .iter()
-                .filter_map(|m| records[*m].as_ref())
-                .collect();
-            profiles
-                .push(self.profile_write(*id, cluster, &members, &keys, &analysed, &nodes, now)?);
-            for member in &cluster.members {
-                records[*member] = None;
-            }
-        }
-        drop(records);
         let report = ResolveReport {
             records: record_count,
-            profiles_written: profiles.len() as u64,
-            touched: profiles
-                .iter()
-                .map(|p| p.id)
-                .chain(removed.iter().copied())
-                .collect(),
+            profiles_written: clusters.len() as u64,
+            touched: ids.iter().chain(&removed).copied().collect(),
             ..report
         };
-        self.store
-            .write_resolution(ResolutionWrite {
-                removed,
-                profiles,
-                aliases,
-                high_water,
-                replace_all,
-            })
-            .await?;
+
+        // Clusters written together: all at once when the records are in hand, else chunks of about
+        // `WRITE_RECORDS` records.
+        let limit = if set.in_hand.is_some() {
+            usize::MAX
+        } else {
+            WRITE_RECORDS
+        };
+        let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
+        let (mut start, mut size) = (0, 0);
+        for (index, cluster) in clusters.iter().enumerate() {
+            size += cluster.members.len();
+            if size >= limit {
+                chunks.push(start..index + 1);
+                (start, size) = (index + 1, 0);
+            }
+        }
+        if start < clusters.len() || chunks.is_empty() {
+            chunks.push(start..clusters.len());
+        }
+        let now = Utc::now();
+        let last_chunk = chunks.len() - 1;
+        let mut final_write = Some((removed, aliases));
+        for (n, range) in chunks.into_iter().enumerate() {
+            let members: Vec<usize> = clusters[range.clone()]
+                .iter()
+                .flat_map(|c| c.members.iter().copied())
+                .collect();
+            let records = self.member_records(&mut set, &members, normalizer).await?;
+            let mut profiles = Vec::with_capacity(range.len());
+            for (cluster, id) in clusters[range.clone()].iter().zip(&ids[range]) {
+                let cluster_records: Vec<(&StoredRecord, &Analysed)> = cluster
+                    .members
+                    .iter()
+                    .filter_map(|m| records.get(m).map(|(r, a)| (r, a)))
+                    .collect();
+                profiles.push(self.profile_write(
+                    *id,
+                    cluster,
+                    &cluster_records,
+                    &set.keys,
+                    now,
+                )?);
+            }
+            drop(records);
+            let (removed, aliases) = if n == last_chunk {
+                final_write.take().unwrap_or_default()
+            } else {
+                Default::default()
+            };
+            self.store
+                .write_resolution(ResolutionWrite {
+                    removed,
+                    profiles,
+                    aliases,
+                    high_water: (n == last_chunk).then_some(high_water),
+                    replace_all: false,
+                })
+                .await?;
+        }
         tracing::debug!(
             records = report.records,
             profiles = report.profiles_written,
             created = report.created,
             merged = report.merged,
             split = report.split,
+            resolve_ms = resolved.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
             "identity resolved"
         );
         Ok(report)
+    }
+
+    /// The records (with their analyses) of the set members `members`, by member index: taken from the set
+    /// when in hand, else read from the store and analysed again. A record gone from the store is left out.
+    async fn member_records(
+        &self,
+        set: &mut ClosedSet,
+        members: &[usize],
+        normalizer: &mut Normalizer,
+    ) -> Result<HashMap<usize, (StoredRecord, Analysed)>, IdentityError> {
+        if let Some(in_hand) = set.in_hand.as_mut() {
+            return Ok(members
+                .iter()
+                .filter_map(|m| in_hand[*m].take().map(|r| (*m, r)))
+                .collect());
+        }
+        let keys: Vec<RecordKey> = members.iter().map(|m| set.keys[*m].clone()).collect();
+        let index: HashMap<&RecordKey, usize> =
+            members.iter().map(|m| (&set.keys[*m], *m)).collect();
+        let mut out = HashMap::with_capacity(members.len());
+        for record in self.store.records_by_keys(&keys).await? {
+            if let Some(member) = index.get(&key_of(&record)) {
+                let analysed = self.analyse(normalizer, &record);
+                out.insert(*member, (record, analysed));
+            }
+        }
+        Ok(out)
     }
 
     async fn assign_ids(
         &self,
         clusters: &[Cluster<usize>],
         old_of: &[Option<i64>],
-        old: &HashMap<RecordKey, i64>,
-        old_profiles: &[i64],
+        old: &OldState,
     ) -> Result<(Vec<i64>, ResolveReport), IdentityError> {
         let mut candidates: Vec<(usize, i64, usize)> = Vec::new();
         let mut clusters_of_old: HashMap<i64, BTreeSet<usize>> = HashMap::new();
-        let mut old_sizes: HashMap<i64, usize> = HashMap::new();
-        for id in old.values() {
-            *old_sizes.entry(*id).or_default() += 1;
-        }
         for (index, cluster) in clusters.iter().enumerate() {
             let mut overlap: BTreeMap<i64, usize> = BTreeMap::new();
             for member in &cluster.members {
@@ -554,7 +689,7 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         for (index, id) in ids.iter().enumerate() {
             position.entry(*id).or_insert(index);
         }
-        for old_id in old_profiles {
+        for old_id in &old.profiles {
             let spread = clusters_of_old.get(old_id).map_or(0, BTreeSet::len);
             if spread > 1 {
                 report.split += 1;
@@ -564,7 +699,7 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
             }
             if let Some(index) = position.get(old_id) {
                 let members = &clusters[*index].members;
-                let same = members.len() == old_sizes.get(old_id).copied().unwrap_or(0)
+                let same = members.len() == old.sizes.get(old_id).copied().unwrap_or(0)
                     && members.iter().all(|m| old_of[*m] == Some(*old_id));
                 if same {
                     report.unchanged += 1;
@@ -574,23 +709,21 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         Ok((ids, report))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The write of one profile: `members` are its records (in member order) with their analyses.
     fn profile_write(
         &self,
         id: i64,
         cluster: &Cluster<usize>,
-        members: &[&StoredRecord],
+        members: &[(&StoredRecord, &Analysed)],
         keys: &[RecordKey],
-        analysed: &[Analysed],
-        nodes: &[Node<usize>],
         now: DateTime<Utc>,
     ) -> Result<ProfileWrite, IdentityError> {
         // `(type, value)` -> (raw spellings, sources); ordered like the owned strings they become.
         let mut identifiers: BTreeMap<(&str, &str), Spellings<'_>> = BTreeMap::new();
         let mut compound: BTreeSet<(&str, &str)> = BTreeSet::new();
         let mut rejected = Vec::new();
-        for (member, record) in cluster.members.iter().zip(members) {
-            for (kind, value, raw) in &analysed[*member].identifiers {
+        for (record, analysed) in members {
+            for (kind, value, raw) in &analysed.identifiers {
                 let entry = identifiers
                     .entry((kind.as_str(), value.as_str()))
                     .or_default();
@@ -598,13 +731,13 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 entry.1.insert(record.source.as_str());
             }
             compound.extend(
-                nodes[*member]
+                analysed
                     .links
                     .iter()
                     .filter(|(k, _)| k.starts_with("compound:"))
                     .map(|(k, v)| (k.as_str(), v.as_str())),
             );
-            rejected.extend(analysed[*member].rejected.iter().cloned());
+            rejected.extend(analysed.rejected.iter().cloned());
         }
         let mut index_values: BTreeSet<(&str, &str)> = identifiers.keys().copied().collect();
         index_values.extend(compound);
@@ -631,7 +764,8 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 b: keys[l.b].clone(),
             })
             .collect();
-        let document = profile::build(self.profiles, members, identifiers, rejected, links, now);
+        let records: Vec<&StoredRecord> = members.iter().map(|(r, _)| *r).collect();
+        let document = profile::build(self.profiles, &records, identifiers, rejected, links, now);
         let mut search = vec![id.to_string()];
         search.extend(document.identifiers.iter().map(|i| i.value.to_lowercase()));
         for name in ["first_name", "last_name", "company", "name"] {

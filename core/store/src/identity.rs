@@ -8,13 +8,15 @@
 //!   deletes the removed ones, records aliases and advances the identity high-water mark, all in one
 //!   transaction: readers see the state before or after a resolution step, never half of it.
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use chrono::Utc;
 use spindle_model::{RecordKey, StoredRecord};
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::sql::{RECORD_COLUMNS, SqlStore, decode_record, from_millis, placeholders, to_millis};
-use crate::{ProfileStore, StoreResult};
+use crate::{Backend, ProfileStore, StoreResult};
 
 /// A profile as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,18 +66,50 @@ pub struct ResolutionWrite {
 
 /// Keys per `IN` list; every backend accepts this many parameters.
 pub(crate) const CHUNK: usize = 300;
+/// Parameters per multi-row `INSERT` or row-value `IN` list of a write: well under both backends' limits
+/// (SQLite 32,766, PostgreSQL 65,535), and large enough that statement overhead stays small.
+const WRITE_PARAMS: usize = 2_000;
 
-/// A value looked up with `IN (...)`: how many columns it spans and how it binds.
-trait InKey: Sync {
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// A value bound as a tuple of parameters (an `IN` list entry or a `VALUES` row): how many columns it spans
+/// and how it binds.
+trait Params: Sync {
     /// Columns per value.
     const WIDTH: usize;
     /// Binds the value's columns, in order.
     fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q>;
 }
 
-type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+impl<T: Params + ?Sized> Params for &T {
+    const WIDTH: usize = T::WIDTH;
+    fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        (**self).bind_to(query)
+    }
+}
 
-impl InKey for RecordKey {
+impl Params for i64 {
+    const WIDTH: usize = 1;
+    fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        query.bind(*self)
+    }
+}
+
+impl Params for str {
+    const WIDTH: usize = 1;
+    fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        query.bind(self)
+    }
+}
+
+impl Params for String {
+    const WIDTH: usize = 1;
+    fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        query.bind(self.as_str())
+    }
+}
+
+impl Params for RecordKey {
     const WIDTH: usize = 3;
     fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
         query
@@ -85,45 +119,83 @@ impl InKey for RecordKey {
     }
 }
 
-impl InKey for (String, String) {
-    const WIDTH: usize = 2;
+impl<A: Params, B: Params> Params for (A, B) {
+    const WIDTH: usize = A::WIDTH + B::WIDTH;
     fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
-        query.bind(&self.0).bind(&self.1)
+        self.1.bind_to(self.0.bind_to(query))
     }
 }
 
-impl InKey for i64 {
-    const WIDTH: usize = 1;
+impl<A: Params, B: Params, C: Params> Params for (A, B, C) {
+    const WIDTH: usize = A::WIDTH + B::WIDTH + C::WIDTH;
     fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
-        query.bind(*self)
+        self.2.bind_to(self.1.bind_to(self.0.bind_to(query)))
     }
+}
+
+/// Runs `sql(list)` for each chunk of `keys`, where `list` is the chunk's `IN` list of placeholders, and
+/// decodes every row.
+async fn select_in<K: Params, T>(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    keys: &[K],
+    sql: impl Fn(&str) -> String,
+    decode: impl Fn(&sqlx::any::AnyRow) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(CHUNK) {
+        let mut query = sqlx::query(AssertSqlSafe(sql(&placeholders(
+            backend,
+            1,
+            chunk.len(),
+            K::WIDTH,
+        ))));
+        for key in chunk {
+            query = key.bind_to(query);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            out.push(decode(&row)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `sql(list)` for each chunk of `rows` (as many as fit in [`WRITE_PARAMS`]), where `list` is the
+/// chunk's placeholders: an `IN` list or the tuples of a multi-row `VALUES`.
+async fn execute_rows<K: Params>(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    rows: &[K],
+    sql: impl Fn(&str) -> String,
+) -> StoreResult<()> {
+    for chunk in rows.chunks((WRITE_PARAMS / K::WIDTH).max(1)) {
+        let mut query = sqlx::query(AssertSqlSafe(sql(&placeholders(
+            backend,
+            1,
+            chunk.len(),
+            K::WIDTH,
+        ))));
+        for row in chunk {
+            query = row.bind_to(query);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 impl SqlStore {
-    /// Runs `sql(list)` for each chunk of `keys`, where `list` is the chunk's `IN` list of placeholders,
-    /// and decodes every row.
-    async fn select_in<K: InKey, T>(
+    /// [`select_in`] on a connection of the pool.
+    async fn select_in<K: Params, T>(
         &self,
         keys: &[K],
         sql: impl Fn(&str) -> String,
         decode: impl Fn(&sqlx::any::AnyRow) -> StoreResult<T>,
     ) -> StoreResult<Vec<T>> {
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(CHUNK) {
-            let mut query = sqlx::query(AssertSqlSafe(sql(&placeholders(
-                self.backend(),
-                1,
-                chunk.len(),
-                K::WIDTH,
-            ))));
-            for key in chunk {
-                query = key.bind_to(query);
-            }
-            for row in query.fetch_all(self.pool()).await? {
-                out.push(decode(&row)?);
-            }
+        if keys.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let mut conn = self.pool().acquire().await?;
+        select_in(&mut conn, self.backend(), keys, sql, decode).await
     }
 }
 
@@ -158,6 +230,10 @@ pub trait IdentityStore: Send + Sync {
     async fn search_profiles(&self, text: &str, limit: u32) -> StoreResult<Vec<ProfileRow>>;
     /// Every membership, for rebuild reports.
     async fn all_memberships(&self) -> StoreResult<Vec<(i64, RecordKey)>>;
+    /// Every profile id, ascending (a profile without members included).
+    async fn profile_ids(&self) -> StoreResult<Vec<i64>>;
+    /// How many records have a change sequence greater than `after_seq`: what is pending resolution.
+    async fn count_records_since(&self, after_seq: i64) -> StoreResult<u64>;
     /// How many profiles exist.
     async fn count_profiles(&self) -> StoreResult<u64>;
     /// Profiles with id greater than `after_id`, by id, at most `limit` (for walking every profile).
@@ -274,43 +350,21 @@ impl IdentityStore for SqlStore {
     }
 
     async fn write_resolution(&self, write: ResolutionWrite) -> StoreResult<()> {
+        let started = std::time::Instant::now();
         let now = to_millis(Utc::now());
+        let backend = self.backend();
         let mut tx = self.begin_write().await?;
-        if write.replace_all {
+        let conn: &mut sqlx::AnyConnection = &mut tx;
+        let written: Vec<i64> = write.profiles.iter().map(|p| p.id).collect();
+        let removed: Vec<i64> = if write.replace_all {
             for table in ["profile_members", "profile_identifiers"] {
                 sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await?;
             }
-        }
-        let cleared: Vec<i64> = if write.replace_all {
-            Vec::new()
-        } else {
-            write
-                .removed
-                .iter()
-                .copied()
-                .chain(write.profiles.iter().map(|p| p.id))
-                .collect()
-        };
-        for chunk in cleared.chunks(CHUNK) {
-            for table in ["profile_members", "profile_identifiers"] {
-                let sql = format!(
-                    "DELETE FROM {table} WHERE profile_id IN ({})",
-                    placeholders(self.backend(), 1, chunk.len(), 1)
-                );
-                let mut query = sqlx::query(AssertSqlSafe(sql));
-                for id in chunk {
-                    query = query.bind(*id);
-                }
-                query.execute(&mut *tx).await?;
-            }
-        }
-        let removed: Vec<i64> = if write.replace_all {
-            let keep: std::collections::HashSet<i64> =
-                write.profiles.iter().map(|p| p.id).collect();
+            let keep: HashSet<i64> = written.iter().copied().collect();
             let all: Vec<i64> = sqlx::query_scalar("SELECT id FROM profiles")
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut *conn)
                 .await?;
             all.into_iter()
                 .filter(|id| !keep.contains(id))
@@ -319,24 +373,117 @@ impl IdentityStore for SqlStore {
         } else {
             write.removed.clone()
         };
-        for chunk in removed.chunks(CHUNK) {
-            let sql = format!(
-                "DELETE FROM profiles WHERE id IN ({})",
-                placeholders(self.backend(), 1, chunk.len(), 1)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            query.execute(&mut *tx).await?;
+        // Removed profiles take their rows with them.
+        for table in ["profile_members", "profile_identifiers"] {
+            execute_rows(conn, backend, &removed, |list| {
+                format!("DELETE FROM {table} WHERE profile_id IN ({list})")
+            })
+            .await?;
         }
-        for chunk in write.profiles.chunks(50) {
+        execute_rows(conn, backend, &removed, |list| {
+            format!("DELETE FROM profiles WHERE id IN ({list})")
+        })
+        .await?;
+
+        // Member and identifier rows: what the written profiles hold now, against what they should hold.
+        let (old_members, old_identifiers) = if write.replace_all {
+            (Vec::new(), Vec::new())
+        } else {
+            let members = select_in(
+                conn,
+                backend,
+                &written,
+                |list| {
+                    format!(
+                        "SELECT source, stream, external_id, profile_id FROM profile_members \
+                         WHERE profile_id IN ({list})"
+                    )
+                },
+                |row| Ok((decode_key(row, 0)?, row.try_get::<i64, _>(3)?)),
+            )
+            .await?;
+            let identifiers = select_in(
+                conn,
+                backend,
+                &written,
+                |list| {
+                    format!(
+                        "SELECT profile_id, id_type, id_value FROM profile_identifiers \
+                         WHERE profile_id IN ({list})"
+                    )
+                },
+                |row| {
+                    Ok((
+                        row.try_get::<i64, _>(0)?,
+                        row.try_get::<String, _>(1)?,
+                        row.try_get::<String, _>(2)?,
+                    ))
+                },
+            )
+            .await?;
+            (members, identifiers)
+        };
+        let wanted: HashMap<&RecordKey, i64> = write
+            .profiles
+            .iter()
+            .flat_map(|p| p.members.iter().map(move |k| (k, p.id)))
+            .collect();
+        let held: HashSet<(&RecordKey, i64)> = old_members.iter().map(|(k, id)| (k, *id)).collect();
+        // Records that left the written profiles without joining one of them.
+        let left: Vec<&RecordKey> = old_members
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| !wanted.contains_key(k))
+            .collect();
+        // Records that join a written profile (new, or moved from another): inserted in key order, which
+        // keeps the index pages they touch together.
+        let mut joining: Vec<(&RecordKey, i64)> = wanted
+            .iter()
+            .map(|(k, id)| (*k, *id))
+            .filter(|row| !held.contains(row))
+            .collect();
+        joining.sort_unstable();
+        let wanted_identifiers: HashSet<(i64, &str, &str)> = write
+            .profiles
+            .iter()
+            .flat_map(|p| {
+                p.identifiers
+                    .iter()
+                    .map(move |(kind, value)| (p.id, kind.as_str(), value.as_str()))
+            })
+            .collect();
+        let held_identifiers: HashSet<(i64, &str, &str)> = old_identifiers
+            .iter()
+            .map(|(id, kind, value)| (*id, kind.as_str(), value.as_str()))
+            .collect();
+        let dropped: Vec<&(i64, &str, &str)> = held_identifiers
+            .iter()
+            .filter(|row| !wanted_identifiers.contains(*row))
+            .collect();
+        let mut added: Vec<(&str, &str, i64)> = wanted_identifiers
+            .iter()
+            .filter(|row| !held_identifiers.contains(*row))
+            .map(|(id, kind, value)| (*kind, *value, *id))
+            .collect();
+        added.sort_unstable();
+
+        execute_rows(conn, backend, &left, |list| {
+            format!("DELETE FROM profile_members WHERE (source, stream, external_id) IN ({list})")
+        })
+        .await?;
+        execute_rows(conn, backend, &dropped, |list| {
+            format!(
+                "DELETE FROM profile_identifiers WHERE (profile_id, id_type, id_value) IN ({list})"
+            )
+        })
+        .await?;
+        for chunk in write.profiles.chunks(WRITE_PARAMS / 6) {
             let sql = format!(
                 "INSERT INTO profiles (id, document, search_text, record_count, created_at, updated_at) VALUES {} \
                  ON CONFLICT (id) DO UPDATE SET document = excluded.document, search_text = excluded.search_text, \
                  record_count = excluded.record_count, \
                  updated_at = CASE WHEN excluded.updated_at > profiles.updated_at THEN excluded.updated_at ELSE profiles.updated_at + 1 END",
-                placeholders(self.backend(), 1, chunk.len(), 6)
+                placeholders(backend, 1, chunk.len(), 6)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for profile in chunk {
@@ -348,44 +495,22 @@ impl IdentityStore for SqlStore {
                     .bind(now)
                     .bind(now);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut *conn).await?;
         }
-        let members: Vec<(i64, &RecordKey)> = write
-            .profiles
-            .iter()
-            .flat_map(|p| p.members.iter().map(move |k| (p.id, k)))
-            .collect();
-        for chunk in members.chunks(100) {
-            let sql = format!(
-                "INSERT INTO profile_members (source, stream, external_id, profile_id) VALUES {}",
-                placeholders(self.backend(), 1, chunk.len(), 4)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (id, key) in chunk {
-                query = query
-                    .bind(&key.source)
-                    .bind(&key.stream)
-                    .bind(&key.external_id)
-                    .bind(*id);
-            }
-            query.execute(&mut *tx).await?;
-        }
-        let identifiers: Vec<(i64, &(String, String))> = write
-            .profiles
-            .iter()
-            .flat_map(|p| p.identifiers.iter().map(move |i| (p.id, i)))
-            .collect();
-        for chunk in identifiers.chunks(150) {
-            let sql = format!(
-                "INSERT INTO profile_identifiers (id_type, id_value, profile_id) VALUES {} ON CONFLICT DO NOTHING",
-                placeholders(self.backend(), 1, chunk.len(), 3)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (id, (kind, value)) in chunk {
-                query = query.bind(kind).bind(value).bind(*id);
-            }
-            query.execute(&mut *tx).await?;
-        }
+        execute_rows(conn, backend, &joining, |list| {
+            format!(
+                "INSERT INTO profile_members (source, stream, external_id, profile_id) VALUES {list} \
+                 ON CONFLICT (source, stream, external_id) DO UPDATE SET profile_id = excluded.profile_id"
+            )
+        })
+        .await?;
+        execute_rows(conn, backend, &added, |list| {
+            format!(
+                "INSERT INTO profile_identifiers (id_type, id_value, profile_id) VALUES {list} \
+                 ON CONFLICT DO NOTHING"
+            )
+        })
+        .await?;
         for (old, new) in &write.aliases {
             sqlx::query(
                 "INSERT INTO profile_aliases (old_id, new_id, merged_at) VALUES ($1, $2, $3) \
@@ -394,22 +519,32 @@ impl IdentityStore for SqlStore {
             .bind(*old)
             .bind(*new)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
             // Ids that pointed at `old` now point at `new`, so one lookup always lands.
             sqlx::query("UPDATE profile_aliases SET new_id = $2 WHERE new_id = $1")
                 .bind(*old)
                 .bind(*new)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
         }
         if let Some(high_water) = write.high_water {
             sqlx::query("UPDATE counters SET value = $1 WHERE name = 'identity_seq'")
                 .bind(high_water)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
         }
         tx.commit().await?;
+        tracing::debug!(
+            profiles = write.profiles.len(),
+            removed = removed.len(),
+            members_joined = joining.len(),
+            members_left = left.len(),
+            identifiers_added = added.len(),
+            identifiers_dropped = dropped.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "resolution written"
+        );
         Ok(())
     }
 
@@ -455,6 +590,20 @@ impl IdentityStore for SqlStore {
         rows.iter()
             .map(|row| Ok((row.try_get(3)?, decode_key(row, 0)?)))
             .collect()
+    }
+
+    async fn profile_ids(&self) -> StoreResult<Vec<i64>> {
+        Ok(sqlx::query_scalar("SELECT id FROM profiles ORDER BY id")
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    async fn count_records_since(&self, after_seq: i64) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM raw_records WHERE seq > $1")
+            .bind(after_seq)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(u64::try_from(n).unwrap_or_default())
     }
 
     async fn count_profiles(&self) -> StoreResult<u64> {
