@@ -558,42 +558,48 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         let now = Utc::now();
         let last_chunk = chunks.len() - 1;
         let mut final_write = Some((removed, aliases));
+        // A chunk is written while the next one is read and built: the store works on its own threads, so
+        // the two overlap.
+        let mut writing: Option<ResolutionWrite> = None;
         for (n, range) in chunks.into_iter().enumerate() {
-            let members: Vec<usize> = clusters[range.clone()]
-                .iter()
-                .flat_map(|c| c.members.iter().copied())
-                .collect();
-            let records = self.member_records(&mut set, &members, normalizer).await?;
-            let mut profiles = Vec::with_capacity(range.len());
-            for (cluster, id) in clusters[range.clone()].iter().zip(&ids[range]) {
-                let cluster_records: Vec<(&StoredRecord, &Analysed)> = cluster
-                    .members
-                    .iter()
-                    .filter_map(|m| records.get(m).map(|(r, a)| (r, a)))
-                    .collect();
-                profiles.push(self.profile_write(
-                    *id,
-                    cluster,
-                    &cluster_records,
-                    &set.keys,
-                    now,
-                )?);
-            }
-            drop(records);
+            let chunk_started = Instant::now();
+            let build = self.chunk_profiles(
+                &mut set,
+                &clusters[range.clone()],
+                &ids[range],
+                normalizer,
+                now,
+            );
+            let (profiles, written) = futures::future::join(build, async {
+                match writing.take() {
+                    Some(write) => self.store.write_resolution(write).await,
+                    None => Ok(()),
+                }
+            })
+            .await;
+            written?;
+            let (profiles, encoded_documents) = profiles?;
+            tracing::debug!(
+                profiles = profiles.len(),
+                elapsed_ms = chunk_started.elapsed().as_millis() as u64,
+                "identity chunk built"
+            );
             let (removed, aliases) = if n == last_chunk {
                 final_write.take().unwrap_or_default()
             } else {
                 Default::default()
             };
-            self.store
-                .write_resolution(ResolutionWrite {
-                    removed,
-                    profiles,
-                    aliases,
-                    high_water: (n == last_chunk).then_some(high_water),
-                    replace_all: false,
-                })
-                .await?;
+            writing = Some(ResolutionWrite {
+                removed,
+                profiles,
+                aliases,
+                high_water: (n == last_chunk).then_some(high_water),
+                replace_all: false,
+                encoded_documents,
+            });
+        }
+        if let Some(write) = writing {
+            self.store.write_resolution(write).await?;
         }
         tracing::debug!(
             records = report.records,
@@ -606,6 +612,36 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
             "identity resolved"
         );
         Ok(report)
+    }
+
+    /// The writes of the profiles `clusters` (with their ids), built from their records, and their encoded
+    /// documents.
+    async fn chunk_profiles(
+        &self,
+        set: &mut ClosedSet,
+        clusters: &[Cluster<usize>],
+        ids: &[i64],
+        normalizer: &mut Normalizer,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<ProfileWrite>, Vec<String>), IdentityError> {
+        let members: Vec<usize> = clusters
+            .iter()
+            .flat_map(|c| c.members.iter().copied())
+            .collect();
+        let records = self.member_records(set, &members, normalizer).await?;
+        clusters
+            .iter()
+            .zip(ids)
+            .map(|(cluster, id)| {
+                let cluster_records: Vec<(&StoredRecord, &Analysed)> = cluster
+                    .members
+                    .iter()
+                    .filter_map(|m| records.get(m).map(|(r, a)| (r, a)))
+                    .collect();
+                self.profile_write(*id, cluster, &cluster_records, &set.keys, now)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|writes| writes.into_iter().unzip())
     }
 
     /// The records (with their analyses) of the set members `members`, by member index: taken from the set
@@ -709,7 +745,8 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         Ok((ids, report))
     }
 
-    /// The write of one profile: `members` are its records (in member order) with their analyses.
+    /// The write of one profile, with its document encoded: `members` are its records (in member order)
+    /// with their analyses.
     fn profile_write(
         &self,
         id: i64,
@@ -717,7 +754,7 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         members: &[(&StoredRecord, &Analysed)],
         keys: &[RecordKey],
         now: DateTime<Utc>,
-    ) -> Result<ProfileWrite, IdentityError> {
+    ) -> Result<(ProfileWrite, String), IdentityError> {
         // `(type, value)` -> (raw spellings, sources); ordered like the owned strings they become.
         let mut identifiers: BTreeMap<(&str, &str), Spellings<'_>> = BTreeMap::new();
         let mut compound: BTreeSet<(&str, &str)> = BTreeSet::new();
@@ -773,12 +810,17 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 search.push(value.to_lowercase());
             }
         }
-        Ok(ProfileWrite {
-            id,
-            search_text: search.join(" "),
-            members: document.records.clone(),
-            identifiers: index_values,
-            document: serde_json::to_value(&document)?,
-        })
+        let encoded = serde_json::to_string(&document)?;
+        Ok((
+            ProfileWrite {
+                id,
+                search_text: search.join(" "),
+                members: document.records,
+                identifiers: index_values,
+                // Written from `encoded`.
+                document: serde_json::Value::Null,
+            },
+            encoded,
+        ))
     }
 }

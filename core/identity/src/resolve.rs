@@ -10,7 +10,7 @@
 //! records can be resolved on its own: resolving the records touched by a change together with everything
 //! linked to them gives exactly what a full rebuild gives.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 /// One record as resolution sees it: its position and the `(type, normalised value)` pairs that may link it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,10 +52,20 @@ pub struct Rules {
     pub limits: HashMap<String, usize>,
 }
 
+/// One `(type, value)` that records share: a candidate link between all of them.
+struct Group<'n> {
+    /// The type's place in the canonical order (priority, then name).
+    rule_order: usize,
+    rule: &'n str,
+    value: &'n str,
+    /// Records holding it, in key order.
+    members: Vec<usize>,
+}
+
 struct Forest {
     parent: Vec<usize>,
-    /// For roots: the distinct values of each limited type in the tree.
-    held: Vec<HashMap<String, HashSet<String>>>,
+    /// For roots: the groups of limited types the tree holds, sorted (a group is one distinct value).
+    held: Vec<Vec<u32>>,
 }
 
 impl Forest {
@@ -72,6 +82,14 @@ impl Forest {
 pub fn resolve<K: Ord + Clone>(nodes: &[Node<K>], rules: &Rules) -> Vec<Cluster<K>> {
     let mut order: Vec<usize> = (0..nodes.len()).collect();
     order.sort_by(|a, b| nodes[*a].key.cmp(&nodes[*b].key));
+
+    // Types, numbered in canonical order: by place in `priority` (unlisted last), then name.
+    let mut names: Vec<&str> = nodes
+        .iter()
+        .flat_map(|n| n.links.iter().map(|(rule, _)| rule.as_str()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let rank = |rule: &str| {
         rules
             .priority
@@ -79,36 +97,61 @@ pub fn resolve<K: Ord + Clone>(nodes: &[Node<K>], rules: &Rules) -> Vec<Cluster<
             .position(|p| p == rule)
             .unwrap_or(rules.priority.len())
     };
+    names.sort_by_key(|name| rank(name));
+    let rule_order: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    // The limit of each type by its order, where it has one.
+    let limits: Vec<Option<usize>> = names
+        .iter()
+        .map(|n| rules.limits.get(*n).copied())
+        .collect();
 
-    // Identifier groups, each listing its records in key order.
-    let mut groups: BTreeMap<(usize, &str, &str), Vec<usize>> = BTreeMap::new();
-    let mut forest = Forest {
-        parent: (0..nodes.len()).collect(),
-        held: Vec::with_capacity(nodes.len()),
-    };
-    for node in nodes {
-        let mut held: HashMap<String, HashSet<String>> = HashMap::new();
-        for (rule, value) in &node.links {
-            if rules.limits.contains_key(rule) {
-                held.entry(rule.clone()).or_default().insert(value.clone());
-            }
-        }
-        forest.held.push(held);
-    }
+    // Identifier groups (each distinct `(type, value)` once), their records listed in key order.
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    let mut group_of: HashMap<(&str, &str), u32> = HashMap::new();
+    let mut held: Vec<Vec<u32>> = vec![Vec::new(); nodes.len()];
     for &index in &order {
         for (rule, value) in &nodes[index].links {
-            let members = groups
-                .entry((rank(rule), rule.as_str(), value.as_str()))
-                .or_default();
+            let next = groups.len() as u32;
+            let group = *group_of
+                .entry((rule.as_str(), value.as_str()))
+                .or_insert_with(|| {
+                    groups.push(Group {
+                        rule_order: rule_order[rule.as_str()],
+                        rule,
+                        value,
+                        members: Vec::new(),
+                    });
+                    next
+                });
+            let members = &mut groups[group as usize].members;
             if members.last() != Some(&index) {
                 members.push(index);
             }
+            if limits[groups[group as usize].rule_order].is_some() {
+                held[index].push(group);
+            }
         }
     }
+    drop(group_of);
+    for values in &mut held {
+        values.sort_unstable();
+        values.dedup();
+    }
+    let mut forest = Forest {
+        parent: (0..nodes.len()).collect(),
+        held,
+    };
+    let mut canonical: Vec<u32> = (0..groups.len() as u32).collect();
+    canonical.sort_unstable_by(|x, y| {
+        let (x, y) = (&groups[*x as usize], &groups[*y as usize]);
+        (x.rule_order, x.value).cmp(&(y.rule_order, y.value))
+    });
 
-    let mut links: Vec<(usize, usize, String, String)> = Vec::new();
-    for ((_, rule, value), members) in &groups {
-        let Some((&hub, rest)) = members.split_first() else {
+    let mut links: Vec<(usize, usize, u32)> = Vec::new();
+    let mut counts = vec![0usize; names.len()];
+    let mut union: Vec<u32> = Vec::new();
+    for group in canonical {
+        let Some((&hub, rest)) = groups[group as usize].members.split_first() else {
             continue;
         };
         for &other in rest {
@@ -116,25 +159,28 @@ pub fn resolve<K: Ord + Clone>(nodes: &[Node<K>], rules: &Rules) -> Vec<Cluster<
             if a == b {
                 continue;
             }
-            let fits = rules.limits.iter().all(|(kind, limit)| {
-                let (left, right) = (forest.held[a].get(kind), forest.held[b].get(kind));
-                let union = match (left, right) {
-                    (Some(l), Some(r)) => l.len() + r.iter().filter(|v| !l.contains(*v)).count(),
-                    (Some(one), None) | (None, Some(one)) => one.len(),
-                    (None, None) => 0,
-                };
-                union <= *limit
-            });
+            // The distinct values of each limited type the merged profile would hold.
+            union.clear();
+            union.extend_from_slice(&forest.held[a]);
+            union.extend_from_slice(&forest.held[b]);
+            union.sort_unstable();
+            union.dedup();
+            counts.iter_mut().for_each(|c| *c = 0);
+            for value in &union {
+                counts[groups[*value as usize].rule_order] += 1;
+            }
+            let fits = counts
+                .iter()
+                .zip(&limits)
+                .all(|(count, limit)| limit.is_none_or(|limit| *count <= limit));
             if !fits {
                 continue;
             }
             let (root, child) = if a < b { (a, b) } else { (b, a) };
             forest.parent[child] = root;
-            let moved = std::mem::take(&mut forest.held[child]);
-            for (kind, values) in moved {
-                forest.held[root].entry(kind).or_default().extend(values);
-            }
-            links.push((hub, other, (*rule).to_owned(), (*value).to_owned()));
+            forest.held[child] = Vec::new();
+            forest.held[root] = union.clone();
+            links.push((hub, other, group));
         }
     }
 
@@ -150,12 +196,13 @@ pub fn resolve<K: Ord + Clone>(nodes: &[Node<K>], rules: &Rules) -> Vec<Cluster<
             .members
             .push(nodes[index].key.clone());
     }
-    for (a, b, rule, value) in links {
+    for (a, b, group) in links {
         let root = forest.find(a);
         if let Some(cluster) = clusters.get_mut(&root) {
+            let group = &groups[group as usize];
             cluster.links.push(Link {
-                rule,
-                value,
+                rule: group.rule.to_owned(),
+                value: group.value.to_owned(),
                 a: nodes[a].key.clone(),
                 b: nodes[b].key.clone(),
             });

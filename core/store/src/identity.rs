@@ -16,7 +16,7 @@ use spindle_model::{RecordKey, StoredRecord};
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::sql::{RECORD_COLUMNS, SqlStore, decode_record, from_millis, placeholders, to_millis};
-use crate::{Backend, ProfileStore, StoreResult};
+use crate::{Backend, ProfileStore, StoreError, StoreResult};
 
 /// A profile as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +62,11 @@ pub struct ResolutionWrite {
     pub high_water: Option<i64>,
     /// True for a full rebuild: every existing profile, member and identifier row is replaced.
     pub replace_all: bool,
+    /// The documents of `profiles`, already encoded as JSON, in the same order: when given (one per
+    /// profile), the store writes these and ignores each [`ProfileWrite::document`] (which may then be
+    /// `Null`), sparing a caller that holds typed documents a round trip through `serde_json::Value`.
+    /// Empty: every document is encoded from its `ProfileWrite::document`.
+    pub encoded_documents: Vec<String>,
 }
 
 /// Keys per `IN` list; every backend accepts this many parameters.
@@ -143,13 +148,14 @@ async fn select_in<K: Params, T>(
     decode: impl Fn(&sqlx::any::AnyRow) -> StoreResult<T>,
 ) -> StoreResult<Vec<T>> {
     let mut out = Vec::with_capacity(keys.len());
+    // Every chunk but the last has the same statement: built once.
+    let full = (keys.len() >= CHUNK).then(|| sql(&placeholders(backend, 1, CHUNK, K::WIDTH)));
     for chunk in keys.chunks(CHUNK) {
-        let mut query = sqlx::query(AssertSqlSafe(sql(&placeholders(
-            backend,
-            1,
-            chunk.len(),
-            K::WIDTH,
-        ))));
+        let text = match &full {
+            Some(full) if chunk.len() == CHUNK => full.clone(),
+            _ => sql(&placeholders(backend, 1, chunk.len(), K::WIDTH)),
+        };
+        let mut query = sqlx::query(AssertSqlSafe(text));
         for key in chunk {
             query = key.bind_to(query);
         }
@@ -168,13 +174,16 @@ async fn execute_rows<K: Params>(
     rows: &[K],
     sql: impl Fn(&str) -> String,
 ) -> StoreResult<()> {
-    for chunk in rows.chunks((WRITE_PARAMS / K::WIDTH).max(1)) {
-        let mut query = sqlx::query(AssertSqlSafe(sql(&placeholders(
-            backend,
-            1,
-            chunk.len(),
-            K::WIDTH,
-        ))));
+    let per_statement = (WRITE_PARAMS / K::WIDTH).max(1);
+    // Every chunk but the last has the same statement: built once.
+    let full = (rows.len() >= per_statement)
+        .then(|| sql(&placeholders(backend, 1, per_statement, K::WIDTH)));
+    for chunk in rows.chunks(per_statement) {
+        let text = match &full {
+            Some(full) if chunk.len() == per_statement => full.clone(),
+            _ => sql(&placeholders(backend, 1, chunk.len(), K::WIDTH)),
+        };
+        let mut query = sqlx::query(AssertSqlSafe(text));
         for row in chunk {
             query = row.bind_to(query);
         }
@@ -477,6 +486,12 @@ impl IdentityStore for SqlStore {
             )
         })
         .await?;
+        let encoded: &[String] = if write.encoded_documents.len() == write.profiles.len() {
+            &write.encoded_documents
+        } else {
+            &[]
+        };
+        let mut first = 0;
         for chunk in write.profiles.chunks(WRITE_PARAMS / 6) {
             let sql = format!(
                 "INSERT INTO profiles (id, document, search_text, record_count, created_at, updated_at) VALUES {} \
@@ -485,11 +500,27 @@ impl IdentityStore for SqlStore {
                  updated_at = CASE WHEN excluded.updated_at > profiles.updated_at THEN excluded.updated_at ELSE profiles.updated_at + 1 END",
                 placeholders(backend, 1, chunk.len(), 6)
             );
+            // Every document of the statement in one buffer: one growing allocation instead of one per
+            // document.
+            let mut buffer = Vec::new();
+            let mut ends = Vec::with_capacity(chunk.len());
+            for (n, profile) in chunk.iter().enumerate() {
+                match encoded.get(first + n) {
+                    Some(text) => buffer.extend_from_slice(text.as_bytes()),
+                    None => serde_json::to_writer(&mut buffer, &profile.document)?,
+                }
+                ends.push(buffer.len());
+            }
+            first += chunk.len();
+            let text = String::from_utf8(buffer).map_err(|err| {
+                StoreError::Corrupt(format!("a profile document is not UTF-8: {err}"))
+            })?;
             let mut query = sqlx::query(AssertSqlSafe(sql));
-            for profile in chunk {
+            for (n, profile) in chunk.iter().enumerate() {
+                let start = n.checked_sub(1).map_or(0, |previous| ends[previous]);
                 query = query
                     .bind(profile.id)
-                    .bind(serde_json::to_string(&profile.document)?)
+                    .bind(&text[start..ends[n]])
                     .bind(&profile.search_text)
                     .bind(i64::try_from(profile.members.len()).unwrap_or(i64::MAX))
                     .bind(now)
