@@ -22,7 +22,7 @@ use spindle_store::{IdentityStore, ProfileStore, ProfileWrite, ResolutionWrite, 
 
 use crate::normalize::Normalizer;
 use crate::profile::{self, LinkEvidence, ProfileIdentifier, RejectedIdentifier, key_of};
-use crate::resolve::{Cluster, Node, Rules, resolve};
+use crate::resolve::{Lists, Resolution, Rules, Values, resolve_values};
 
 /// Why resolution failed.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +93,10 @@ pub struct IdentityEngine<'a, S> {
     link_on: HashSet<String>,
     blocked: HashSet<String>,
     patterns: Vec<Regex>,
+    /// Records read per incremental step ([`STEP`]; smaller in tests).
+    step: u32,
+    /// Records per written chunk of a full pass ([`WRITE_RECORDS`]; smaller in tests).
+    write_records: usize,
 }
 
 impl<S> std::fmt::Debug for IdentityEngine<'_, S> {
@@ -107,24 +111,94 @@ impl<S> std::fmt::Debug for IdentityEngine<'_, S> {
 type Spellings<'r> = (BTreeSet<&'r str>, BTreeSet<&'r str>);
 
 /// Records read per incremental step.
-const STEP: u32 = 5_000;
+const STEP: u32 = 20_000;
 /// Records read per page during a full pass.
 const PAGE: u32 = 20_000;
 /// Records whose profiles a full pass builds and writes together, in one transaction.
 const WRITE_RECORDS: usize = 20_000;
 
+/// Record keys packed end to end: sources and streams numbered, external ids in one buffer.
+#[derive(Debug, Default)]
+struct Keys {
+    names: Vec<String>,
+    name_ids: HashMap<String, u32>,
+    /// Per record: its source's and stream's numbers and where its external id ends in `ids`.
+    parts: Vec<(u32, u32, usize)>,
+    ids: String,
+}
+
+impl Keys {
+    fn name(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.name_ids.get(name) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.to_owned());
+        self.name_ids.insert(name.to_owned(), id);
+        id
+    }
+
+    fn push(&mut self, record: &StoredRecord) {
+        let (source, stream) = (self.name(&record.source), self.name(&record.record.stream));
+        self.ids.push_str(&record.record.external_id);
+        self.parts.push((source, stream, self.ids.len()));
+    }
+
+    fn len(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Record `i`'s `(source, stream, external id)`, ordered as [`RecordKey`]s are.
+    fn get(&self, i: usize) -> (&str, &str, &str) {
+        let (source, stream, end) = self.parts[i];
+        let start = i
+            .checked_sub(1)
+            .map_or(0, |previous| self.parts[previous].2);
+        (
+            &self.names[source as usize],
+            &self.names[stream as usize],
+            &self.ids[start..end],
+        )
+    }
+
+    fn key(&self, i: usize) -> RecordKey {
+        let (source, stream, external_id) = self.get(i);
+        RecordKey {
+            source: source.to_owned(),
+            stream: stream.to_owned(),
+            external_id: external_id.to_owned(),
+        }
+    }
+}
+
 /// The records of a closed set as resolution sees them (records deleted at their source left out), by
-/// index.
+/// index, held compactly: a full pass keeps a million of them without a small allocation per record.
 #[derive(Default)]
 struct ClosedSet {
-    keys: Vec<RecordKey>,
-    /// Linking pairs, until resolution takes them.
-    links: Vec<Vec<(String, String)>>,
+    keys: Keys,
+    /// Each record's distinct linking values, numbered in `values`.
+    links: Lists<u32>,
+    values: Values,
     /// The profile each record belonged to before, if any.
     old_of: Vec<Option<i64>>,
     /// The records with their analyses when they are in hand (a step); `None` in a full pass, which reads
     /// them again chunk by chunk to build documents, so that it never holds every record at once.
     in_hand: Option<Vec<Option<(StoredRecord, Analysed)>>>,
+}
+
+impl ClosedSet {
+    /// Adds a record (not deleted) with its linking pairs and old profile.
+    fn push(&mut self, record: &StoredRecord, links: &[(String, String)], old: Option<i64>) {
+        self.keys.push(record);
+        let mut ids: Vec<u32> = links
+            .iter()
+            .map(|(rule, value)| self.values.intern(rule, value))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        self.links.push(ids);
+        self.old_of.push(old);
+    }
 }
 
 /// The profiles a closed set had before.
@@ -195,6 +269,8 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 .map(|b| b.trim().to_lowercase())
                 .collect(),
             patterns,
+            step: STEP,
+            write_records: WRITE_RECORDS,
         })
     }
 
@@ -262,7 +338,7 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         if pending == 0 {
             return Ok(ResolveReport::default());
         }
-        if pending > u64::from(STEP) && pending * 2 >= self.store.count_records(None).await? {
+        if pending > u64::from(self.step) && pending * 2 >= self.store.count_records(None).await? {
             tracing::info!(
                 pending,
                 "most records are pending: resolving them in one full pass"
@@ -274,7 +350,7 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         let mut normalizer = self.normalizer();
         loop {
             let high_water = self.store.identity_high_water().await?;
-            let changed = self.store.records_since(high_water, STEP).await?;
+            let changed = self.store.records_since(high_water, self.step).await?;
             let Some(last) = changed.last().map(|r| r.seq) else {
                 break;
             };
@@ -372,13 +448,11 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
             .zip(analysed)
             .filter(|(record, _)| !record.record.deleted)
             .collect();
-        let keys: Vec<RecordKey> = records.iter().map(|(r, _)| key_of(r)).collect();
-        let set = ClosedSet {
-            old_of: keys.iter().map(|k| old.get(k).copied()).collect(),
-            links: records.iter().map(|(_, a)| a.links.clone()).collect(),
-            keys,
-            in_hand: Some(records.into_iter().map(Some).collect()),
-        };
+        let mut set = ClosedSet::default();
+        for (record, analysed) in &records {
+            set.push(record, &analysed.links, old.get(&key_of(record)).copied());
+        }
+        set.in_hand = Some(records.into_iter().map(Some).collect());
         let old = OldState {
             sizes,
             profiles: visited,
@@ -404,16 +478,6 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
     async fn full_pass(&self) -> Result<ResolveReport, IdentityError> {
         let started = Instant::now();
         let mut normalizer = self.normalizer();
-        // Each record read takes its old membership out of `old`.
-        let mut old: HashMap<RecordKey, i64> = HashMap::new();
-        let mut sizes: HashMap<i64, usize> = HashMap::new();
-        for (id, key) in self.store.all_memberships().await? {
-            *sizes.entry(id).or_default() += 1;
-            old.insert(key, id);
-        }
-        // Every old id: those with members, and any profile left without one.
-        let mut profiles: BTreeSet<i64> = sizes.keys().copied().collect();
-        profiles.extend(self.store.profile_ids().await?);
         let mut set = ClosedSet::default();
         let mut after = 0;
         loop {
@@ -422,20 +486,41 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 break;
             };
             after = last;
-            for record in &page {
-                if record.record.deleted {
-                    continue;
-                }
-                let key = key_of(record);
-                set.old_of.push(old.remove(&key));
-                set.links.push(self.analyse(&mut normalizer, record).links);
-                set.keys.push(key);
+            for record in page.iter().filter(|r| !r.record.deleted) {
+                set.push(record, &self.analyse(&mut normalizer, record).links, None);
             }
         }
-        drop(old);
+        // Old memberships, matched to the records read by key.
+        let mut sizes: HashMap<i64, usize> = HashMap::new();
+        {
+            let index: HashMap<(u32, u32, &str), usize> = (0..set.keys.len())
+                .map(|i| {
+                    let (source, stream, _) = set.keys.parts[i];
+                    ((source, stream, set.keys.get(i).2), i)
+                })
+                .collect();
+            for (id, key) in self.store.all_memberships().await? {
+                *sizes.entry(id).or_default() += 1;
+                let found = set
+                    .keys
+                    .name_ids
+                    .get(&key.source)
+                    .zip(set.keys.name_ids.get(&key.stream))
+                    .and_then(|(source, stream)| {
+                        index.get(&(*source, *stream, key.external_id.as_str()))
+                    });
+                if let Some(i) = found {
+                    set.old_of[*i] = Some(id);
+                }
+            }
+        }
+        // Every old id: those with members, and any profile left without one.
+        let mut profiles: BTreeSet<i64> = sizes.keys().copied().collect();
+        profiles.extend(self.store.profile_ids().await?);
         let high_water = after.max(self.store.identity_high_water().await?);
         tracing::debug!(
             records = set.keys.len(),
+            values = set.values.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "full pass: records analysed"
         );
@@ -467,47 +552,20 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
     ) -> Result<ResolveReport, IdentityError> {
         let started = Instant::now();
         let record_count = set.keys.len() as u64;
-        // Resolution orders records by key: each record's node key is its rank in that order (a plain number,
-        // cheap to clone and compare), and `order` leads from a rank back to the record.
+        // Resolution orders records by key.
         let mut order: Vec<usize> = (0..set.keys.len()).collect();
-        order.sort_by(|a, b| set.keys[*a].cmp(&set.keys[*b]));
-        let mut rank = vec![0; set.keys.len()];
-        for (position, index) in order.iter().enumerate() {
-            rank[*index] = position;
-        }
-        let nodes: Vec<Node<usize>> = std::mem::take(&mut set.links)
-            .into_iter()
-            .enumerate()
-            .map(|(i, links)| Node {
-                key: rank[i],
-                links,
-            })
-            .collect();
-        let clusters: Vec<Cluster<usize>> = resolve(&nodes, &self.rules)
-            .into_iter()
-            .map(|c| Cluster {
-                members: c.members.into_iter().map(|r| order[r]).collect(),
-                links: c
-                    .links
-                    .into_iter()
-                    .map(|l| crate::resolve::Link {
-                        rule: l.rule,
-                        value: l.value,
-                        a: order[l.a],
-                        b: order[l.b],
-                    })
-                    .collect(),
-            })
-            .collect();
-        drop((order, rank, nodes));
+        order.sort_unstable_by(|a, b| set.keys.get(*a).cmp(&set.keys.get(*b)));
+        let clusters = resolve_values(&order, &set.links, &set.values, &self.rules);
+        drop(order);
+        set.links = Lists::default();
         let resolved = started.elapsed();
 
-        let (ids, report) = self.assign_ids(&clusters, &set.old_of, old).await?;
+        let (ids, report) = self.assign_ids(&clusters.members, &set.old_of, old).await?;
         let assigned: HashSet<i64> = ids.iter().copied().collect();
         // For each retired id, how many of its records each new profile took.
         let mut takers: HashMap<i64, BTreeMap<i64, usize>> = HashMap::new();
-        for (cluster, id) in clusters.iter().zip(&ids) {
-            for member in &cluster.members {
+        for (members, id) in clusters.members.iter().zip(&ids) {
+            for member in members {
                 if let Some(old_id) = set.old_of[*member]
                     && !assigned.contains(&old_id)
                 {
@@ -531,7 +589,7 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         }
         let report = ResolveReport {
             records: record_count,
-            profiles_written: clusters.len() as u64,
+            profiles_written: ids.len() as u64,
             touched: ids.iter().chain(&removed).copied().collect(),
             ..report
         };
@@ -541,19 +599,19 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         let limit = if set.in_hand.is_some() {
             usize::MAX
         } else {
-            WRITE_RECORDS
+            self.write_records
         };
         let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
         let (mut start, mut size) = (0, 0);
-        for (index, cluster) in clusters.iter().enumerate() {
-            size += cluster.members.len();
+        for (index, members) in clusters.members.iter().enumerate() {
+            size += members.len();
             if size >= limit {
                 chunks.push(start..index + 1);
                 (start, size) = (index + 1, 0);
             }
         }
-        if start < clusters.len() || chunks.is_empty() {
-            chunks.push(start..clusters.len());
+        if start < ids.len() || chunks.is_empty() {
+            chunks.push(start..ids.len());
         }
         let now = Utc::now();
         let last_chunk = chunks.len() - 1;
@@ -563,13 +621,7 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         let mut writing: Option<ResolutionWrite> = None;
         for (n, range) in chunks.into_iter().enumerate() {
             let chunk_started = Instant::now();
-            let build = self.chunk_profiles(
-                &mut set,
-                &clusters[range.clone()],
-                &ids[range],
-                normalizer,
-                now,
-            );
+            let build = self.chunk_profiles(&mut set, &clusters, range, &ids, normalizer, now);
             let (profiles, written) = futures::future::join(build, async {
                 match writing.take() {
                     Some(write) => self.store.write_resolution(write).await,
@@ -614,31 +666,31 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         Ok(report)
     }
 
-    /// The writes of the profiles `clusters` (with their ids), built from their records, and their encoded
-    /// documents.
+    /// The writes of the profiles `range` of `clusters` (whose ids are `ids`), built from their records, and
+    /// their encoded documents.
     async fn chunk_profiles(
         &self,
         set: &mut ClosedSet,
-        clusters: &[Cluster<usize>],
+        clusters: &Resolution,
+        range: std::ops::Range<usize>,
         ids: &[i64],
         normalizer: &mut Normalizer,
         now: DateTime<Utc>,
     ) -> Result<(Vec<ProfileWrite>, Vec<String>), IdentityError> {
-        let members: Vec<usize> = clusters
-            .iter()
-            .flat_map(|c| c.members.iter().copied())
+        let members: Vec<usize> = range
+            .clone()
+            .flat_map(|c| clusters.members.get(c).iter().copied())
             .collect();
         let records = self.member_records(set, &members, normalizer).await?;
-        clusters
-            .iter()
-            .zip(ids)
-            .map(|(cluster, id)| {
-                let cluster_records: Vec<(&StoredRecord, &Analysed)> = cluster
+        range
+            .map(|c| {
+                let cluster_records: Vec<(&StoredRecord, &Analysed)> = clusters
                     .members
+                    .get(c)
                     .iter()
                     .filter_map(|m| records.get(m).map(|(r, a)| (r, a)))
                     .collect();
-                self.profile_write(*id, cluster, &cluster_records, &set.keys, now)
+                self.profile_write(ids[c], &cluster_records, clusters.links.get(c), set, now)
             })
             .collect::<Result<Vec<_>, _>>()
             .map(|writes| writes.into_iter().unzip())
@@ -658,9 +710,8 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 .filter_map(|m| in_hand[*m].take().map(|r| (*m, r)))
                 .collect());
         }
-        let keys: Vec<RecordKey> = members.iter().map(|m| set.keys[*m].clone()).collect();
-        let index: HashMap<&RecordKey, usize> =
-            members.iter().map(|m| (&set.keys[*m], *m)).collect();
+        let keys: Vec<RecordKey> = members.iter().map(|m| set.keys.key(*m)).collect();
+        let index: HashMap<&RecordKey, usize> = keys.iter().zip(members.iter().copied()).collect();
         let mut out = HashMap::with_capacity(members.len());
         for record in self.store.records_by_keys(&keys).await? {
             if let Some(member) = index.get(&key_of(&record)) {
@@ -673,18 +724,22 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
 
     async fn assign_ids(
         &self,
-        clusters: &[Cluster<usize>],
+        clusters: &Lists<usize>,
         old_of: &[Option<i64>],
         old: &OldState,
     ) -> Result<(Vec<i64>, ResolveReport), IdentityError> {
         let mut candidates: Vec<(usize, i64, usize)> = Vec::new();
-        let mut clusters_of_old: HashMap<i64, BTreeSet<usize>> = HashMap::new();
-        for (index, cluster) in clusters.iter().enumerate() {
+        // Per old id: the last cluster that took some of its records, and how many clusters did.
+        let mut spread_of: HashMap<i64, (usize, usize)> = HashMap::new();
+        for (index, members) in clusters.iter().enumerate() {
             let mut overlap: BTreeMap<i64, usize> = BTreeMap::new();
-            for member in &cluster.members {
+            for member in members {
                 if let Some(id) = old_of[*member] {
                     *overlap.entry(id).or_default() += 1;
-                    clusters_of_old.entry(id).or_default().insert(index);
+                    let spread = spread_of.entry(id).or_insert((index, 0));
+                    if spread.1 == 0 || spread.0 != index {
+                        *spread = (index, spread.1 + 1);
+                    }
                 }
             }
             candidates.extend(overlap.into_iter().map(|(id, n)| (index, id, n)));
@@ -726,7 +781,7 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
             position.entry(*id).or_insert(index);
         }
         for old_id in &old.profiles {
-            let spread = clusters_of_old.get(old_id).map_or(0, BTreeSet::len);
+            let spread = spread_of.get(old_id).map_or(0, |(_, n)| *n);
             if spread > 1 {
                 report.split += 1;
             }
@@ -734,7 +789,7 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 report.merged += 1;
             }
             if let Some(index) = position.get(old_id) {
-                let members = &clusters[*index].members;
+                let members = clusters.get(*index);
                 let same = members.len() == old.sizes.get(old_id).copied().unwrap_or(0)
                     && members.iter().all(|m| old_of[*m] == Some(*old_id));
                 if same {
@@ -750,9 +805,9 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
     fn profile_write(
         &self,
         id: i64,
-        cluster: &Cluster<usize>,
         members: &[(&StoredRecord, &Analysed)],
-        keys: &[RecordKey],
+        links: &[(usize, usize, u32)],
+        set: &ClosedSet,
         now: DateTime<Utc>,
     ) -> Result<(ProfileWrite, String), IdentityError> {
         // `(type, value)` -> (raw spellings, sources); ordered like the owned strings they become.
@@ -791,14 +846,13 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 sources: sources.into_iter().map(str::to_owned).collect(),
             })
             .collect();
-        let links: Vec<LinkEvidence> = cluster
-            .links
+        let links: Vec<LinkEvidence> = links
             .iter()
-            .map(|l| LinkEvidence {
-                rule: l.rule.clone(),
-                value: l.value.clone(),
-                a: keys[l.a].clone(),
-                b: keys[l.b].clone(),
+            .map(|(a, b, value)| LinkEvidence {
+                rule: set.values.rule(*value).to_owned(),
+                value: set.values.value(*value).to_owned(),
+                a: set.keys.key(*a),
+                b: set.keys.key(*b),
             })
             .collect();
         let records: Vec<&StoredRecord> = members.iter().map(|(r, _)| *r).collect();
@@ -824,3 +878,6 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -432,6 +432,7 @@ impl IdentityStore for SqlStore {
             .await?;
             (members, identifiers)
         };
+        let compared = started.elapsed();
         let wanted: HashMap<&RecordKey, i64> = write
             .profiles
             .iter()
@@ -542,6 +543,7 @@ impl IdentityStore for SqlStore {
             )
         })
         .await?;
+        let rows_written = started.elapsed();
         for (old, new) in &write.aliases {
             sqlx::query(
                 "INSERT INTO profile_aliases (old_id, new_id, merged_at) VALUES ($1, $2, $3) \
@@ -565,6 +567,7 @@ impl IdentityStore for SqlStore {
                 .execute(&mut *conn)
                 .await?;
         }
+        let before_commit = started.elapsed();
         tx.commit().await?;
         tracing::debug!(
             profiles = write.profiles.len(),
@@ -573,7 +576,10 @@ impl IdentityStore for SqlStore {
             members_left = left.len(),
             identifiers_added = added.len(),
             identifiers_dropped = dropped.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            read_ms = compared.as_millis() as u64,
+            rows_ms = (rows_written - compared).as_millis() as u64,
+            aliases_ms = (before_commit - rows_written).as_millis() as u64,
+            commit_ms = (started.elapsed() - before_commit).as_millis() as u64,
             "resolution written"
         );
         Ok(())
