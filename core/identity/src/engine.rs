@@ -7,6 +7,25 @@
 //! outside it, a step gives exactly what a full rebuild would (the property tests of `resolve` check the
 //! underlying fact).
 //!
+//! A full pass resolves every stored record as one closed set: [`IdentityEngine::rebuild`] always, and
+//! [`IdentityEngine::resolve_pending`] when at least half of the stored records are pending (a first build,
+//! a source loaded in full), where overlapping steps would resolve and write the same profiles many times
+//! over. A full pass gives the same profiles as steps would; it differs in how it reads and writes:
+//! - it reads records page by page and keeps only what resolution needs, compactly (keys packed end to end,
+//!   each distinct linking value numbered once), then reads each chunk of profiles' records again by key
+//!   to build their documents, so it never holds every record at once;
+//! - it writes chunk by chunk (about [`WRITE_RECORDS`] records each, one transaction each, the next chunk
+//!   being built while one is written); the last chunk also removes retired profiles, records aliases and
+//!   advances the high-water mark. While it runs, readers may see some profiles resolved anew and others
+//!   not yet (a record that moves to a later chunk's profile has no membership in between). An
+//!   interrupted `resolve_pending` pass leaves the high-water mark where it was, so the next call redoes it;
+//!   an interrupted rebuild should be run again.
+//! - a record changed by a source during the pass is resolved as first read, and its document built from
+//!   what is read later; it is pending again (its change sequence moved on), so the next step settles it.
+//!
+//! A step holds its records in hand and writes in one transaction, as described above. Both write only the
+//! member and identifier rows that changed (the store compares them with what it holds).
+//!
 //! Profile ids survive: a resolved cluster keeps the old id that covers most of its records (ties: the
 //! smaller id); other old ids are retired and aliased to the cluster that took most of their records, so
 //! `profile 17` keeps answering after 17 was merged into 12. New clusters get new ids.
@@ -480,15 +499,18 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         let mut normalizer = self.normalizer();
         let mut set = ClosedSet::default();
         let mut after = 0;
-        loop {
-            let page = self.store.records_since(after, PAGE).await?;
-            let Some(last) = page.last().map(|r| r.seq) else {
-                break;
-            };
+        let mut page = self.store.records_since(after, PAGE).await?;
+        while let Some(last) = page.last().map(|r| r.seq) {
             after = last;
-            for record in page.iter().filter(|r| !r.record.deleted) {
-                set.push(record, &self.analyse(&mut normalizer, record).links, None);
-            }
+            // The next page is read while this one is analysed.
+            let analysis = async {
+                for record in page.iter().filter(|r| !r.record.deleted) {
+                    set.push(record, &self.analyse(&mut normalizer, record).links, None);
+                }
+            };
+            let (next, ()) =
+                futures::future::join(self.store.records_since(after, PAGE), analysis).await;
+            page = next?;
         }
         // Old memberships, matched to the records read by key.
         let mut sizes: HashMap<i64, usize> = HashMap::new();

@@ -6,7 +6,13 @@
 //!   remembers ids that were merged into another so old ids keep answering.
 //! - [`IdentityStore::write_resolution`] replaces the given profiles (members, identifiers, document),
 //!   deletes the removed ones, records aliases and advances the identity high-water mark, all in one
-//!   transaction: readers see the state before or after a resolution step, never half of it.
+//!   transaction: readers see the state before or after a resolution step, never half of it. It writes only
+//!   the member and identifier rows that differ from what the given profiles hold (read in the same
+//!   transaction): a record that left them without joining another loses its membership, one that joins
+//!   moves to its new profile. Documents are always written, from their JSON text when the caller gives it
+//!   ([`ResolutionWrite::encoded_documents`]).
+//! - Statements built at run time use `sql::placeholders` (positional `?` on SQLite) and stay under both
+//!   backends' parameter limits.
 
 use std::collections::{HashMap, HashSet};
 
