@@ -35,10 +35,10 @@ fn record(i: u32, version: i64, deleted: bool) -> RawRecord {
         Identifier::new("email", format!("p{}@example.com", i % 37)),
         Identifier::new("phone", format!("+3361234{:04}", i % 23)),
     ];
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         identifiers.push(Identifier::new("user_id", format!("u{}", i % 11)));
     }
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         identifiers.push(Identifier::new("email", "test@example.com"));
     }
     RawRecord {
@@ -139,7 +139,7 @@ async fn chunked_full_passes_equal_incremental_steps(store: &SqlStore) {
         store,
         "crm",
         (0..120)
-            .filter(|i| i % 9 == 0)
+            .filter(|i: &u32| i.is_multiple_of(9))
             .map(|i| record(i, 2, true))
             .collect(),
     )
