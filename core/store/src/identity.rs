@@ -198,6 +198,33 @@ async fn execute_rows<K: Params>(
     Ok(())
 }
 
+/// The profiles among `profiles` that hold more rows of `table` than `wanted` gives them (none: zero).
+async fn overfull(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    table: &str,
+    profiles: &[i64],
+    wanted: &HashMap<i64, i64>,
+) -> StoreResult<Vec<i64>> {
+    let held = select_in(
+        conn,
+        backend,
+        profiles,
+        |list| {
+            format!(
+                "SELECT profile_id, COUNT(*) FROM {table} WHERE profile_id IN ({list}) GROUP BY profile_id"
+            )
+        },
+        |row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)),
+    )
+    .await?;
+    Ok(held
+        .into_iter()
+        .filter(|(id, n)| *n > wanted.get(id).copied().unwrap_or(0))
+        .map(|(id, _)| id)
+        .collect())
+}
+
 impl SqlStore {
     /// [`select_in`] on a connection of the pool.
     async fn select_in<K: Params, T>(
@@ -400,99 +427,7 @@ impl IdentityStore for SqlStore {
         })
         .await?;
 
-        // Member and identifier rows: what the written profiles hold now, against what they should hold.
-        let (old_members, old_identifiers) = if write.replace_all {
-            (Vec::new(), Vec::new())
-        } else {
-            let members = select_in(
-                conn,
-                backend,
-                &written,
-                |list| {
-                    format!(
-                        "SELECT source, stream, external_id, profile_id FROM profile_members \
-                         WHERE profile_id IN ({list})"
-                    )
-                },
-                |row| Ok((decode_key(row, 0)?, row.try_get::<i64, _>(3)?)),
-            )
-            .await?;
-            let identifiers = select_in(
-                conn,
-                backend,
-                &written,
-                |list| {
-                    format!(
-                        "SELECT profile_id, id_type, id_value FROM profile_identifiers \
-                         WHERE profile_id IN ({list})"
-                    )
-                },
-                |row| {
-                    Ok((
-                        row.try_get::<i64, _>(0)?,
-                        row.try_get::<String, _>(1)?,
-                        row.try_get::<String, _>(2)?,
-                    ))
-                },
-            )
-            .await?;
-            (members, identifiers)
-        };
-        let compared = started.elapsed();
-        let wanted: HashMap<&RecordKey, i64> = write
-            .profiles
-            .iter()
-            .flat_map(|p| p.members.iter().map(move |k| (k, p.id)))
-            .collect();
-        let held: HashSet<(&RecordKey, i64)> = old_members.iter().map(|(k, id)| (k, *id)).collect();
-        // Records that left the written profiles without joining one of them.
-        let left: Vec<&RecordKey> = old_members
-            .iter()
-            .map(|(k, _)| k)
-            .filter(|k| !wanted.contains_key(k))
-            .collect();
-        // Records that join a written profile (new, or moved from another): inserted in key order, which
-        // keeps the index pages they touch together.
-        let mut joining: Vec<(&RecordKey, i64)> = wanted
-            .iter()
-            .map(|(k, id)| (*k, *id))
-            .filter(|row| !held.contains(row))
-            .collect();
-        joining.sort_unstable();
-        let wanted_identifiers: HashSet<(i64, &str, &str)> = write
-            .profiles
-            .iter()
-            .flat_map(|p| {
-                p.identifiers
-                    .iter()
-                    .map(move |(kind, value)| (p.id, kind.as_str(), value.as_str()))
-            })
-            .collect();
-        let held_identifiers: HashSet<(i64, &str, &str)> = old_identifiers
-            .iter()
-            .map(|(id, kind, value)| (*id, kind.as_str(), value.as_str()))
-            .collect();
-        let dropped: Vec<&(i64, &str, &str)> = held_identifiers
-            .iter()
-            .filter(|row| !wanted_identifiers.contains(*row))
-            .collect();
-        let mut added: Vec<(&str, &str, i64)> = wanted_identifiers
-            .iter()
-            .filter(|row| !held_identifiers.contains(*row))
-            .map(|(id, kind, value)| (*kind, *value, *id))
-            .collect();
-        added.sort_unstable();
-
-        execute_rows(conn, backend, &left, |list| {
-            format!("DELETE FROM profile_members WHERE (source, stream, external_id) IN ({list})")
-        })
-        .await?;
-        execute_rows(conn, backend, &dropped, |list| {
-            format!(
-                "DELETE FROM profile_identifiers WHERE (profile_id, id_type, id_value) IN ({list})"
-            )
-        })
-        .await?;
+        // Documents are always written.
         let encoded: &[String] = if write.encoded_documents.len() == write.profiles.len() {
             &write.encoded_documents
         } else {
@@ -535,20 +470,123 @@ impl IdentityStore for SqlStore {
             }
             query.execute(&mut *conn).await?;
         }
-        execute_rows(conn, backend, &joining, |list| {
+
+        // Member and identifier rows. Every wanted row is written, but a row already as wanted is left
+        // alone (the upsert's `WHERE`, `DO NOTHING`): only the difference reaches the tables' pages. Rows
+        // the written profiles should no longer hold are found by counting (a profile holding more rows
+        // than wanted has stale ones), which reads one row per profile instead of every row.
+        let wanted: HashMap<&RecordKey, i64> = write
+            .profiles
+            .iter()
+            .flat_map(|p| p.members.iter().map(move |k| (k, p.id)))
+            .collect();
+        let mut members: Vec<(&RecordKey, i64)> = wanted.iter().map(|(k, id)| (*k, *id)).collect();
+        // In key order, which keeps the index pages they touch together.
+        members.sort_unstable();
+        execute_rows(conn, backend, &members, |list| {
             format!(
                 "INSERT INTO profile_members (source, stream, external_id, profile_id) VALUES {list} \
-                 ON CONFLICT (source, stream, external_id) DO UPDATE SET profile_id = excluded.profile_id"
+                 ON CONFLICT (source, stream, external_id) DO UPDATE SET profile_id = excluded.profile_id \
+                 WHERE profile_members.profile_id <> excluded.profile_id"
             )
         })
         .await?;
-        execute_rows(conn, backend, &added, |list| {
+        let wanted_identifiers: HashSet<(i64, &str, &str)> = write
+            .profiles
+            .iter()
+            .flat_map(|p| {
+                p.identifiers
+                    .iter()
+                    .map(move |(kind, value)| (p.id, kind.as_str(), value.as_str()))
+            })
+            .collect();
+        let mut identifiers: Vec<(&str, &str, i64)> = wanted_identifiers
+            .iter()
+            .map(|(id, kind, value)| (*kind, *value, *id))
+            .collect();
+        identifiers.sort_unstable();
+        execute_rows(conn, backend, &identifiers, |list| {
             format!(
                 "INSERT INTO profile_identifiers (id_type, id_value, profile_id) VALUES {list} \
                  ON CONFLICT DO NOTHING"
             )
         })
         .await?;
+
+        let mut member_counts: HashMap<i64, i64> = HashMap::new();
+        for id in wanted.values() {
+            *member_counts.entry(*id).or_default() += 1;
+        }
+        let mut identifier_counts: HashMap<i64, i64> = HashMap::new();
+        for (id, _, _) in &wanted_identifiers {
+            *identifier_counts.entry(*id).or_default() += 1;
+        }
+        let (mut left, mut dropped) = (Vec::new(), Vec::new());
+        if !write.replace_all {
+            let stale =
+                overfull(conn, backend, "profile_members", &written, &member_counts).await?;
+            left = select_in(
+                conn,
+                backend,
+                &stale,
+                |list| {
+                    format!(
+                        "SELECT source, stream, external_id, profile_id FROM profile_members \
+                         WHERE profile_id IN ({list})"
+                    )
+                },
+                |row| Ok((decode_key(row, 0)?, row.try_get::<i64, _>(3)?)),
+            )
+            .await?
+            .into_iter()
+            .filter(|(key, id)| wanted.get(key) != Some(id))
+            .map(|(key, _)| key)
+            .collect();
+            execute_rows(conn, backend, &left, |list| {
+                format!(
+                    "DELETE FROM profile_members WHERE (source, stream, external_id) IN ({list})"
+                )
+            })
+            .await?;
+            let stale = overfull(
+                conn,
+                backend,
+                "profile_identifiers",
+                &written,
+                &identifier_counts,
+            )
+            .await?;
+            dropped = select_in(
+                conn,
+                backend,
+                &stale,
+                |list| {
+                    format!(
+                        "SELECT profile_id, id_type, id_value FROM profile_identifiers \
+                         WHERE profile_id IN ({list})"
+                    )
+                },
+                |row| {
+                    Ok((
+                        row.try_get::<i64, _>(0)?,
+                        row.try_get::<String, _>(1)?,
+                        row.try_get::<String, _>(2)?,
+                    ))
+                },
+            )
+            .await?
+            .into_iter()
+            .filter(|(id, kind, value)| {
+                !wanted_identifiers.contains(&(*id, kind.as_str(), value.as_str()))
+            })
+            .collect();
+            execute_rows(conn, backend, &dropped, |list| {
+                format!(
+                    "DELETE FROM profile_identifiers WHERE (profile_id, id_type, id_value) IN ({list})"
+                )
+            })
+            .await?;
+        }
         let rows_written = started.elapsed();
         for (old, new) in &write.aliases {
             sqlx::query(
@@ -578,12 +616,11 @@ impl IdentityStore for SqlStore {
         tracing::debug!(
             profiles = write.profiles.len(),
             removed = removed.len(),
-            members_joined = joining.len(),
+            members = members.len(),
             members_left = left.len(),
-            identifiers_added = added.len(),
+            identifiers = identifiers.len(),
             identifiers_dropped = dropped.len(),
-            read_ms = compared.as_millis() as u64,
-            rows_ms = (rows_written - compared).as_millis() as u64,
+            rows_ms = rows_written.as_millis() as u64,
             aliases_ms = (before_commit - rows_written).as_millis() as u64,
             commit_ms = (started.elapsed() - before_commit).as_millis() as u64,
             "resolution written"
