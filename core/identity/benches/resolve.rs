@@ -12,14 +12,15 @@
 //!   customers), then `resolve_pending()`;
 //! - rebuild: `rebuild()` once.
 //!
-//! A step resolves its changed records together with every record of the profiles they reach, so with the
-//! sources arriving one after the other a full build resolves (and writes) many profiles more than once;
-//! each line gives those counts beside the records loaded.
+//! The full build and the rebuild are full passes (most records are pending); the incremental batch is one
+//! step, which resolves its changed records together with every record of the profiles they reach; each
+//! line gives the records resolved and profiles written beside the records loaded.
 //!
-//! Each figure is the wall time (with the CPU time the process used meanwhile) and the peak resident set size, sampled from `/proc/self/status` every
-//! 20 ms. `SPINDLE_BENCH_SCALE` (default 1.0) scales the record counts; `RUST_LOG` (for example
-//! `spindle_identity=debug,spindle_store=debug`) prints the engine's timings of each phase on stderr. Targets on a 2-core machine: full
-//! build under 10 s, incremental batch under 500 ms, peak memory under 1.5 GB.
+//! Each figure is the wall time (with the CPU time the process used meanwhile) and the peak resident set
+//! size, sampled from `/proc/self/status` every 20 ms. `SPINDLE_BENCH_SCALE` (default 1.0) scales the record
+//! counts; `RUST_LOG` (for example `spindle_identity=debug,spindle_store=debug`) prints the engine's timings
+//! of each phase on stderr. Targets on a 2-core machine: full build under 10 s, incremental batch under
+//! 500 ms, peak memory under 1.5 GB.
 
 #[path = "../tests/support/generator.rs"]
 mod generator;

@@ -9,6 +9,11 @@
 //! The outcome depends only on the set of records, never on the order they arrived in, and a component of
 //! records can be resolved on its own: resolving the records touched by a change together with everything
 //! linked to them gives exactly what a full rebuild gives.
+//!
+//! [`resolve`] runs over numbers: each distinct `(type, value)` is numbered once, and the records holding a
+//! value, the limited values a merged profile holds and the clusters are kept as lists of numbers end to
+//! end, so that a million records resolve without a million small allocations (the engine calls this core,
+//! `resolve_values`, directly with what it has already numbered).
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
