@@ -7,11 +7,31 @@
 //! outside it, a step gives exactly what a full rebuild would (the property tests of `resolve` check the
 //! underlying fact).
 //!
+//! A full pass resolves every stored record as one closed set: [`IdentityEngine::rebuild`] always, and
+//! [`IdentityEngine::resolve_pending`] when at least half of the stored records are pending (a first build,
+//! a source loaded in full), where overlapping steps would resolve and write the same profiles many times
+//! over. A full pass gives the same profiles as steps would; it differs in how it reads and writes:
+//! - it reads records page by page and keeps only what resolution needs, compactly (keys packed end to end,
+//!   each distinct linking value numbered once), then reads each chunk of profiles' records again by key
+//!   to build their documents, so it never holds every record at once;
+//! - it writes chunk by chunk (about [`WRITE_RECORDS`] records each, one transaction each, the next chunk
+//!   being built while one is written); the last chunk also removes retired profiles, records aliases and
+//!   advances the high-water mark. While it runs, readers may see some profiles resolved anew and others
+//!   not yet (a record that moves to a later chunk's profile has no membership in between). An
+//!   interrupted `resolve_pending` pass leaves the high-water mark where it was, so the next call redoes it;
+//!   an interrupted rebuild should be run again.
+//! - a record changed by a source during the pass is resolved as first read, and its document built from
+//!   what is read later; it is pending again (its change sequence moved on), so the next step settles it.
+//!
+//! A step holds its records in hand and writes in one transaction, as described above. Both write only the
+//! member and identifier rows that changed (the store compares them with what it holds).
+//!
 //! Profile ids survive: a resolved cluster keeps the old id that covers most of its records (ties: the
 //! smaller id); other old ids are retired and aliased to the cluster that took most of their records, so
 //! `profile 17` keeps answering after 17 was merged into 12. New clusters get new ids.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use regex::Regex;
@@ -21,7 +41,7 @@ use spindle_store::{IdentityStore, ProfileStore, ProfileWrite, ResolutionWrite, 
 
 use crate::normalize::Normalizer;
 use crate::profile::{self, LinkEvidence, ProfileIdentifier, RejectedIdentifier, key_of};
-use crate::resolve::{Cluster, Node, Rules, resolve};
+use crate::resolve::{Lists, Resolution, Rules, Values, resolve_values};
 
 /// Why resolution failed.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +112,10 @@ pub struct IdentityEngine<'a, S> {
     link_on: HashSet<String>,
     blocked: HashSet<String>,
     patterns: Vec<Regex>,
+    /// Records read per incremental step ([`STEP`]; smaller in tests).
+    step: u32,
+    /// Records per written chunk of a full pass ([`WRITE_RECORDS`]; smaller in tests).
+    write_records: usize,
 }
 
 impl<S> std::fmt::Debug for IdentityEngine<'_, S> {
@@ -106,9 +130,103 @@ impl<S> std::fmt::Debug for IdentityEngine<'_, S> {
 type Spellings<'r> = (BTreeSet<&'r str>, BTreeSet<&'r str>);
 
 /// Records read per incremental step.
-const STEP: u32 = 5_000;
-/// Records read per page during a rebuild.
+const STEP: u32 = 20_000;
+/// Records read per page during a full pass.
 const PAGE: u32 = 20_000;
+/// Records whose profiles a full pass builds and writes together, in one transaction.
+const WRITE_RECORDS: usize = 20_000;
+
+/// Record keys packed end to end: sources and streams numbered, external ids in one buffer.
+#[derive(Debug, Default)]
+struct Keys {
+    names: Vec<String>,
+    name_ids: HashMap<String, u32>,
+    /// Per record: its source's and stream's numbers and where its external id ends in `ids`.
+    parts: Vec<(u32, u32, usize)>,
+    ids: String,
+}
+
+impl Keys {
+    fn name(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.name_ids.get(name) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.to_owned());
+        self.name_ids.insert(name.to_owned(), id);
+        id
+    }
+
+    fn push(&mut self, record: &StoredRecord) {
+        let (source, stream) = (self.name(&record.source), self.name(&record.record.stream));
+        self.ids.push_str(&record.record.external_id);
+        self.parts.push((source, stream, self.ids.len()));
+    }
+
+    fn len(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Record `i`'s `(source, stream, external id)`, ordered as [`RecordKey`]s are.
+    fn get(&self, i: usize) -> (&str, &str, &str) {
+        let (source, stream, end) = self.parts[i];
+        let start = i
+            .checked_sub(1)
+            .map_or(0, |previous| self.parts[previous].2);
+        (
+            &self.names[source as usize],
+            &self.names[stream as usize],
+            &self.ids[start..end],
+        )
+    }
+
+    fn key(&self, i: usize) -> RecordKey {
+        let (source, stream, external_id) = self.get(i);
+        RecordKey {
+            source: source.to_owned(),
+            stream: stream.to_owned(),
+            external_id: external_id.to_owned(),
+        }
+    }
+}
+
+/// The records of a closed set as resolution sees them (records deleted at their source left out), by
+/// index, held compactly: a full pass keeps a million of them without a small allocation per record.
+#[derive(Default)]
+struct ClosedSet {
+    keys: Keys,
+    /// Each record's distinct linking values, numbered in `values`.
+    links: Lists<u32>,
+    values: Values,
+    /// The profile each record belonged to before, if any.
+    old_of: Vec<Option<i64>>,
+    /// The records with their analyses when they are in hand (a step); `None` in a full pass, which reads
+    /// them again chunk by chunk to build documents, so that it never holds every record at once.
+    in_hand: Option<Vec<Option<(StoredRecord, Analysed)>>>,
+}
+
+impl ClosedSet {
+    /// Adds a record (not deleted) with its linking pairs and old profile.
+    fn push(&mut self, record: &StoredRecord, links: &[(String, String)], old: Option<i64>) {
+        self.keys.push(record);
+        let mut ids: Vec<u32> = links
+            .iter()
+            .map(|(rule, value)| self.values.intern(rule, value))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        self.links.push(ids);
+        self.old_of.push(old);
+    }
+}
+
+/// The profiles a closed set had before.
+struct OldState {
+    /// Records per old profile (every member, deleted records included).
+    sizes: HashMap<i64, usize>,
+    /// Every old profile the set reached, ascending.
+    profiles: Vec<i64>,
+}
 
 fn compound_value(record: &StoredRecord, field: &str) -> Option<String> {
     let text = |name: &str| -> Option<String> {
@@ -170,6 +288,8 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 .map(|b| b.trim().to_lowercase())
                 .collect(),
             patterns,
+            step: STEP,
+            write_records: WRITE_RECORDS,
         })
     }
 
@@ -227,13 +347,29 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
     }
 
     /// Resolves every record changed since the last step; returns what changed.
+    ///
+    /// When at least half of the stored records are pending (a first build, a source loaded in full), they
+    /// are all resolved in one full pass, as [`rebuild`](Self::rebuild) does, rather than in overlapping
+    /// steps that would write the same profiles again and again; the result is the same.
     pub async fn resolve_pending(&self) -> Result<ResolveReport, IdentityError> {
+        let high_water = self.store.identity_high_water().await?;
+        let pending = self.store.count_records_since(high_water).await?;
+        if pending == 0 {
+            return Ok(ResolveReport::default());
+        }
+        if pending > u64::from(self.step) && pending * 2 >= self.store.count_records(None).await? {
+            tracing::info!(
+                pending,
+                "most records are pending: resolving them in one full pass"
+            );
+            return self.full_pass().await;
+        }
         let mut report = ResolveReport::default();
         // One normaliser for every step: records of profiles touched again are not parsed again.
         let mut normalizer = self.normalizer();
         loop {
             let high_water = self.store.identity_high_water().await?;
-            let changed = self.store.records_since(high_water, STEP).await?;
+            let changed = self.store.records_since(high_water, self.step).await?;
             let Some(last) = changed.last().map(|r| r.seq) else {
                 break;
             };
@@ -248,6 +384,7 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         changed: Vec<StoredRecord>,
         high_water: i64,
     ) -> Result<ResolveReport, IdentityError> {
+        let started = Instant::now();
         let changed_keys: Vec<RecordKey> = changed.iter().map(key_of).collect();
         let mut analysed: Vec<Analysed> = changed
             .iter()
@@ -298,6 +435,7 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 break;
             }
         }
+        let expanded = started.elapsed();
         let visited: Vec<i64> = visited.into_iter().collect();
         let old_members = self.store.profile_members(&visited).await?;
         // The changed records are in hand (and analysed); only the other members of the profiles reached
@@ -315,118 +453,142 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 .iter()
                 .map(|record| self.analyse(normalizer, record)),
         );
-        let mut records = changed;
-        records.extend(fetched);
+        let read = started.elapsed();
         let old: HashMap<RecordKey, i64> = old_members.into_iter().map(|(id, k)| (k, id)).collect();
-        self.resolve_set(records, analysed, &old, &visited, Some(high_water), false)
-            .await
+        let mut sizes: HashMap<i64, usize> = HashMap::new();
+        for id in old.values() {
+            *sizes.entry(*id).or_default() += 1;
+        }
+        // A record deleted at its source no longer vouches for anyone: it leaves its profile, and a profile
+        // left without records is removed.
+        let records: Vec<(StoredRecord, Analysed)> = changed
+            .into_iter()
+            .chain(fetched)
+            .zip(analysed)
+            .filter(|(record, _)| !record.record.deleted)
+            .collect();
+        let mut set = ClosedSet::default();
+        for (record, analysed) in &records {
+            set.push(record, &analysed.links, old.get(&key_of(record)).copied());
+        }
+        set.in_hand = Some(records.into_iter().map(Some).collect());
+        let old = OldState {
+            sizes,
+            profiles: visited,
+        };
+        let report = self.resolve_set(set, &old, high_water, normalizer).await?;
+        tracing::debug!(
+            records = report.records,
+            profiles = report.profiles_written,
+            expand_ms = expanded.as_millis() as u64,
+            read_ms = (read - expanded).as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "identity step"
+        );
+        Ok(report)
     }
 
     /// Resolves every record from scratch, keeping ids where profiles survive; returns what changed.
     pub async fn rebuild(&self) -> Result<ResolveReport, IdentityError> {
-        let mut normalizer = self.normalizer();
-        let mut records = Vec::new();
-        let mut analysed = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = self.store.records_since(after, PAGE).await?;
-            let Some(last) = page.last().map(|r| r.seq) else {
-                break;
-            };
-            after = last;
-            analysed.extend(page.iter().map(|r| self.analyse(&mut normalizer, r)));
-            records.extend(page);
-        }
-        let high_water = records
-            .iter()
-            .map(|r| r.seq)
-            .max()
-            .unwrap_or(0)
-            .max(self.store.identity_high_water().await?);
-        let old: HashMap<RecordKey, i64> = self
-            .store
-            .all_memberships()
-            .await?
-            .into_iter()
-            .map(|(id, k)| (k, id))
-            .collect();
-        let visited: Vec<i64> = old
-            .values()
-            .copied()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        self.resolve_set(records, analysed, &old, &visited, Some(high_water), true)
-            .await
+        self.full_pass().await
     }
 
-    /// Resolves `records` (with their analyses, in the same order) as a closed set and writes the result.
-    #[allow(clippy::too_many_arguments)]
+    /// Resolves every stored record as one closed set (see the module doc for how it is written).
+    async fn full_pass(&self) -> Result<ResolveReport, IdentityError> {
+        let started = Instant::now();
+        let mut normalizer = self.normalizer();
+        let mut set = ClosedSet::default();
+        let mut after = 0;
+        let mut page = self.store.records_since(after, PAGE).await?;
+        while let Some(last) = page.last().map(|r| r.seq) {
+            after = last;
+            // The next page is read while this one is analysed.
+            let analysis = async {
+                for record in page.iter().filter(|r| !r.record.deleted) {
+                    set.push(record, &self.analyse(&mut normalizer, record).links, None);
+                }
+            };
+            let (next, ()) =
+                futures::future::join(self.store.records_since(after, PAGE), analysis).await;
+            page = next?;
+        }
+        // Old memberships, matched to the records read by key.
+        let mut sizes: HashMap<i64, usize> = HashMap::new();
+        {
+            let index: HashMap<(u32, u32, &str), usize> = (0..set.keys.len())
+                .map(|i| {
+                    let (source, stream, _) = set.keys.parts[i];
+                    ((source, stream, set.keys.get(i).2), i)
+                })
+                .collect();
+            for (id, key) in self.store.all_memberships().await? {
+                *sizes.entry(id).or_default() += 1;
+                let found = set
+                    .keys
+                    .name_ids
+                    .get(&key.source)
+                    .zip(set.keys.name_ids.get(&key.stream))
+                    .and_then(|(source, stream)| {
+                        index.get(&(*source, *stream, key.external_id.as_str()))
+                    });
+                if let Some(i) = found {
+                    set.old_of[*i] = Some(id);
+                }
+            }
+        }
+        // Every old id: those with members, and any profile left without one.
+        let mut profiles: BTreeSet<i64> = sizes.keys().copied().collect();
+        profiles.extend(self.store.profile_ids().await?);
+        let high_water = after.max(self.store.identity_high_water().await?);
+        tracing::debug!(
+            records = set.keys.len(),
+            values = set.values.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "full pass: records analysed"
+        );
+        let old = OldState {
+            sizes,
+            profiles: profiles.into_iter().collect(),
+        };
+        let report = self
+            .resolve_set(set, &old, high_water, &mut normalizer)
+            .await?;
+        tracing::debug!(
+            records = report.records,
+            profiles = report.profiles_written,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "full pass resolved"
+        );
+        Ok(report)
+    }
+
+    /// Resolves a closed set and writes the result: in one transaction when its records are in hand (a
+    /// step), else in chunks of about [`WRITE_RECORDS`] records, re-read to build their documents, the last
+    /// chunk also removing retired profiles and advancing the high-water mark.
     async fn resolve_set(
         &self,
-        records: Vec<StoredRecord>,
-        analysed: Vec<Analysed>,
-        old: &HashMap<RecordKey, i64>,
-        old_profiles: &[i64],
-        high_water: Option<i64>,
-        replace_all: bool,
+        mut set: ClosedSet,
+        old: &OldState,
+        high_water: i64,
+        normalizer: &mut Normalizer,
     ) -> Result<ResolveReport, IdentityError> {
-        // A record deleted at its source no longer vouches for anyone: it leaves its profile, and a profile
-        // left without records is removed.
-        let (records, analysed): (Vec<StoredRecord>, Vec<Analysed>) = records
-            .into_iter()
-            .zip(analysed)
-            .filter(|(record, _)| !record.record.deleted)
-            .unzip();
-        let mut analysed = analysed;
-        let record_count = records.len() as u64;
-        let keys: Vec<RecordKey> = records.iter().map(key_of).collect();
-        // Resolution orders records by key: each record's node key is its rank in that order (a plain number,
-        // cheap to clone and compare), and `order` leads from a rank back to the record.
-        let mut order: Vec<usize> = (0..records.len()).collect();
-        order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
-        let mut rank = vec![0; records.len()];
-        for (position, index) in order.iter().enumerate() {
-            rank[*index] = position;
-        }
-        let nodes: Vec<Node<usize>> = analysed
-            .iter_mut()
-            .enumerate()
-            .map(|(i, a)| Node {
-                key: rank[i],
-                links: std::mem::take(&mut a.links),
-            })
-            .collect();
-        let clusters: Vec<Cluster<usize>> = resolve(&nodes, &self.rules)
-            .into_iter()
-            .map(|c| Cluster {
-                members: c.members.into_iter().map(|r| order[r]).collect(),
-                links: c
-                    .links
-                    .into_iter()
-                    .map(|l| crate::resolve::Link {
-                        rule: l.rule,
-                        value: l.value,
-                        a: order[l.a],
-                        b: order[l.b],
-                    })
-                    .collect(),
-            })
-            .collect();
-        drop((order, rank));
+        let started = Instant::now();
+        let record_count = set.keys.len() as u64;
+        // Resolution orders records by key.
+        let mut order: Vec<usize> = (0..set.keys.len()).collect();
+        order.sort_unstable_by(|a, b| set.keys.get(*a).cmp(&set.keys.get(*b)));
+        let clusters = resolve_values(&order, &set.links, &set.values, &self.rules);
+        drop(order);
+        set.links = Lists::default();
+        let resolved = started.elapsed();
 
-        // The profile each record had before, if any.
-        let old_of: Vec<Option<i64>> = keys.iter().map(|k| old.get(k).copied()).collect();
-        let (ids, report) = self
-            .assign_ids(&clusters, &old_of, old, old_profiles)
-            .await?;
-
+        let (ids, report) = self.assign_ids(&clusters.members, &set.old_of, old).await?;
         let assigned: HashSet<i64> = ids.iter().copied().collect();
         // For each retired id, how many of its records each new profile took.
         let mut takers: HashMap<i64, BTreeMap<i64, usize>> = HashMap::new();
-        for (cluster, id) in clusters.iter().zip(&ids) {
-            for member in &cluster.members {
-                if let Some(old_id) = old_of[*member]
+        for (members, id) in clusters.members.iter().zip(&ids) {
+            for member in members {
+                if let Some(old_id) = set.old_of[*member]
                     && !assigned.contains(&old_id)
                 {
                     *takers.entry(old_id).or_default().entry(*id).or_default() += 1;
@@ -435,7 +597,7 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         }
         let mut removed = Vec::new();
         let mut aliases = Vec::new();
-        for old_id in old_profiles.iter().filter(|id| !assigned.contains(id)) {
+        for old_id in old.profiles.iter().filter(|id| !assigned.contains(id)) {
             removed.push(*old_id);
             // The cluster that took most of its records inherits the id.
             if let Some((heir, _)) = takers
@@ -447,73 +609,159 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 aliases.push((*old_id, heir));
             }
         }
-
-        let now = Utc::now();
-        // Each record serves one profile: it is released once that profile's document is built.
-        let mut records: Vec<Option<StoredRecord>> = records.into_iter().map(Some).collect();
-        let mut profiles = Vec::with_capacity(clusters.len());
-        for (cluster, id) in clusters.iter().zip(&ids) {
-            let members: Vec<&StoredRecord> = cluster
-                .members
-                .iter()
-                .filter_map(|m| records[*m].as_ref())
-                .collect();
-            profiles
-                .push(self.profile_write(*id, cluster, &members, &keys, &analysed, &nodes, now)?);
-            for member in &cluster.members {
-                records[*member] = None;
-            }
-        }
-        drop(records);
         let report = ResolveReport {
             records: record_count,
-            profiles_written: profiles.len() as u64,
-            touched: profiles
-                .iter()
-                .map(|p| p.id)
-                .chain(removed.iter().copied())
-                .collect(),
+            profiles_written: ids.len() as u64,
+            touched: ids.iter().chain(&removed).copied().collect(),
             ..report
         };
-        self.store
-            .write_resolution(ResolutionWrite {
+
+        // Clusters written together: all at once when the records are in hand, else chunks of about
+        // `WRITE_RECORDS` records.
+        let limit = if set.in_hand.is_some() {
+            usize::MAX
+        } else {
+            self.write_records
+        };
+        let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
+        let (mut start, mut size) = (0, 0);
+        for (index, members) in clusters.members.iter().enumerate() {
+            size += members.len();
+            if size >= limit {
+                chunks.push(start..index + 1);
+                (start, size) = (index + 1, 0);
+            }
+        }
+        if start < ids.len() || chunks.is_empty() {
+            chunks.push(start..ids.len());
+        }
+        let now = Utc::now();
+        let last_chunk = chunks.len() - 1;
+        let mut final_write = Some((removed, aliases));
+        // A chunk is written while the next one is read and built: the store works on its own threads, so
+        // the two overlap.
+        let mut writing: Option<ResolutionWrite> = None;
+        for (n, range) in chunks.into_iter().enumerate() {
+            let chunk_started = Instant::now();
+            let build = self.chunk_profiles(&mut set, &clusters, range, &ids, normalizer, now);
+            let (profiles, written) = futures::future::join(build, async {
+                match writing.take() {
+                    Some(write) => self.store.write_resolution(write).await,
+                    None => Ok(()),
+                }
+            })
+            .await;
+            written?;
+            let (profiles, encoded_documents) = profiles?;
+            tracing::debug!(
+                profiles = profiles.len(),
+                elapsed_ms = chunk_started.elapsed().as_millis() as u64,
+                "identity chunk built"
+            );
+            let (removed, aliases) = if n == last_chunk {
+                final_write.take().unwrap_or_default()
+            } else {
+                Default::default()
+            };
+            writing = Some(ResolutionWrite {
                 removed,
                 profiles,
                 aliases,
-                high_water,
-                replace_all,
-            })
-            .await?;
+                high_water: (n == last_chunk).then_some(high_water),
+                replace_all: false,
+                encoded_documents,
+            });
+        }
+        if let Some(write) = writing {
+            self.store.write_resolution(write).await?;
+        }
         tracing::debug!(
             records = report.records,
             profiles = report.profiles_written,
             created = report.created,
             merged = report.merged,
             split = report.split,
+            resolve_ms = resolved.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
             "identity resolved"
         );
         Ok(report)
     }
 
+    /// The writes of the profiles `range` of `clusters` (whose ids are `ids`), built from their records, and
+    /// their encoded documents.
+    async fn chunk_profiles(
+        &self,
+        set: &mut ClosedSet,
+        clusters: &Resolution,
+        range: std::ops::Range<usize>,
+        ids: &[i64],
+        normalizer: &mut Normalizer,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<ProfileWrite>, Vec<String>), IdentityError> {
+        let members: Vec<usize> = range
+            .clone()
+            .flat_map(|c| clusters.members.get(c).iter().copied())
+            .collect();
+        let records = self.member_records(set, &members, normalizer).await?;
+        range
+            .map(|c| {
+                let cluster_records: Vec<(&StoredRecord, &Analysed)> = clusters
+                    .members
+                    .get(c)
+                    .iter()
+                    .filter_map(|m| records.get(m).map(|(r, a)| (r, a)))
+                    .collect();
+                self.profile_write(ids[c], &cluster_records, clusters.links.get(c), set, now)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|writes| writes.into_iter().unzip())
+    }
+
+    /// The records (with their analyses) of the set members `members`, by member index: taken from the set
+    /// when in hand, else read from the store and analysed again. A record gone from the store is left out.
+    async fn member_records(
+        &self,
+        set: &mut ClosedSet,
+        members: &[usize],
+        normalizer: &mut Normalizer,
+    ) -> Result<HashMap<usize, (StoredRecord, Analysed)>, IdentityError> {
+        if let Some(in_hand) = set.in_hand.as_mut() {
+            return Ok(members
+                .iter()
+                .filter_map(|m| in_hand[*m].take().map(|r| (*m, r)))
+                .collect());
+        }
+        let keys: Vec<RecordKey> = members.iter().map(|m| set.keys.key(*m)).collect();
+        let index: HashMap<&RecordKey, usize> = keys.iter().zip(members.iter().copied()).collect();
+        let mut out = HashMap::with_capacity(members.len());
+        for record in self.store.records_by_keys(&keys).await? {
+            if let Some(member) = index.get(&key_of(&record)) {
+                let analysed = self.analyse(normalizer, &record);
+                out.insert(*member, (record, analysed));
+            }
+        }
+        Ok(out)
+    }
+
     async fn assign_ids(
         &self,
-        clusters: &[Cluster<usize>],
+        clusters: &Lists<usize>,
         old_of: &[Option<i64>],
-        old: &HashMap<RecordKey, i64>,
-        old_profiles: &[i64],
+        old: &OldState,
     ) -> Result<(Vec<i64>, ResolveReport), IdentityError> {
         let mut candidates: Vec<(usize, i64, usize)> = Vec::new();
-        let mut clusters_of_old: HashMap<i64, BTreeSet<usize>> = HashMap::new();
-        let mut old_sizes: HashMap<i64, usize> = HashMap::new();
-        for id in old.values() {
-            *old_sizes.entry(*id).or_default() += 1;
-        }
-        for (index, cluster) in clusters.iter().enumerate() {
+        // Per old id: the last cluster that took some of its records, and how many clusters did.
+        let mut spread_of: HashMap<i64, (usize, usize)> = HashMap::new();
+        for (index, members) in clusters.iter().enumerate() {
             let mut overlap: BTreeMap<i64, usize> = BTreeMap::new();
-            for member in &cluster.members {
+            for member in members {
                 if let Some(id) = old_of[*member] {
                     *overlap.entry(id).or_default() += 1;
-                    clusters_of_old.entry(id).or_default().insert(index);
+                    let spread = spread_of.entry(id).or_insert((index, 0));
+                    if spread.1 == 0 || spread.0 != index {
+                        *spread = (index, spread.1 + 1);
+                    }
                 }
             }
             candidates.extend(overlap.into_iter().map(|(id, n)| (index, id, n)));
@@ -554,8 +802,8 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         for (index, id) in ids.iter().enumerate() {
             position.entry(*id).or_insert(index);
         }
-        for old_id in old_profiles {
-            let spread = clusters_of_old.get(old_id).map_or(0, BTreeSet::len);
+        for old_id in &old.profiles {
+            let spread = spread_of.get(old_id).map_or(0, |(_, n)| *n);
             if spread > 1 {
                 report.split += 1;
             }
@@ -563,8 +811,8 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 report.merged += 1;
             }
             if let Some(index) = position.get(old_id) {
-                let members = &clusters[*index].members;
-                let same = members.len() == old_sizes.get(old_id).copied().unwrap_or(0)
+                let members = clusters.get(*index);
+                let same = members.len() == old.sizes.get(old_id).copied().unwrap_or(0)
                     && members.iter().all(|m| old_of[*m] == Some(*old_id));
                 if same {
                     report.unchanged += 1;
@@ -574,23 +822,22 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         Ok((ids, report))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The write of one profile, with its document encoded: `members` are its records (in member order)
+    /// with their analyses.
     fn profile_write(
         &self,
         id: i64,
-        cluster: &Cluster<usize>,
-        members: &[&StoredRecord],
-        keys: &[RecordKey],
-        analysed: &[Analysed],
-        nodes: &[Node<usize>],
+        members: &[(&StoredRecord, &Analysed)],
+        links: &[(usize, usize, u32)],
+        set: &ClosedSet,
         now: DateTime<Utc>,
-    ) -> Result<ProfileWrite, IdentityError> {
+    ) -> Result<(ProfileWrite, String), IdentityError> {
         // `(type, value)` -> (raw spellings, sources); ordered like the owned strings they become.
         let mut identifiers: BTreeMap<(&str, &str), Spellings<'_>> = BTreeMap::new();
         let mut compound: BTreeSet<(&str, &str)> = BTreeSet::new();
         let mut rejected = Vec::new();
-        for (member, record) in cluster.members.iter().zip(members) {
-            for (kind, value, raw) in &analysed[*member].identifiers {
+        for (record, analysed) in members {
+            for (kind, value, raw) in &analysed.identifiers {
                 let entry = identifiers
                     .entry((kind.as_str(), value.as_str()))
                     .or_default();
@@ -598,13 +845,13 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 entry.1.insert(record.source.as_str());
             }
             compound.extend(
-                nodes[*member]
+                analysed
                     .links
                     .iter()
                     .filter(|(k, _)| k.starts_with("compound:"))
                     .map(|(k, v)| (k.as_str(), v.as_str())),
             );
-            rejected.extend(analysed[*member].rejected.iter().cloned());
+            rejected.extend(analysed.rejected.iter().cloned());
         }
         let mut index_values: BTreeSet<(&str, &str)> = identifiers.keys().copied().collect();
         index_values.extend(compound);
@@ -621,17 +868,17 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 sources: sources.into_iter().map(str::to_owned).collect(),
             })
             .collect();
-        let links: Vec<LinkEvidence> = cluster
-            .links
+        let links: Vec<LinkEvidence> = links
             .iter()
-            .map(|l| LinkEvidence {
-                rule: l.rule.clone(),
-                value: l.value.clone(),
-                a: keys[l.a].clone(),
-                b: keys[l.b].clone(),
+            .map(|(a, b, value)| LinkEvidence {
+                rule: set.values.rule(*value).to_owned(),
+                value: set.values.value(*value).to_owned(),
+                a: set.keys.key(*a),
+                b: set.keys.key(*b),
             })
             .collect();
-        let document = profile::build(self.profiles, members, identifiers, rejected, links, now);
+        let records: Vec<&StoredRecord> = members.iter().map(|(r, _)| *r).collect();
+        let document = profile::build(self.profiles, &records, identifiers, rejected, links, now);
         let mut search = vec![id.to_string()];
         search.extend(document.identifiers.iter().map(|i| i.value.to_lowercase()));
         for name in ["first_name", "last_name", "company", "name"] {
@@ -639,12 +886,20 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 search.push(value.to_lowercase());
             }
         }
-        Ok(ProfileWrite {
-            id,
-            search_text: search.join(" "),
-            members: document.records.clone(),
-            identifiers: index_values,
-            document: serde_json::to_value(&document)?,
-        })
+        let encoded = serde_json::to_string(&document)?;
+        Ok((
+            ProfileWrite {
+                id,
+                search_text: search.join(" "),
+                members: document.records,
+                identifiers: index_values,
+                // Written from `encoded`.
+                document: serde_json::Value::Null,
+            },
+            encoded,
+        ))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,7 +6,15 @@
 //!   remembers ids that were merged into another so old ids keep answering.
 //! - [`IdentityStore::write_resolution`] replaces the given profiles (members, identifiers, document),
 //!   deletes the removed ones, records aliases and advances the identity high-water mark, all in one
-//!   transaction: readers see the state before or after a resolution step, never half of it.
+//!   transaction: readers see the state before or after a resolution step, never half of it. It writes only
+//!   the member and identifier rows that differ from what the given profiles hold (read in the same
+//!   transaction): a record that left them without joining another loses its membership, one that joins
+//!   moves to its new profile. Documents are always written, from their JSON text when the caller gives it
+//!   ([`ResolutionWrite::encoded_documents`]).
+//! - Statements built at run time use `sql::placeholders` (positional `?` on SQLite) and stay under both
+//!   backends' parameter limits.
+
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -14,7 +22,7 @@ use spindle_model::{RecordKey, StoredRecord};
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::sql::{RECORD_COLUMNS, SqlStore, decode_record, from_millis, placeholders, to_millis};
-use crate::{ProfileStore, StoreResult};
+use crate::{Backend, ProfileStore, StoreError, StoreResult};
 
 /// A profile as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,22 +68,59 @@ pub struct ResolutionWrite {
     pub high_water: Option<i64>,
     /// True for a full rebuild: every existing profile, member and identifier row is replaced.
     pub replace_all: bool,
+    /// The documents of `profiles`, already encoded as JSON, in the same order: when given (one per
+    /// profile), the store writes these and ignores each [`ProfileWrite::document`] (which may then be
+    /// `Null`), sparing a caller that holds typed documents a round trip through `serde_json::Value`.
+    /// Empty: every document is encoded from its `ProfileWrite::document`.
+    pub encoded_documents: Vec<String>,
 }
 
 /// Keys per `IN` list; every backend accepts this many parameters.
 pub(crate) const CHUNK: usize = 300;
+/// Parameters per multi-row `INSERT` or row-value `IN` list of a write: well under both backends' limits
+/// (SQLite 32,766, PostgreSQL 65,535), and large enough that statement overhead stays small.
+const WRITE_PARAMS: usize = 2_000;
 
-/// A value looked up with `IN (...)`: how many columns it spans and how it binds.
-trait InKey: Sync {
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// A value bound as a tuple of parameters (an `IN` list entry or a `VALUES` row): how many columns it spans
+/// and how it binds.
+trait Params: Sync {
     /// Columns per value.
     const WIDTH: usize;
     /// Binds the value's columns, in order.
     fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q>;
 }
 
-type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+impl<T: Params + ?Sized> Params for &T {
+    const WIDTH: usize = T::WIDTH;
+    fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        (**self).bind_to(query)
+    }
+}
 
-impl InKey for RecordKey {
+impl Params for i64 {
+    const WIDTH: usize = 1;
+    fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        query.bind(*self)
+    }
+}
+
+impl Params for str {
+    const WIDTH: usize = 1;
+    fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        query.bind(self)
+    }
+}
+
+impl Params for String {
+    const WIDTH: usize = 1;
+    fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        query.bind(self.as_str())
+    }
+}
+
+impl Params for RecordKey {
     const WIDTH: usize = 3;
     fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
         query
@@ -85,45 +130,114 @@ impl InKey for RecordKey {
     }
 }
 
-impl InKey for (String, String) {
-    const WIDTH: usize = 2;
+impl<A: Params, B: Params> Params for (A, B) {
+    const WIDTH: usize = A::WIDTH + B::WIDTH;
     fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
-        query.bind(&self.0).bind(&self.1)
+        self.1.bind_to(self.0.bind_to(query))
     }
 }
 
-impl InKey for i64 {
-    const WIDTH: usize = 1;
+impl<A: Params, B: Params, C: Params> Params for (A, B, C) {
+    const WIDTH: usize = A::WIDTH + B::WIDTH + C::WIDTH;
     fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
-        query.bind(*self)
+        self.2.bind_to(self.1.bind_to(self.0.bind_to(query)))
     }
+}
+
+/// Runs `sql(list)` for each chunk of `keys`, where `list` is the chunk's `IN` list of placeholders, and
+/// decodes every row.
+async fn select_in<K: Params, T>(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    keys: &[K],
+    sql: impl Fn(&str) -> String,
+    decode: impl Fn(&sqlx::any::AnyRow) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let mut out = Vec::with_capacity(keys.len());
+    // Every chunk but the last has the same statement: built once.
+    let full = (keys.len() >= CHUNK).then(|| sql(&placeholders(backend, 1, CHUNK, K::WIDTH)));
+    for chunk in keys.chunks(CHUNK) {
+        let text = match &full {
+            Some(full) if chunk.len() == CHUNK => full.clone(),
+            _ => sql(&placeholders(backend, 1, chunk.len(), K::WIDTH)),
+        };
+        let mut query = sqlx::query(AssertSqlSafe(text));
+        for key in chunk {
+            query = key.bind_to(query);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            out.push(decode(&row)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `sql(list)` for each chunk of `rows` (as many as fit in [`WRITE_PARAMS`]), where `list` is the
+/// chunk's placeholders: an `IN` list or the tuples of a multi-row `VALUES`.
+async fn execute_rows<K: Params>(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    rows: &[K],
+    sql: impl Fn(&str) -> String,
+) -> StoreResult<()> {
+    let per_statement = (WRITE_PARAMS / K::WIDTH).max(1);
+    // Every chunk but the last has the same statement: built once.
+    let full = (rows.len() >= per_statement)
+        .then(|| sql(&placeholders(backend, 1, per_statement, K::WIDTH)));
+    for chunk in rows.chunks(per_statement) {
+        let text = match &full {
+            Some(full) if chunk.len() == per_statement => full.clone(),
+            _ => sql(&placeholders(backend, 1, chunk.len(), K::WIDTH)),
+        };
+        let mut query = sqlx::query(AssertSqlSafe(text));
+        for row in chunk {
+            query = row.bind_to(query);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// The profiles among `profiles` that hold more rows of `table` than `wanted` gives them (none: zero).
+async fn overfull(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    table: &str,
+    profiles: &[i64],
+    wanted: &HashMap<i64, i64>,
+) -> StoreResult<Vec<i64>> {
+    let held = select_in(
+        conn,
+        backend,
+        profiles,
+        |list| {
+            format!(
+                "SELECT profile_id, COUNT(*) FROM {table} WHERE profile_id IN ({list}) GROUP BY profile_id"
+            )
+        },
+        |row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)),
+    )
+    .await?;
+    Ok(held
+        .into_iter()
+        .filter(|(id, n)| *n > wanted.get(id).copied().unwrap_or(0))
+        .map(|(id, _)| id)
+        .collect())
 }
 
 impl SqlStore {
-    /// Runs `sql(list)` for each chunk of `keys`, where `list` is the chunk's `IN` list of placeholders,
-    /// and decodes every row.
-    async fn select_in<K: InKey, T>(
+    /// [`select_in`] on a connection of the pool.
+    async fn select_in<K: Params, T>(
         &self,
         keys: &[K],
         sql: impl Fn(&str) -> String,
         decode: impl Fn(&sqlx::any::AnyRow) -> StoreResult<T>,
     ) -> StoreResult<Vec<T>> {
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(CHUNK) {
-            let mut query = sqlx::query(AssertSqlSafe(sql(&placeholders(
-                self.backend(),
-                1,
-                chunk.len(),
-                K::WIDTH,
-            ))));
-            for key in chunk {
-                query = key.bind_to(query);
-            }
-            for row in query.fetch_all(self.pool()).await? {
-                out.push(decode(&row)?);
-            }
+        if keys.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let mut conn = self.pool().acquire().await?;
+        select_in(&mut conn, self.backend(), keys, sql, decode).await
     }
 }
 
@@ -158,6 +272,10 @@ pub trait IdentityStore: Send + Sync {
     async fn search_profiles(&self, text: &str, limit: u32) -> StoreResult<Vec<ProfileRow>>;
     /// Every membership, for rebuild reports.
     async fn all_memberships(&self) -> StoreResult<Vec<(i64, RecordKey)>>;
+    /// Every profile id, ascending (a profile without members included).
+    async fn profile_ids(&self) -> StoreResult<Vec<i64>>;
+    /// How many records have a change sequence greater than `after_seq`: what is pending resolution.
+    async fn count_records_since(&self, after_seq: i64) -> StoreResult<u64>;
     /// How many profiles exist.
     async fn count_profiles(&self) -> StoreResult<u64>;
     /// Profiles with id greater than `after_id`, by id, at most `limit` (for walking every profile).
@@ -274,43 +392,21 @@ impl IdentityStore for SqlStore {
     }
 
     async fn write_resolution(&self, write: ResolutionWrite) -> StoreResult<()> {
+        let started = std::time::Instant::now();
         let now = to_millis(Utc::now());
+        let backend = self.backend();
         let mut tx = self.begin_write().await?;
-        if write.replace_all {
+        let conn: &mut sqlx::AnyConnection = &mut tx;
+        let written: Vec<i64> = write.profiles.iter().map(|p| p.id).collect();
+        let removed: Vec<i64> = if write.replace_all {
             for table in ["profile_members", "profile_identifiers"] {
                 sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await?;
             }
-        }
-        let cleared: Vec<i64> = if write.replace_all {
-            Vec::new()
-        } else {
-            write
-                .removed
-                .iter()
-                .copied()
-                .chain(write.profiles.iter().map(|p| p.id))
-                .collect()
-        };
-        for chunk in cleared.chunks(CHUNK) {
-            for table in ["profile_members", "profile_identifiers"] {
-                let sql = format!(
-                    "DELETE FROM {table} WHERE profile_id IN ({})",
-                    placeholders(self.backend(), 1, chunk.len(), 1)
-                );
-                let mut query = sqlx::query(AssertSqlSafe(sql));
-                for id in chunk {
-                    query = query.bind(*id);
-                }
-                query.execute(&mut *tx).await?;
-            }
-        }
-        let removed: Vec<i64> = if write.replace_all {
-            let keep: std::collections::HashSet<i64> =
-                write.profiles.iter().map(|p| p.id).collect();
+            let keep: HashSet<i64> = written.iter().copied().collect();
             let all: Vec<i64> = sqlx::query_scalar("SELECT id FROM profiles")
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut *conn)
                 .await?;
             all.into_iter()
                 .filter(|id| !keep.contains(id))
@@ -319,73 +415,179 @@ impl IdentityStore for SqlStore {
         } else {
             write.removed.clone()
         };
-        for chunk in removed.chunks(CHUNK) {
-            let sql = format!(
-                "DELETE FROM profiles WHERE id IN ({})",
-                placeholders(self.backend(), 1, chunk.len(), 1)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            query.execute(&mut *tx).await?;
+        // Removed profiles take their rows with them.
+        for table in ["profile_members", "profile_identifiers"] {
+            execute_rows(conn, backend, &removed, |list| {
+                format!("DELETE FROM {table} WHERE profile_id IN ({list})")
+            })
+            .await?;
         }
-        for chunk in write.profiles.chunks(50) {
+        execute_rows(conn, backend, &removed, |list| {
+            format!("DELETE FROM profiles WHERE id IN ({list})")
+        })
+        .await?;
+
+        // Documents are always written.
+        let encoded: &[String] = if write.encoded_documents.len() == write.profiles.len() {
+            &write.encoded_documents
+        } else {
+            &[]
+        };
+        let mut first = 0;
+        for chunk in write.profiles.chunks(WRITE_PARAMS / 6) {
             let sql = format!(
                 "INSERT INTO profiles (id, document, search_text, record_count, created_at, updated_at) VALUES {} \
                  ON CONFLICT (id) DO UPDATE SET document = excluded.document, search_text = excluded.search_text, \
                  record_count = excluded.record_count, \
                  updated_at = CASE WHEN excluded.updated_at > profiles.updated_at THEN excluded.updated_at ELSE profiles.updated_at + 1 END",
-                placeholders(self.backend(), 1, chunk.len(), 6)
+                placeholders(backend, 1, chunk.len(), 6)
             );
+            // Every document of the statement in one buffer: one growing allocation instead of one per
+            // document.
+            let mut buffer = Vec::new();
+            let mut ends = Vec::with_capacity(chunk.len());
+            for (n, profile) in chunk.iter().enumerate() {
+                match encoded.get(first + n) {
+                    Some(text) => buffer.extend_from_slice(text.as_bytes()),
+                    None => serde_json::to_writer(&mut buffer, &profile.document)?,
+                }
+                ends.push(buffer.len());
+            }
+            first += chunk.len();
+            let text = String::from_utf8(buffer).map_err(|err| {
+                StoreError::Corrupt(format!("a profile document is not UTF-8: {err}"))
+            })?;
             let mut query = sqlx::query(AssertSqlSafe(sql));
-            for profile in chunk {
+            for (n, profile) in chunk.iter().enumerate() {
+                let start = n.checked_sub(1).map_or(0, |previous| ends[previous]);
                 query = query
                     .bind(profile.id)
-                    .bind(serde_json::to_string(&profile.document)?)
+                    .bind(&text[start..ends[n]])
                     .bind(&profile.search_text)
                     .bind(i64::try_from(profile.members.len()).unwrap_or(i64::MAX))
                     .bind(now)
                     .bind(now);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut *conn).await?;
         }
-        let members: Vec<(i64, &RecordKey)> = write
+
+        // Member and identifier rows. Every wanted row is written, but a row already as wanted is left
+        // alone (the upsert's `WHERE`, `DO NOTHING`): only the difference reaches the tables' pages. Rows
+        // the written profiles should no longer hold are found by counting (a profile holding more rows
+        // than wanted has stale ones), which reads one row per profile instead of every row.
+        let wanted: HashMap<&RecordKey, i64> = write
             .profiles
             .iter()
-            .flat_map(|p| p.members.iter().map(move |k| (p.id, k)))
+            .flat_map(|p| p.members.iter().map(move |k| (k, p.id)))
             .collect();
-        for chunk in members.chunks(100) {
-            let sql = format!(
-                "INSERT INTO profile_members (source, stream, external_id, profile_id) VALUES {}",
-                placeholders(self.backend(), 1, chunk.len(), 4)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (id, key) in chunk {
-                query = query
-                    .bind(&key.source)
-                    .bind(&key.stream)
-                    .bind(&key.external_id)
-                    .bind(*id);
-            }
-            query.execute(&mut *tx).await?;
-        }
-        let identifiers: Vec<(i64, &(String, String))> = write
+        let mut members: Vec<(&RecordKey, i64)> = wanted.iter().map(|(k, id)| (*k, *id)).collect();
+        // In key order, which keeps the index pages they touch together.
+        members.sort_unstable();
+        execute_rows(conn, backend, &members, |list| {
+            format!(
+                "INSERT INTO profile_members (source, stream, external_id, profile_id) VALUES {list} \
+                 ON CONFLICT (source, stream, external_id) DO UPDATE SET profile_id = excluded.profile_id \
+                 WHERE profile_members.profile_id <> excluded.profile_id"
+            )
+        })
+        .await?;
+        let wanted_identifiers: HashSet<(i64, &str, &str)> = write
             .profiles
             .iter()
-            .flat_map(|p| p.identifiers.iter().map(move |i| (p.id, i)))
+            .flat_map(|p| {
+                p.identifiers
+                    .iter()
+                    .map(move |(kind, value)| (p.id, kind.as_str(), value.as_str()))
+            })
             .collect();
-        for chunk in identifiers.chunks(150) {
-            let sql = format!(
-                "INSERT INTO profile_identifiers (id_type, id_value, profile_id) VALUES {} ON CONFLICT DO NOTHING",
-                placeholders(self.backend(), 1, chunk.len(), 3)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (id, (kind, value)) in chunk {
-                query = query.bind(kind).bind(value).bind(*id);
-            }
-            query.execute(&mut *tx).await?;
+        let mut identifiers: Vec<(&str, &str, i64)> = wanted_identifiers
+            .iter()
+            .map(|(id, kind, value)| (*kind, *value, *id))
+            .collect();
+        identifiers.sort_unstable();
+        execute_rows(conn, backend, &identifiers, |list| {
+            format!(
+                "INSERT INTO profile_identifiers (id_type, id_value, profile_id) VALUES {list} \
+                 ON CONFLICT DO NOTHING"
+            )
+        })
+        .await?;
+
+        let mut member_counts: HashMap<i64, i64> = HashMap::new();
+        for id in wanted.values() {
+            *member_counts.entry(*id).or_default() += 1;
         }
+        let mut identifier_counts: HashMap<i64, i64> = HashMap::new();
+        for (id, _, _) in &wanted_identifiers {
+            *identifier_counts.entry(*id).or_default() += 1;
+        }
+        let (mut left, mut dropped) = (Vec::new(), Vec::new());
+        if !write.replace_all {
+            let stale =
+                overfull(conn, backend, "profile_members", &written, &member_counts).await?;
+            left = select_in(
+                conn,
+                backend,
+                &stale,
+                |list| {
+                    format!(
+                        "SELECT source, stream, external_id, profile_id FROM profile_members \
+                         WHERE profile_id IN ({list})"
+                    )
+                },
+                |row| Ok((decode_key(row, 0)?, row.try_get::<i64, _>(3)?)),
+            )
+            .await?
+            .into_iter()
+            .filter(|(key, id)| wanted.get(key) != Some(id))
+            .map(|(key, _)| key)
+            .collect();
+            execute_rows(conn, backend, &left, |list| {
+                format!(
+                    "DELETE FROM profile_members WHERE (source, stream, external_id) IN ({list})"
+                )
+            })
+            .await?;
+            let stale = overfull(
+                conn,
+                backend,
+                "profile_identifiers",
+                &written,
+                &identifier_counts,
+            )
+            .await?;
+            dropped = select_in(
+                conn,
+                backend,
+                &stale,
+                |list| {
+                    format!(
+                        "SELECT profile_id, id_type, id_value FROM profile_identifiers \
+                         WHERE profile_id IN ({list})"
+                    )
+                },
+                |row| {
+                    Ok((
+                        row.try_get::<i64, _>(0)?,
+                        row.try_get::<String, _>(1)?,
+                        row.try_get::<String, _>(2)?,
+                    ))
+                },
+            )
+            .await?
+            .into_iter()
+            .filter(|(id, kind, value)| {
+                !wanted_identifiers.contains(&(*id, kind.as_str(), value.as_str()))
+            })
+            .collect();
+            execute_rows(conn, backend, &dropped, |list| {
+                format!(
+                    "DELETE FROM profile_identifiers WHERE (profile_id, id_type, id_value) IN ({list})"
+                )
+            })
+            .await?;
+        }
+        let rows_written = started.elapsed();
         for (old, new) in &write.aliases {
             sqlx::query(
                 "INSERT INTO profile_aliases (old_id, new_id, merged_at) VALUES ($1, $2, $3) \
@@ -394,13 +596,13 @@ impl IdentityStore for SqlStore {
             .bind(*old)
             .bind(*new)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
             // Ids that pointed at `old` now point at `new`, so one lookup always lands.
             sqlx::query("UPDATE profile_aliases SET new_id = $2 WHERE new_id = $1")
                 .bind(*old)
                 .bind(*new)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
         }
         crate::profile_changes::record(
@@ -415,10 +617,23 @@ impl IdentityStore for SqlStore {
         if let Some(high_water) = write.high_water {
             sqlx::query("UPDATE counters SET value = $1 WHERE name = 'identity_seq'")
                 .bind(high_water)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
         }
+        let before_commit = started.elapsed();
         tx.commit().await?;
+        tracing::debug!(
+            profiles = write.profiles.len(),
+            removed = removed.len(),
+            members = members.len(),
+            members_left = left.len(),
+            identifiers = identifiers.len(),
+            identifiers_dropped = dropped.len(),
+            rows_ms = rows_written.as_millis() as u64,
+            aliases_ms = (before_commit - rows_written).as_millis() as u64,
+            commit_ms = (started.elapsed() - before_commit).as_millis() as u64,
+            "resolution written"
+        );
         Ok(())
     }
 
@@ -464,6 +679,20 @@ impl IdentityStore for SqlStore {
         rows.iter()
             .map(|row| Ok((row.try_get(3)?, decode_key(row, 0)?)))
             .collect()
+    }
+
+    async fn profile_ids(&self) -> StoreResult<Vec<i64>> {
+        Ok(sqlx::query_scalar("SELECT id FROM profiles ORDER BY id")
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    async fn count_records_since(&self, after_seq: i64) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM raw_records WHERE seq > $1")
+            .bind(after_seq)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(u64::try_from(n).unwrap_or_default())
     }
 
     async fn count_profiles(&self) -> StoreResult<u64> {
