@@ -606,7 +606,7 @@ impl IdentityStore for SqlStore {
                 .await?;
         }
         crate::profile_changes::record(
-            &mut tx,
+            conn,
             removed
                 .iter()
                 .copied()

@@ -48,7 +48,7 @@ pub trait ProfileChangeStore: Send + Sync {
 /// Appends one row of the log inside the writer's transaction (none when nothing was touched) and prunes
 /// rows older than [`KEEP`] generations.
 pub(crate) async fn record(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    conn: &mut sqlx::AnyConnection,
     ids: impl IntoIterator<Item = i64>,
     everything: bool,
 ) -> StoreResult<()> {
@@ -68,13 +68,13 @@ pub(crate) async fn record(
     .bind(now)
     .bind(i32::from(everything))
     .bind(listed)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     sqlx::query(
         "DELETE FROM profile_changes WHERE generation < (SELECT MAX(generation) FROM profile_changes) - $1",
     )
     .bind(KEEP)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }
