@@ -31,6 +31,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use generator::{Generated, Generator, Rng};
+
+/// The allocator the `spindle` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use spindle_config::{IdentityConfig, ProfilesConfig};
 use spindle_identity::IdentityEngine;
 use spindle_model::RawRecord;

@@ -25,6 +25,10 @@ use spindle_store::{
 use spindle_store::{OutboxItem, Settlement};
 use spindle_sync::engine::plan;
 
+/// The allocator the `spindle` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn peak_rss_mib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
