@@ -17,7 +17,8 @@
 //! line gives the records resolved and profiles written beside the records loaded.
 //!
 //! Each figure is the wall time (with the CPU time the process used meanwhile) and the peak resident set
-//! size, sampled from `/proc/self/status` every 20 ms. `SPINDLE_BENCH_SCALE` (default 1.0) scales the record
+//! size, sampled from `/proc/self/status` every 20 ms, with the peak of its anonymous part (the process's
+//! own memory; the rest is the SQLite file, which the store reads through a memory map). `SPINDLE_BENCH_SCALE` (default 1.0) scales the record
 //! counts; `RUST_LOG` (for example `spindle_identity=debug,spindle_store=debug`) prints the engine's timings
 //! of each phase on stderr. Targets on a 2-core machine: full build under 10 s, incremental batch under
 //! 500 ms, peak memory under 1.5 GB.
@@ -62,14 +63,14 @@ fn identity() -> IdentityConfig {
     }
 }
 
-/// Resident set size in bytes, from `/proc/self/status` (0 where it cannot be read).
-fn rss() -> u64 {
+/// A field of `/proc/self/status` in bytes (0 where it cannot be read).
+fn status_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .find_map(|line| line.strip_prefix(field))
                 .and_then(|rest| {
                     rest.trim()
                         .trim_end_matches("kB")
@@ -81,10 +82,22 @@ fn rss() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-/// Samples the RSS every 20 ms in a background thread and keeps the peak.
+/// Resident set size in bytes.
+fn rss() -> u64 {
+    status_bytes("VmRSS:")
+}
+
+/// The anonymous part of the resident set (the process's own memory), in bytes: the rest is files mapped
+/// in, here the SQLite store, which the store reads through a memory map.
+fn rss_anon() -> u64 {
+    status_bytes("RssAnon:")
+}
+
+/// Samples the RSS every 20 ms in a background thread and keeps the peaks (total and anonymous).
 struct Sampler {
     stop: Arc<AtomicBool>,
     peak: Arc<AtomicU64>,
+    peak_anon: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
     baseline: u64,
 }
@@ -94,11 +107,14 @@ impl Sampler {
         let baseline = rss();
         let stop = Arc::new(AtomicBool::new(false));
         let peak = Arc::new(AtomicU64::new(baseline));
+        let peak_anon = Arc::new(AtomicU64::new(rss_anon()));
         let thread = {
-            let (stop, peak) = (Arc::clone(&stop), Arc::clone(&peak));
+            let (stop, peak, peak_anon) =
+                (Arc::clone(&stop), Arc::clone(&peak), Arc::clone(&peak_anon));
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     peak.fetch_max(rss(), Ordering::Relaxed);
+                    peak_anon.fetch_max(rss_anon(), Ordering::Relaxed);
                     std::thread::sleep(Duration::from_millis(20));
                 }
             })
@@ -106,19 +122,21 @@ impl Sampler {
         Self {
             stop,
             peak,
+            peak_anon,
             thread: Some(thread),
             baseline,
         }
     }
 
-    /// `(baseline, peak)` in bytes.
-    fn finish(mut self) -> (u64, u64) {
+    /// `(baseline, peak, peak anonymous)` in bytes.
+    fn finish(mut self) -> (u64, u64, u64) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
         let peak = self.peak.load(Ordering::Relaxed).max(rss());
-        (self.baseline, peak)
+        let peak_anon = self.peak_anon.load(Ordering::Relaxed).max(rss_anon());
+        (self.baseline, peak, peak_anon)
     }
 }
 
@@ -155,16 +173,17 @@ where
     let (started, cpu) = (Instant::now(), cpu_time());
     let (out, what) = work().await;
     let (elapsed, cpu) = (started.elapsed(), cpu_time().saturating_sub(cpu));
-    let (baseline, peak) = sampler.finish();
+    let (baseline, peak, peak_anon) = sampler.finish();
     let verdict = if elapsed <= target { "ok" } else { "OVER" };
     eprintln!(
         "{label}: {what} in {:.3} s (CPU {:.1} s), peak RSS {:.2} GiB (+{:.2} GiB over {:.2} GiB \
-         before) [target {:.1} s: {verdict}]",
+         before; peak anonymous {:.2} GiB, the rest is the store file mapped in) [target {:.1} s: {verdict}]",
         elapsed.as_secs_f64(),
         cpu.as_secs_f64(),
         gib(peak),
         gib(peak.saturating_sub(baseline)),
         gib(baseline),
+        gib(peak_anon),
         target.as_secs_f64(),
     );
     out
