@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use chrono::Utc;
 use spindle_model::RawRecord;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AnyConnection, AssertSqlSafe, Connection, Row};
 
 use crate::sql::{Payload, Prepared, to_millis};
 use crate::sql::{param, placeholders};
@@ -103,6 +103,23 @@ impl SqlStore {
         records: Vec<CollectedRecord>,
         window_ms: i64,
     ) -> StoreResult<Vec<CollectedOutcome>> {
+        let mut conn = self.pool().acquire().await?;
+        self.apply_collected_on(&mut conn, records, window_ms).await
+    }
+
+    /// [`SqlStore::apply_collected`] on `conn`, a connection of this store's pool that the caller keeps from
+    /// one call to the next.
+    ///
+    /// A writer that runs one transaction after another should keep its connection: SQLite empties a
+    /// connection's page cache whenever another connection wrote since it last read, and the pool hands
+    /// out its idle connections in turn, so a writer taking any idle connection starts most transactions
+    /// with a cold cache (about a third more time in its statements, measured at 300 records a commit).
+    pub async fn apply_collected_on(
+        &self,
+        conn: &mut AnyConnection,
+        records: Vec<CollectedRecord>,
+        window_ms: i64,
+    ) -> StoreResult<Vec<CollectedOutcome>> {
         let total = records.len();
         let mut outcomes = vec![CollectedOutcome::Duplicate; total];
         if total == 0 {
@@ -130,7 +147,11 @@ impl SqlStore {
             }
         }
 
-        let mut tx = self.begin_write().await?;
+        // As `begin_write`, on the given connection.
+        let mut tx = match self.backend() {
+            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => conn.begin().await?,
+        };
         // Reserve a sequence number per record first: the counter row serialises writers (see
         // `apply_source_batch`). Duplicates leave gaps, which the sequence allows.
         let reserve = i64::try_from(total).unwrap_or(i64::MAX);
