@@ -3,9 +3,12 @@
 //!
 //! `cargo bench -p spindle-server --bench collector` runs two phases: a closed loop (each connection sends
 //! its next batch once the last is acknowledged: the most the collector takes) and an open loop at a fixed
-//! offered rate (latency counted from each batch's scheduled time, so a stall is not hidden). It prints events
-//! acknowledged per second, request latency percentiles and the process's peak RSS (the server and the load generator share the process, so the RSS
-//! covers both). Settings: `BENCH_SECS` (default 20), `BENCH_CONNECTIONS` (64), `BENCH_BATCH` (100),
+//! offered rate (latency counted from each batch's scheduled time, so a stall is not hidden). For each phase
+//! it prints events acknowledged per second, request latency percentiles, the group commits of the measured
+//! window (records and time each, share over 25 and 50 ms) and the CPU time spent per 1,000 events by the
+//! server's threads and by the load generator's (a figure that other load on the machine disturbs much less
+//! than latency); at the end, the process's peak RSS (the server and the load generator share the process,
+//! so the RSS covers both). Settings: `BENCH_SECS` (default 20), `BENCH_CONNECTIONS` (64), `BENCH_BATCH` (100),
 //! `BENCH_WARMUP_SECS` (3), `BENCH_RATE` (events/s offered in the open-loop phase, 50000; 0 skips it).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark binary: it prints, and fails loudly
@@ -147,6 +150,7 @@ async fn run(server: tokio::runtime::Handle) {
     // collector takes; latency is then queueing: 64 batches in flight / throughput).
     let mut run = Load {
         addr,
+        metrics: metrics.clone(),
         connections,
         batch,
         rate: None,
@@ -164,30 +168,114 @@ async fn run(server: tokio::runtime::Handle) {
     }
     let stored = store.count_records(None).await.unwrap();
     drop(writer);
-    let rendered = metrics.render();
-    let value = |name: &str| -> f64 {
-        rendered
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
-    let commits = value("spindle_collector_commit_duration_seconds_count");
-    println!(
-        "  {commits:.0} group commits: {:.0} records and {:.1} ms each on average; {stored} records stored",
-        value("spindle_collector_commit_records_sum") / commits.max(1.0),
-        value("spindle_collector_commit_duration_seconds_sum") / commits.max(1.0) * 1e3
-    );
+    println!("  {stored} records stored");
     println!(
         "  peak RSS {} MiB (server and load generator in one process)",
         peak_rss_kib() / 1024
     );
 }
 
+/// The collector's commit histograms (`spindle_collector_commit_*`) as rendered by the metrics exporter.
+#[derive(Debug, Clone, Default)]
+struct Commits {
+    count: f64,
+    records: f64,
+    seconds: f64,
+    /// Commits that took at most 25 ms and at most 50 ms (two of the histogram's buckets).
+    within_25ms: f64,
+    within_50ms: f64,
+}
+
+impl Commits {
+    fn now(metrics: &metrics_exporter_prometheus::PrometheusHandle) -> Self {
+        let rendered = metrics.render();
+        let value = |name: &str| -> f64 {
+            rendered
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0)
+        };
+        Self {
+            count: value("spindle_collector_commit_duration_seconds_count"),
+            records: value("spindle_collector_commit_records_sum"),
+            seconds: value("spindle_collector_commit_duration_seconds_sum"),
+            within_25ms: value("spindle_collector_commit_duration_seconds_bucket{le=\"0.025\"}"),
+            within_50ms: value("spindle_collector_commit_duration_seconds_bucket{le=\"0.05\"}"),
+        }
+    }
+
+    /// What happened between `earlier` and `self`.
+    fn since(&self, earlier: &Self) -> Self {
+        Self {
+            count: self.count - earlier.count,
+            records: self.records - earlier.records,
+            seconds: self.seconds - earlier.seconds,
+            within_25ms: self.within_25ms - earlier.within_25ms,
+            within_50ms: self.within_50ms - earlier.within_50ms,
+        }
+    }
+}
+
+/// CPU time (user + system) of this process's threads, by thread name: the server's runtime (`server`),
+/// SQLite's worker threads (`sqlx-sqlite-worker-N`) and the load generator (`load`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    server: Duration,
+    sqlite: Duration,
+    load: Duration,
+}
+
+impl Cpu {
+    fn now() -> Self {
+        let mut cpu = Self::default();
+        let ticks = 100.0; // USER_HZ: the unit of /proc's CPU times on Linux.
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return cpu;
+        };
+        for task in tasks.flatten() {
+            let (Ok(comm), Ok(stat)) = (
+                std::fs::read_to_string(task.path().join("comm")),
+                std::fs::read_to_string(task.path().join("stat")),
+            ) else {
+                continue;
+            };
+            // Fields after the `(comm)`: state is the 3rd field, utime the 14th and stime the 15th.
+            let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let time = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            let used = Duration::from_secs_f64((time(11) + time(12)) / ticks);
+            match comm.trim() {
+                name if name.starts_with("server") => cpu.server += used,
+                name if name.starts_with("sqlx-sqlite") => cpu.sqlite += used,
+                name if name.starts_with("load") => cpu.load += used,
+                _ => {}
+            }
+        }
+        cpu
+    }
+
+    fn since(&self, earlier: &Self) -> Self {
+        Self {
+            server: self.server.saturating_sub(earlier.server),
+            sqlite: self.sqlite.saturating_sub(earlier.sqlite),
+            load: self.load.saturating_sub(earlier.load),
+        }
+    }
+}
+
 /// One measured load.
 struct Load {
     addr: std::net::SocketAddr,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
     connections: u64,
     batch: u64,
     /// Offered events per second; `None` for a closed loop.
@@ -200,6 +288,8 @@ struct Measured {
     acknowledged: u64,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    commits: Commits,
+    cpu: Cpu,
 }
 
 impl Measured {
@@ -217,6 +307,25 @@ impl Measured {
                 .unwrap_or_default()
                 .as_secs_f64()
                 * 1e3
+        );
+        let commits = &self.commits;
+        println!(
+            "    {:.0} group commits: {:.0} records and {:.1} ms each on average; {:.1}% took over 25 ms, {:.1}% over 50 ms",
+            commits.count,
+            commits.records / commits.count.max(1.0),
+            commits.seconds / commits.count.max(1.0) * 1e3,
+            (commits.count - commits.within_25ms) / commits.count.max(1.0) * 100.0,
+            (commits.count - commits.within_50ms) / commits.count.max(1.0) * 100.0,
+        );
+        let per_thousand = |cpu: Duration| {
+            cpu.as_secs_f64() * 1e3 / (self.acknowledged as f64 / 1e3).max(f64::MIN_POSITIVE)
+        };
+        println!(
+            "    CPU per 1,000 events: server {:.1} ms (runtime {:.1} + SQLite {:.1}), load generator {:.1} ms",
+            per_thousand(self.cpu.server + self.cpu.sqlite),
+            per_thousand(self.cpu.server),
+            per_thousand(self.cpu.sqlite),
+            per_thousand(self.cpu.load),
         );
     }
 }
@@ -283,9 +392,14 @@ impl Load {
         tokio::time::sleep(Duration::from_secs(warmup)).await;
         measuring.store(true, Ordering::SeqCst);
         let started = Instant::now();
+        let (commits, cpu) = (Commits::now(&self.metrics), Cpu::now());
         tokio::time::sleep(Duration::from_secs(secs)).await;
         measuring.store(false, Ordering::SeqCst);
         let elapsed = started.elapsed();
+        let (commits, cpu) = (
+            Commits::now(&self.metrics).since(&commits),
+            Cpu::now().since(&cpu),
+        );
         stop.store(true, Ordering::SeqCst);
         let mut latencies = Vec::new();
         for task in tasks {
@@ -296,6 +410,8 @@ impl Load {
             acknowledged: events.load(Ordering::SeqCst),
             elapsed,
             latencies,
+            commits,
+            cpu,
         }
     }
 }

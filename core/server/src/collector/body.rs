@@ -170,6 +170,53 @@ struct BatchBody<'a> {
     sent_at: Option<Value>,
 }
 
+/// A well-formed batch body read in one pass, up to its messages (each kept as raw JSON).
+#[derive(Deserialize)]
+struct BatchItems<'a> {
+    #[serde(borrow)]
+    batch: Vec<&'a RawValue>,
+    #[serde(rename = "writeKey")]
+    write_key: Option<Value>,
+    #[serde(rename = "sentAt")]
+    sent_at: Option<Value>,
+}
+
+/// The common case: a JSON object with a `batch` array. `None` for anything else, which
+/// [`refused_batch`] then explains.
+fn batch_items(body: &[u8]) -> Option<BatchItems<'_>> {
+    // serde reads a struct from an array too (fields in order): only an object may take this path.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice(body).ok()
+}
+
+/// A batch body that [`batch_items`] did not read, read step by step to say what is wrong with it: not
+/// JSON, not an object, no `batch`, or a `batch` that is not an array.
+fn refused_batch(body: &[u8]) -> Result<BatchItems<'_>, CollectorError> {
+    let outer: BatchBody<'_> = match serde_json::from_slice::<&RawValue>(body) {
+        Err(err) => return Err(json_error(&err)),
+        Ok(raw) if !raw.get().trim_start().starts_with('{') => {
+            return Err(CollectorError::InvalidJson(
+                "the body must be a JSON object".into(),
+            ));
+        }
+        Ok(raw) => serde_json::from_str(raw.get()).map_err(|e| json_error(&e))?,
+    };
+    let Some(batch) = outer.batch else {
+        return Err(CollectorError::InvalidBatch(
+            "a batch body needs a `batch` array of messages".into(),
+        ));
+    };
+    let items: Vec<&RawValue> = serde_json::from_str(batch.get())
+        .map_err(|_| CollectorError::InvalidBatch("`batch` must be an array of messages".into()))?;
+    Ok(BatchItems {
+        batch: items,
+        write_key: outer.write_key,
+        sent_at: outer.sent_at,
+    })
+}
+
 fn write_key_of(value: Option<Value>) -> Option<String> {
     match value {
         Some(Value::String(key)) if !key.is_empty() => Some(key),
@@ -206,24 +253,11 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Envelope, CollectorError
             })
         }
         Endpoint::Batch => {
-            // Parse as a generic value first so that "not JSON" and "not an object" read as such.
-            let outer: BatchBody<'_> = match serde_json::from_slice::<&RawValue>(body) {
-                Err(err) => return Err(json_error(&err)),
-                Ok(raw) if !raw.get().trim_start().starts_with('{') => {
-                    return Err(CollectorError::InvalidJson(
-                        "the body must be a JSON object".into(),
-                    ));
-                }
-                Ok(raw) => serde_json::from_str(raw.get()).map_err(|e| json_error(&e))?,
+            let outer = match batch_items(body) {
+                Some(outer) => outer,
+                None => refused_batch(body)?,
             };
-            let Some(batch) = outer.batch else {
-                return Err(CollectorError::InvalidBatch(
-                    "a batch body needs a `batch` array of messages".into(),
-                ));
-            };
-            let items: Vec<&RawValue> = serde_json::from_str(batch.get()).map_err(|_| {
-                CollectorError::InvalidBatch("`batch` must be an array of messages".into())
-            })?;
+            let items = outer.batch;
             if items.len() > MAX_BATCH_MESSAGES {
                 return Err(CollectorError::TooManyEvents {
                     count: items.len(),

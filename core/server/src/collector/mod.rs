@@ -316,9 +316,9 @@ async fn collect(
     // A compressed body is read up to the same limit plus room for gzip's framing.
     let raw = read_body(body, if gzip { limit + 1024 } else { limit }).await?;
     let text = if gzip {
-        body::gunzip(&raw, limit)?
+        std::borrow::Cow::Owned(body::gunzip(&raw, limit)?)
     } else {
-        raw.to_vec()
+        std::borrow::Cow::Borrowed(&raw[..])
     };
     let envelope = body::parse(endpoint, &text)?;
     let source = match header_source {
