@@ -40,7 +40,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use spindle_config::{IdentityConfig, ProfilesConfig};
 use spindle_identity::IdentityEngine;
 use spindle_model::RawRecord;
-use spindle_store::{IdentityStore, OpenOptions, ProfileStore, SourceBatch, SqlStore, StoreUrl};
+use spindle_store::{IdentityStore, OpenOptions, SqlStore, StoreUrl};
+use spindle_testkit::store::apply_records;
 
 const SEED: u64 = 0xBE7C_2024;
 const RECORDS: f64 = 1_000_000.0;
@@ -63,34 +64,15 @@ fn identity() -> IdentityConfig {
     }
 }
 
-/// A field of `/proc/self/status` in bytes (0 where it cannot be read).
-fn status_bytes(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(field))
-                .and_then(|rest| {
-                    rest.trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                })
-        })
-        .map_or(0, |kib| kib * 1024)
-}
-
 /// Resident set size in bytes.
 fn rss() -> u64 {
-    status_bytes("VmRSS:")
+    spindle_testkit::proc_status::bytes("VmRSS:")
 }
 
 /// The anonymous part of the resident set (the process's own memory), in bytes: the rest is files mapped
 /// in, here the SQLite store, which the store reads through a memory map.
 fn rss_anon() -> u64 {
-    status_bytes("RssAnon:")
+    spindle_testkit::proc_status::bytes("RssAnon:")
 }
 
 /// Samples the RSS every 20 ms in a background thread and keeps the peaks (total and anonymous).
@@ -189,22 +171,6 @@ where
     out
 }
 
-async fn apply(store: &SqlStore, source: &str, records: Vec<RawRecord>) {
-    if records.is_empty() {
-        return;
-    }
-    store
-        .apply_source_batch(
-            source,
-            SourceBatch {
-                records,
-                ..SourceBatch::default()
-            },
-        )
-        .await
-        .expect("apply a batch");
-}
-
 /// Loads `generated` per source in batches of [`BATCH`].
 async fn load(store: &SqlStore, generated: impl IntoIterator<Item = Generated>) -> usize {
     let mut pending: BTreeMap<&'static str, Vec<RawRecord>> = BTreeMap::new();
@@ -215,11 +181,11 @@ async fn load(store: &SqlStore, generated: impl IntoIterator<Item = Generated>) 
         batch.push(record.record);
         if batch.len() == BATCH {
             let records = std::mem::take(batch);
-            apply(store, record.source, records).await;
+            apply_records(store, record.source, records).await;
         }
     }
     for (source, records) in pending {
-        apply(store, source, records).await;
+        apply_records(store, source, records).await;
     }
     count
 }
@@ -326,7 +292,7 @@ async fn main() {
             .push(record.record);
     }
     for (source, records) in by_source {
-        apply(&store, source, records).await;
+        apply_records(&store, source, records).await;
     }
     eprintln!(
         "loading: {incremental} new records in {:.2} s",

@@ -18,7 +18,8 @@ use spindle_identity::IdentityEngine;
 use spindle_identity::normalize::Normalizer;
 use spindle_identity::profile::ProfileDocument;
 use spindle_model::RecordKey;
-use spindle_store::{IdentityStore, ProfileStore, SourceBatch, SqlStore};
+use spindle_store::{IdentityStore, SqlStore};
+use spindle_testkit::store::apply_records;
 use support::generator::{BLOCKED_EMAIL, Generated, Generator};
 
 const SEED: u64 = 0x5EED_2024;
@@ -66,28 +67,12 @@ async fn load(store: &SqlStore, records: &[Generated]) {
         batch.push(generated.record.clone());
         if batch.len() == BATCH {
             let records = std::mem::take(batch);
-            apply(store, generated.source, records).await;
+            apply_records(store, generated.source, records).await;
         }
     }
     for (source, records) in pending {
-        apply(store, source, records).await;
+        apply_records(store, source, records).await;
     }
-}
-
-async fn apply(store: &SqlStore, source: &str, records: Vec<spindle_model::RawRecord>) {
-    if records.is_empty() {
-        return;
-    }
-    store
-        .apply_source_batch(
-            source,
-            SourceBatch {
-                records,
-                ..SourceBatch::default()
-            },
-        )
-        .await
-        .unwrap();
 }
 
 fn pairs(n: usize) -> u64 {

@@ -10,7 +10,8 @@ use spindle_config::{IdentityConfig, ProfilesConfig, Survivorship};
 use spindle_identity::IdentityEngine;
 use spindle_identity::profile::ProfileDocument;
 use spindle_model::{Event, Identifier, RawRecord, RecordKey};
-use spindle_store::{IdentityStore, ProfileStore, SourceBatch, SqlStore};
+use spindle_store::{IdentityStore, SqlStore};
+use spindle_testkit::store::apply_records;
 
 spindle_testkit::store_backends!(
     a_chain_across_sources_is_one_profile_with_its_evidence,
@@ -61,19 +62,6 @@ fn record(
     }
 }
 
-async fn put(store: &SqlStore, source: &str, records: Vec<RawRecord>) {
-    store
-        .apply_source_batch(
-            source,
-            SourceBatch {
-                records,
-                ..SourceBatch::default()
-            },
-        )
-        .await
-        .unwrap();
-}
-
 async fn profile_of(store: &SqlStore, source: &str, stream: &str, id: &str) -> i64 {
     let key = RecordKey {
         source: source.into(),
@@ -97,7 +85,7 @@ async fn memberships(store: &SqlStore) -> BTreeMap<i64, BTreeSet<RecordKey>> {
 }
 
 async fn a_chain_across_sources_is_one_profile_with_its_evidence(store: &SqlStore) {
-    put(
+    apply_records(
         store,
         "crm",
         vec![record(
@@ -108,7 +96,7 @@ async fn a_chain_across_sources_is_one_profile_with_its_evidence(store: &SqlStor
         )],
     )
     .await;
-    put(
+    apply_records(
         store,
         "shop",
         vec![record(
@@ -119,7 +107,7 @@ async fn a_chain_across_sources_is_one_profile_with_its_evidence(store: &SqlStor
         )],
     )
     .await;
-    put(
+    apply_records(
         store,
         "file",
         vec![record(
@@ -165,7 +153,7 @@ async fn incremental_steps_equal_a_rebuild_and_keep_ids(store: &SqlStore) {
         })
         .collect();
     for chunk in people.chunks(7) {
-        put(store, "file", chunk.to_vec()).await;
+        apply_records(store, "file", chunk.to_vec()).await;
         engine.resolve_pending().await.unwrap();
     }
     let incremental = memberships(store).await;
@@ -191,7 +179,7 @@ async fn incremental_steps_equal_a_rebuild_and_keep_ids(store: &SqlStore) {
 }
 
 async fn blocked_values_never_link(store: &SqlStore) {
-    put(
+    apply_records(
         store,
         "crm",
         vec![
@@ -216,7 +204,7 @@ async fn blocked_values_never_link(store: &SqlStore) {
 }
 
 async fn limits_keep_family_members_apart(store: &SqlStore) {
-    put(
+    apply_records(
         store,
         "app",
         vec![
@@ -264,7 +252,7 @@ async fn limits_keep_family_members_apart(store: &SqlStore) {
 }
 
 async fn a_rule_change_splits_profiles_on_rebuild(store: &SqlStore) {
-    put(
+    apply_records(
         store,
         "crm",
         vec![
@@ -324,7 +312,7 @@ async fn a_rule_change_splits_profiles_on_rebuild(store: &SqlStore) {
 async fn a_new_record_merges_two_profiles_and_the_old_id_follows(store: &SqlStore) {
     let (identity, profiles) = (identity(&["email", "phone"]), ProfilesConfig::default());
     let engine = IdentityEngine::new(store, &identity, &profiles).unwrap();
-    put(
+    apply_records(
         store,
         "crm",
         vec![
@@ -339,7 +327,7 @@ async fn a_new_record_merges_two_profiles_and_the_old_id_follows(store: &SqlStor
         profile_of(store, "crm", "contacts", "2").await,
     );
     assert_ne!(first, second);
-    put(
+    apply_records(
         store,
         "shop",
         vec![record(
@@ -395,8 +383,8 @@ async fn traits_consent_and_computed_traits_follow_the_rules(store: &SqlStore) {
         }];
         r
     };
-    put(store, "crm", vec![crm]).await;
-    put(
+    apply_records(store, "crm", vec![crm]).await;
+    apply_records(
         store,
         "shop",
         vec![
@@ -459,7 +447,7 @@ async fn compound_rules_link_records_without_a_shared_key(store: &SqlStore) {
             json!({"first_name": first, "last_name": last, "birth_date": dob, "postal_code": zip}),
         )
     };
-    put(
+    apply_records(
         store,
         "file",
         vec![

@@ -77,19 +77,6 @@ impl Template {
     }
 }
 
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -171,7 +158,7 @@ async fn run(server: tokio::runtime::Handle) {
     println!("  {stored} records stored");
     println!(
         "  peak RSS {} MiB (server and load generator in one process)",
-        peak_rss_kib() / 1024
+        spindle_testkit::proc_status::peak_rss() / (1024 * 1024)
     );
 }
 

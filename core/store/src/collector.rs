@@ -16,7 +16,7 @@ use chrono::Utc;
 use spindle_model::RawRecord;
 use sqlx::{AnyConnection, AssertSqlSafe, Connection, Row};
 
-use crate::sql::{Payload, Prepared, to_millis};
+use crate::sql::{Prepared, to_millis};
 use crate::sql::{param, placeholders};
 use crate::{Backend, ProfileStore, SqlStore, StoreError, StoreResult};
 
@@ -33,21 +33,9 @@ pub struct CollectedRecord {
 impl CollectedRecord {
     /// Encodes `record` (whose `version` is the receive time in milliseconds) for `source`.
     pub fn new(source: impl Into<String>, record: RawRecord) -> StoreResult<Self> {
-        let payload = serde_json::to_string(&Payload {
-            identifiers: record.identifiers,
-            traits: record.traits,
-            events: record.events,
-        })?;
         Ok(Self {
             source: source.into(),
-            row: Prepared {
-                stream: record.stream,
-                external_id: record.external_id,
-                version: record.version,
-                updated_at: record.updated_at.map(to_millis),
-                deleted: i64::from(record.deleted),
-                payload,
-            },
+            row: Prepared::encode(record)?,
         })
     }
 

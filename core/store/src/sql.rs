@@ -268,19 +268,7 @@ impl ProfileStore for SqlStore {
         // What the store holds for the batch's keys, read in a few queries rather than one per record.
         let mut prepared = Vec::with_capacity(batch.records.len());
         for record in batch.records {
-            let payload = serde_json::to_string(&Payload {
-                identifiers: record.identifiers,
-                traits: record.traits,
-                events: record.events,
-            })?;
-            prepared.push(Prepared {
-                stream: record.stream,
-                external_id: record.external_id,
-                version: record.version,
-                updated_at: record.updated_at.map(to_millis),
-                deleted: i64::from(record.deleted),
-                payload,
-            });
+            prepared.push(Prepared::encode(record)?);
         }
         let mut known = existing_versions(&mut tx, self.backend(), source, &prepared).await?;
 
@@ -601,6 +589,25 @@ pub(crate) struct Prepared {
     pub(crate) updated_at: Option<i64>,
     pub(crate) deleted: i64,
     pub(crate) payload: String,
+}
+
+impl Prepared {
+    /// Encodes a record's content (identifiers, traits, events) as the stored payload.
+    pub(crate) fn encode(record: RawRecord) -> StoreResult<Self> {
+        let payload = serde_json::to_string(&Payload {
+            identifiers: record.identifiers,
+            traits: record.traits,
+            events: record.events,
+        })?;
+        Ok(Prepared {
+            stream: record.stream,
+            external_id: record.external_id,
+            version: record.version,
+            updated_at: record.updated_at.map(to_millis),
+            deleted: i64::from(record.deleted),
+            payload,
+        })
+    }
 }
 
 /// What is known of a key: stored, or written earlier in the same batch.

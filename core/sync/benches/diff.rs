@@ -29,20 +29,6 @@ use spindle_sync::engine::plan;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn peak_rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        / 1024
-}
-
 fn document(id: i64, tier: &str) -> ProfileDocument {
     let key = RecordKey {
         source: "crm".into(),
@@ -277,7 +263,7 @@ async fn main() {
         times[1],
         times[0],
         times[2],
-        peak_rss_mib()
+        spindle_testkit::proc_status::peak_rss() / (1024 * 1024)
     );
     store.close().await;
 }

@@ -35,6 +35,7 @@ mod data;
 pub mod hubspot;
 pub mod mailchimp;
 pub mod plugins;
+pub mod proc_status;
 pub mod shopify;
 pub mod store;
 

@@ -10,7 +10,8 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use spindle_store::{OpenOptions, SqlStore, StoreUrl};
+use spindle_model::RawRecord;
+use spindle_store::{OpenOptions, ProfileStore, SourceBatch, SqlStore, StoreUrl};
 
 /// A store made for one test.
 #[derive(Debug)]
@@ -102,4 +103,22 @@ macro_rules! store_backends {
             })*
         }
     };
+}
+
+/// Stores `records` from `source` in one batch, as a connector run would (nothing for an empty list);
+/// panics when the store refuses it.
+pub async fn apply_records(store: &SqlStore, source: &str, records: Vec<RawRecord>) {
+    if records.is_empty() {
+        return;
+    }
+    store
+        .apply_source_batch(
+            source,
+            SourceBatch {
+                records,
+                ..SourceBatch::default()
+            },
+        )
+        .await
+        .expect("the store takes the batch");
 }

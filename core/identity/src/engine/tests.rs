@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use spindle_config::{IdentityConfig, ProfilesConfig};
 use spindle_model::{Identifier, RawRecord, RecordKey};
-use spindle_store::{IdentityStore, ProfileStore, SourceBatch, SqlStore};
+use spindle_store::{IdentityStore, SqlStore};
+use spindle_testkit::store::apply_records;
 
 use super::IdentityEngine;
 use crate::profile::ProfileDocument;
@@ -53,19 +54,6 @@ fn record(i: u32, version: i64, deleted: bool) -> RawRecord {
             .collect(),
         events: vec![],
     }
-}
-
-async fn put(store: &SqlStore, source: &str, records: Vec<RawRecord>) {
-    store
-        .apply_source_batch(
-            source,
-            SourceBatch {
-                records,
-                ..SourceBatch::default()
-            },
-        )
-        .await
-        .unwrap();
 }
 
 /// Every profile with its member records, checked against the rows the store keeps beside the documents.
@@ -116,7 +104,7 @@ async fn chunked_full_passes_equal_incremental_steps(store: &SqlStore) {
     engine.write_records = 7;
 
     // Most records pending: one full pass, written 7 records at a time.
-    put(
+    apply_records(
         store,
         "crm",
         (0..120).map(|i| record(i, 1, false)).collect(),
@@ -129,13 +117,13 @@ async fn chunked_full_passes_equal_incremental_steps(store: &SqlStore) {
     assert_eq!(report.created, first.len() as u64);
 
     // Few pending: steps of 10 records, some merging profiles, some deleting records.
-    put(
+    apply_records(
         store,
         "shop",
         (120..150).map(|i| record(i, 1, false)).collect(),
     )
     .await;
-    put(
+    apply_records(
         store,
         "crm",
         (0..120)
