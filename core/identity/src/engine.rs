@@ -31,9 +31,11 @@
 //! `profile 17` keeps answering after 17 was merged into 12. New clusters get new ids.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::Future;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use rayon::prelude::*;
 use regex::Regex;
 use spindle_config::{IdentityConfig, ProfilesConfig};
 use spindle_model::{RecordKey, StoredRecord};
@@ -57,6 +59,10 @@ pub enum IdentityError {
         /// Why.
         reason: String,
     },
+    /// A read or write the resolution runs as a task of its own was cancelled (the runtime is shutting
+    /// down); the next resolution redoes what was not written.
+    #[error("a store task of the resolution was cancelled")]
+    Cancelled,
     /// A stored document could not be encoded.
     #[error("cannot encode a profile: {0}")]
     Encode(#[from] serde_json::Error),
@@ -220,6 +226,36 @@ impl ClosedSet {
     }
 }
 
+/// A store call running as a task of its own, so that it goes on while the resolution computes.
+type StoreTask<T> = tokio::task::JoinHandle<Result<T, StoreError>>;
+
+/// Waits for a store task; a panic in it carries on here.
+async fn joined<T>(task: StoreTask<T>) -> Result<T, IdentityError> {
+    match task.await {
+        Ok(result) => Ok(result?),
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        Err(_) => Err(IdentityError::Cancelled),
+    }
+}
+
+/// Records of a chunk, by set member index, with their analyses when known.
+type MemberRecords = HashMap<usize, (StoredRecord, Option<Analysed>)>;
+
+/// The records of the next chunk to build: in hand, or being read.
+enum Fetch {
+    InHand(MemberRecords),
+    Reading(StoreTask<MemberRecords>),
+}
+
+impl Fetch {
+    async fn records(self) -> Result<MemberRecords, IdentityError> {
+        match self {
+            Fetch::InHand(records) => Ok(records),
+            Fetch::Reading(task) => joined(task).await,
+        }
+    }
+}
+
 /// The profiles a closed set had before.
 struct OldState {
     /// Records per old profile (every member, deleted records included).
@@ -251,7 +287,7 @@ fn compound_value(record: &StoredRecord, field: &str) -> Option<String> {
     text(field)
 }
 
-impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
+impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngine<'a, S> {
     /// An engine over `store` with the `[identity]` and `[profiles]` rules.
     pub fn new(
         store: &'a S,
@@ -307,7 +343,16 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         Normalizer::new(self.identity.default_region.as_deref())
     }
 
-    pub(crate) fn analyse(&self, normalizer: &mut Normalizer, record: &StoredRecord) -> Analysed {
+    /// Runs `call` on the store as a task of its own.
+    fn spawn_store<T, F>(&self, call: impl FnOnce(S) -> F) -> StoreTask<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        tokio::spawn(call(self.store.clone()))
+    }
+
+    pub(crate) fn analyse(&self, normalizer: &Normalizer, record: &StoredRecord) -> Analysed {
         let mut links = Vec::new();
         let mut identifiers = Vec::new();
         let mut rejected = Vec::new();
@@ -366,28 +411,28 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         }
         let mut report = ResolveReport::default();
         // One normaliser for every step: records of profiles touched again are not parsed again.
-        let mut normalizer = self.normalizer();
+        let normalizer = self.normalizer();
         loop {
             let high_water = self.store.identity_high_water().await?;
             let changed = self.store.records_since(high_water, self.step).await?;
             let Some(last) = changed.last().map(|r| r.seq) else {
                 break;
             };
-            report.absorb(self.step(&mut normalizer, changed, last).await?);
+            report.absorb(self.step(&normalizer, changed, last).await?);
         }
         Ok(report)
     }
 
     async fn step(
         &self,
-        normalizer: &mut Normalizer,
+        normalizer: &Normalizer,
         changed: Vec<StoredRecord>,
         high_water: i64,
     ) -> Result<ResolveReport, IdentityError> {
         let started = Instant::now();
         let changed_keys: Vec<RecordKey> = changed.iter().map(key_of).collect();
         let mut analysed: Vec<Analysed> = changed
-            .iter()
+            .par_iter()
             .map(|record| self.analyse(normalizer, record))
             .collect();
         let mut frontier: BTreeSet<(String, String)> = analysed
@@ -448,9 +493,9 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
             .collect();
         let others: Vec<RecordKey> = others.into_iter().cloned().collect();
         let fetched = self.store.records_by_keys(&others).await?;
-        analysed.extend(
+        analysed.par_extend(
             fetched
-                .iter()
+                .par_iter()
                 .map(|record| self.analyse(normalizer, record)),
         );
         let read = started.elapsed();
@@ -496,21 +541,27 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
     /// Resolves every stored record as one closed set (see the module doc for how it is written).
     async fn full_pass(&self) -> Result<ResolveReport, IdentityError> {
         let started = Instant::now();
-        let mut normalizer = self.normalizer();
+        let normalizer = self.normalizer();
         let mut set = ClosedSet::default();
         let mut after = 0;
         let mut page = self.store.records_since(after, PAGE).await?;
         while let Some(last) = page.last().map(|r| r.seq) {
             after = last;
-            // The next page is read while this one is analysed.
-            let analysis = async {
-                for record in page.iter().filter(|r| !r.record.deleted) {
-                    set.push(record, &self.analyse(&mut normalizer, record).links, None);
+            // The next page is read by a task of its own while this one is analysed on every core.
+            let next =
+                self.spawn_store(|store| async move { store.records_since(after, PAGE).await });
+            let links: Vec<Option<Vec<(String, String)>>> = page
+                .par_iter()
+                .map(|record| {
+                    (!record.record.deleted).then(|| self.analyse(&normalizer, record).links)
+                })
+                .collect();
+            for (record, links) in page.iter().zip(&links) {
+                if let Some(links) = links {
+                    set.push(record, links, None);
                 }
-            };
-            let (next, ()) =
-                futures::future::join(self.store.records_since(after, PAGE), analysis).await;
-            page = next?;
+            }
+            page = joined(next).await?;
         }
         // Old memberships, matched to the records read by key.
         let mut sizes: HashMap<i64, usize> = HashMap::new();
@@ -550,9 +601,7 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
             sizes,
             profiles: profiles.into_iter().collect(),
         };
-        let report = self
-            .resolve_set(set, &old, high_water, &mut normalizer)
-            .await?;
+        let report = self.resolve_set(set, &old, high_water, &normalizer).await?;
         tracing::debug!(
             records = report.records,
             profiles = report.profiles_written,
@@ -570,7 +619,7 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         mut set: ClosedSet,
         old: &OldState,
         high_water: i64,
-        normalizer: &mut Normalizer,
+        normalizer: &Normalizer,
     ) -> Result<ResolveReport, IdentityError> {
         let started = Instant::now();
         let record_count = set.keys.len() as u64;
@@ -582,7 +631,8 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         set.links = Lists::default();
         let resolved = started.elapsed();
 
-        let (ids, report) = self.assign_ids(&clusters.members, &set.old_of, old).await?;
+        let (ids, first_new_id, report) =
+            self.assign_ids(&clusters.members, &set.old_of, old).await?;
         let assigned: HashSet<i64> = ids.iter().copied().collect();
         // For each retired id, how many of its records each new profile took.
         let mut takers: HashMap<i64, BTreeMap<i64, usize>> = HashMap::new();
@@ -638,24 +688,40 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         let now = Utc::now();
         let last_chunk = chunks.len() - 1;
         let mut final_write = Some((removed, aliases));
-        // A chunk is written while the next one is read and built: the store works on its own threads, so
-        // the two overlap.
-        let mut writing: Option<ResolutionWrite> = None;
+        // A pipeline of three stages: the records of the next chunk are read, and the last chunk
+        // written, each by a task of its own, while this chunk is built on every core.
+        let chunk_members: Vec<Vec<usize>> = chunks
+            .iter()
+            .map(|range| {
+                range
+                    .clone()
+                    .flat_map(|c| clusters.members.get(c).iter().copied())
+                    .collect()
+            })
+            .collect();
+        let mut fetching = Some(self.fetch_members(&mut set, &chunk_members[0]));
+        let mut writing: Option<StoreTask<()>> = None;
         for (n, range) in chunks.into_iter().enumerate() {
             let chunk_started = Instant::now();
-            let build = self.chunk_profiles(&mut set, &clusters, range, &ids, normalizer, now);
-            let (profiles, written) = futures::future::join(build, async {
-                match writing.take() {
-                    Some(write) => self.store.write_resolution(write).await,
-                    None => Ok(()),
-                }
-            })
-            .await;
-            written?;
-            let (profiles, encoded_documents) = profiles?;
+            let records = match fetching.take() {
+                Some(fetch) => fetch.records().await?,
+                None => MemberRecords::new(),
+            };
+            let fetched = chunk_started.elapsed();
+            fetching = chunk_members
+                .get(n + 1)
+                .map(|members| self.fetch_members(&mut set, members));
+            let built = self.build_chunk(records, &set, &clusters, range, &ids, normalizer, now);
+            let build_done = chunk_started.elapsed();
+            if let Some(write) = writing.take() {
+                joined(write).await?;
+            }
+            let (profiles, encoded_documents) = built?;
             tracing::debug!(
                 profiles = profiles.len(),
-                elapsed_ms = chunk_started.elapsed().as_millis() as u64,
+                fetch_wait_ms = fetched.as_millis() as u64,
+                build_ms = (build_done - fetched).as_millis() as u64,
+                write_wait_ms = (chunk_started.elapsed() - build_done).as_millis() as u64,
                 "identity chunk built"
             );
             let (removed, aliases) = if n == last_chunk {
@@ -663,17 +729,25 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
             } else {
                 Default::default()
             };
-            writing = Some(ResolutionWrite {
+            let new_ids = profiles
+                .iter()
+                .map(|p| p.id)
+                .filter(|id| *id >= first_new_id)
+                .collect();
+            let write = ResolutionWrite {
                 removed,
                 profiles,
                 aliases,
                 high_water: (n == last_chunk).then_some(high_water),
                 replace_all: false,
+                new_ids,
                 encoded_documents,
-            });
+            };
+            writing =
+                Some(self.spawn_store(|store| async move { store.write_resolution(write).await }));
         }
         if let Some(write) = writing {
-            self.store.write_resolution(write).await?;
+            joined(write).await?;
         }
         tracing::debug!(
             records = report.records,
@@ -688,68 +762,79 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
         Ok(report)
     }
 
-    /// The writes of the profiles `range` of `clusters` (whose ids are `ids`), built from their records, and
-    /// their encoded documents.
-    async fn chunk_profiles(
+    /// The writes of the profiles `range` of `clusters` (whose ids are `ids`), built on every core from
+    /// their records (analysed here when they are not yet), and their encoded documents.
+    #[allow(clippy::too_many_arguments)]
+    fn build_chunk(
         &self,
-        set: &mut ClosedSet,
+        mut records: MemberRecords,
+        set: &ClosedSet,
         clusters: &Resolution,
         range: std::ops::Range<usize>,
         ids: &[i64],
-        normalizer: &mut Normalizer,
+        normalizer: &Normalizer,
         now: DateTime<Utc>,
     ) -> Result<(Vec<ProfileWrite>, Vec<String>), IdentityError> {
-        let members: Vec<usize> = range
-            .clone()
-            .flat_map(|c| clusters.members.get(c).iter().copied())
-            .collect();
-        let records = self.member_records(set, &members, normalizer).await?;
-        range
+        records.par_iter_mut().for_each(|(_, (record, analysed))| {
+            if analysed.is_none() {
+                *analysed = Some(self.analyse(normalizer, record));
+            }
+        });
+        let writes = range
+            .into_par_iter()
             .map(|c| {
                 let cluster_records: Vec<(&StoredRecord, &Analysed)> = clusters
                     .members
                     .get(c)
                     .iter()
-                    .filter_map(|m| records.get(m).map(|(r, a)| (r, a)))
+                    .filter_map(|m| {
+                        let (record, analysed) = records.get(m)?;
+                        Some((record, analysed.as_ref()?))
+                    })
                     .collect();
                 self.profile_write(ids[c], &cluster_records, clusters.links.get(c), set, now)
             })
-            .collect::<Result<Vec<_>, _>>()
-            .map(|writes| writes.into_iter().unzip())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(writes.into_iter().unzip())
     }
 
-    /// The records (with their analyses) of the set members `members`, by member index: taken from the set
-    /// when in hand, else read from the store and analysed again. A record gone from the store is left out.
-    async fn member_records(
-        &self,
-        set: &mut ClosedSet,
-        members: &[usize],
-        normalizer: &mut Normalizer,
-    ) -> Result<HashMap<usize, (StoredRecord, Analysed)>, IdentityError> {
+    /// The records of the set members `members`, by member index: taken from the set when in hand (with
+    /// their analyses), else read from the store by a task of its own. A record gone from the store is
+    /// left out.
+    fn fetch_members(&self, set: &mut ClosedSet, members: &[usize]) -> Fetch {
         if let Some(in_hand) = set.in_hand.as_mut() {
-            return Ok(members
-                .iter()
-                .filter_map(|m| in_hand[*m].take().map(|r| (*m, r)))
-                .collect());
+            return Fetch::InHand(
+                members
+                    .iter()
+                    .filter_map(|m| {
+                        let (record, analysed) = in_hand[*m].take()?;
+                        Some((*m, (record, Some(analysed))))
+                    })
+                    .collect(),
+            );
         }
         let keys: Vec<RecordKey> = members.iter().map(|m| set.keys.key(*m)).collect();
-        let index: HashMap<&RecordKey, usize> = keys.iter().zip(members.iter().copied()).collect();
-        let mut out = HashMap::with_capacity(members.len());
-        for record in self.store.records_by_keys(&keys).await? {
-            if let Some(member) = index.get(&key_of(&record)) {
-                let analysed = self.analyse(normalizer, &record);
-                out.insert(*member, (record, analysed));
+        let members = members.to_vec();
+        Fetch::Reading(self.spawn_store(|store| async move {
+            let index: HashMap<&RecordKey, usize> = keys.iter().zip(members).collect();
+            let mut out = MemberRecords::with_capacity(keys.len());
+            for record in store.records_by_keys(&keys).await? {
+                if let Some(member) = index.get(&key_of(&record)) {
+                    out.insert(*member, (record, None));
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        }))
     }
 
+    /// The id of each cluster (kept from the old profile that covers most of its records, else new), the
+    /// first of the new ids (`i64::MAX` when none), and the report of merges and splits.
     async fn assign_ids(
         &self,
         clusters: &Lists<usize>,
         old_of: &[Option<i64>],
         old: &OldState,
-    ) -> Result<(Vec<i64>, ResolveReport), IdentityError> {
+    ) -> Result<(Vec<i64>, i64, ResolveReport), IdentityError> {
         let mut candidates: Vec<(usize, i64, usize)> = Vec::new();
         // Per old id: the last cluster that took some of its records, and how many clusters did.
         let mut spread_of: HashMap<i64, (usize, usize)> = HashMap::new();
@@ -780,11 +865,13 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
             }
         }
         let fresh = ids.iter().filter(|i| i.is_none()).count() as u64;
-        let mut next = if fresh > 0 {
+        // New ids come from the store's counter, above every id given before.
+        let first_new_id = if fresh > 0 {
             self.store.reserve_profile_ids(fresh).await?
         } else {
-            0
+            i64::MAX
         };
+        let mut next = first_new_id;
         let ids: Vec<i64> = ids
             .into_iter()
             .map(|id| {
@@ -819,7 +906,7 @@ impl<'a, S: ProfileStore + IdentityStore> IdentityEngine<'a, S> {
                 }
             }
         }
-        Ok((ids, report))
+        Ok((ids, first_new_id, report))
     }
 
     /// The write of one profile, with its document encoded: `members` are its records (in member order)

@@ -11,20 +11,25 @@
 //! The raw value is always kept beside the normalised one by the caller.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 
 use phonenumber::country::Id as Country;
 
 /// A normalised identifier value, or why the raw value cannot be one.
 pub type Normalized = Result<String, String>;
 
-/// Phone spellings a [`Normalizer`] remembers; past this many it forgets them all and starts again.
-const REMEMBERED_PHONES: usize = 250_000;
+/// Phone spellings a [`Normalizer`] remembers; past this many it forgets them all and starts again. A
+/// full pass over a million records meets about as many distinct spellings as there are customers, and
+/// reads each record twice (to resolve, then to build profiles): the bound keeps the second read's
+/// parses cached at that scale, for about 60 MB at most.
+const REMEMBERED_PHONES: usize = 500_000;
 
-/// Normalises identifiers, remembering phone numbers already parsed (up to a bound).
+/// Normalises identifiers, remembering phone numbers already parsed (up to a bound). One normaliser can
+/// serve several threads at once: the remembered phones sit behind a lock held only to look up or add.
 #[derive(Debug)]
 pub struct Normalizer {
     region: Option<Country>,
-    phones: HashMap<String, Normalized>,
+    phones: Mutex<HashMap<String, Normalized>>,
 }
 
 fn strict_e164(text: &str) -> bool {
@@ -42,12 +47,12 @@ impl Normalizer {
         let region = default_region.and_then(|r| r.parse::<Country>().ok());
         Self {
             region,
-            phones: HashMap::new(),
+            phones: Mutex::new(HashMap::new()),
         }
     }
 
     /// The comparable form of a `kind` identifier.
-    pub fn normalize(&mut self, kind: &str, raw: &str) -> Normalized {
+    pub fn normalize(&self, kind: &str, raw: &str) -> Normalized {
         let value = raw.trim();
         if value.is_empty() {
             return Err("empty value".into());
@@ -66,18 +71,25 @@ impl Normalizer {
                 if strict_e164(value) {
                     return Ok(value.to_owned());
                 }
-                if let Some(known) = self.phones.get(value) {
+                if let Some(known) = self.remembered_phones().get(value) {
                     return known.clone();
                 }
+                // Parsed outside the lock: two threads meeting the same new spelling both parse it.
                 let result = self.parse_phone(value);
-                if self.phones.len() >= REMEMBERED_PHONES {
-                    self.phones.clear();
+                let mut phones = self.remembered_phones();
+                if phones.len() >= REMEMBERED_PHONES {
+                    phones.clear();
                 }
-                self.phones.insert(value.to_owned(), result.clone());
+                phones.insert(value.to_owned(), result.clone());
                 result
             }
             _ => Ok(value.to_owned()),
         }
+    }
+
+    fn remembered_phones(&self) -> std::sync::MutexGuard<'_, HashMap<String, Normalized>> {
+        // The map is only ever added to whole entries: one left by a panicking thread is still sound.
+        self.phones.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn parse_phone(&self, value: &str) -> Normalized {
@@ -99,7 +111,7 @@ mod tests {
 
     #[test]
     fn emails_are_trimmed_lowercased_and_checked() {
-        let mut n = Normalizer::new(None);
+        let n = Normalizer::new(None);
         assert_eq!(
             n.normalize("email", "  Grace.Hopper@Example.COM "),
             Ok("grace.hopper@example.com".into())
@@ -114,7 +126,7 @@ mod tests {
 
     #[test]
     fn phones_become_e164_in_the_default_region() {
-        let mut n = Normalizer::new(Some("FR"));
+        let n = Normalizer::new(Some("FR"));
         assert_eq!(
             n.normalize("phone", "06 12 34 56 78"),
             Ok("+33612345678".into())
@@ -132,12 +144,12 @@ mod tests {
             Ok("+33612345678".into())
         );
         assert!(n.normalize("phone", "12").is_err());
-        let mut us = Normalizer::new(Some("US"));
+        let us = Normalizer::new(Some("US"));
         assert_eq!(
             us.normalize("phone", "(415) 555-2671"),
             Ok("+14155552671".into())
         );
-        let mut none = Normalizer::new(None);
+        let none = Normalizer::new(None);
         assert!(
             none.normalize("phone", "(415) 555-2671")
                 .unwrap_err()
@@ -147,7 +159,7 @@ mod tests {
 
     #[test]
     fn other_ids_are_trimmed() {
-        let mut n = Normalizer::new(None);
+        let n = Normalizer::new(None);
         assert_eq!(n.normalize("crm_id", " 42 "), Ok("42".into()));
         assert_eq!(n.normalize("user_id", "U-1"), Ok("U-1".into()));
     }

@@ -82,7 +82,7 @@ fn pairs(n: usize) -> u64 {
 
 /// The linking values of a record as resolution sees them (normalised, blocked values left out).
 fn link_values(
-    normalizer: &mut Normalizer,
+    normalizer: &Normalizer,
     config: &IdentityConfig,
     generated: &Generated,
 ) -> Vec<(String, String)> {
@@ -101,7 +101,7 @@ fn link_values(
 /// For each record, which part of its customer it belongs to: records of one customer are in one part when
 /// a chain of shared linking values joins them.
 fn reachable_parts(records: &[Generated], config: &IdentityConfig) -> Vec<usize> {
-    let mut normalizer = Normalizer::new(config.default_region.as_deref());
+    let normalizer = Normalizer::new(config.default_region.as_deref());
     let mut parent: Vec<usize> = (0..records.len()).collect();
     fn find(parent: &mut [usize], mut x: usize) -> usize {
         while parent[x] != x {
@@ -112,7 +112,7 @@ fn reachable_parts(records: &[Generated], config: &IdentityConfig) -> Vec<usize>
     }
     let mut first: HashMap<(u64, String, String), usize> = HashMap::new();
     for (index, generated) in records.iter().enumerate() {
-        for (kind, value) in link_values(&mut normalizer, config, generated) {
+        for (kind, value) in link_values(&normalizer, config, generated) {
             match first.get(&(generated.customer, kind.clone(), value.clone())) {
                 Some(&other) => {
                     let (a, b) = (find(&mut parent, index), find(&mut parent, other));
@@ -315,7 +315,7 @@ async fn resolution_matches_the_ground_truth() {
             .count();
     }
     assert_eq!(blocked_links, 0, "links through {BLOCKED_EMAIL}");
-    let mut normalizer = Normalizer::new(identity.default_region.as_deref());
+    let normalizer = Normalizer::new(identity.default_region.as_deref());
     let blocked_records: Vec<&Generated> = records
         .iter()
         .filter(|g| {
@@ -334,8 +334,8 @@ async fn resolution_matches_the_ground_truth() {
             let linked = profile_of[&a.key()] == profile_of[&b.key()];
             if linked && a.customer != b.customer {
                 let (va, vb) = (
-                    link_values(&mut normalizer, &identity, a),
-                    link_values(&mut normalizer, &identity, b),
+                    link_values(&normalizer, &identity, a),
+                    link_values(&normalizer, &identity, b),
                 );
                 // Only another shared value (a family phone) may explain it.
                 assert!(
@@ -355,7 +355,7 @@ async fn resolution_matches_the_ground_truth() {
 #[test]
 fn the_noise_normalises_back_to_the_person() {
     let mut generator = Generator::new(SEED);
-    let mut normalizer = Normalizer::new(Some("FR"));
+    let normalizer = Normalizer::new(Some("FR"));
     let (mut phones, mut unreadable, mut families) = (0, 0, 0);
     while generator.customers() < 1_000 {
         for generated in generator.next_customer() {

@@ -10,7 +10,12 @@
 //!   the member and identifier rows that differ from what the given profiles hold (read in the same
 //!   transaction): a record that left them without joining another loses its membership, one that joins
 //!   moves to its new profile. Documents are always written, from their JSON text when the caller gives it
-//!   ([`ResolutionWrite::encoded_documents`]).
+//!   ([`ResolutionWrite::encoded_documents`]). Profiles it gives out for the first time
+//!   ([`ResolutionWrite::new_ids`]) are not searched for stale rows.
+//! - Resolution's output is derived from the stored records, so on SQLite its commits do not wait for the
+//!   disk and checkpoint the write-ahead log only past 64 MiB, and after the last write of a pass or step:
+//!   see
+//!   `SqlStore::derived_write_connection` for why that loses nothing.
 //! - Statements built at run time use `sql::placeholders` (positional `?` on SQLite) and stay under both
 //!   backends' parameter limits.
 
@@ -21,7 +26,10 @@ use chrono::Utc;
 use spindle_model::{RecordKey, StoredRecord};
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::sql::{RECORD_COLUMNS, SqlStore, decode_record, from_millis, placeholders, to_millis};
+use crate::sql::{
+    DerivedWriteConnection, RECORD_COLUMNS, SqlStore, decode_record, from_millis, placeholders,
+    to_millis,
+};
 use crate::{Backend, ProfileStore, StoreError, StoreResult};
 
 /// A profile as stored.
@@ -68,6 +76,10 @@ pub struct ResolutionWrite {
     pub high_water: Option<i64>,
     /// True for a full rebuild: every existing profile, member and identifier row is replaced.
     pub replace_all: bool,
+    /// Ids of `profiles` given out by this resolution, never written before: the store holds no member or
+    /// identifier rows under them, so it does not look for stale ones there (a first build writes only
+    /// such profiles). Listing an id that has rows would leave its stale rows in place.
+    pub new_ids: Vec<i64>,
     /// The documents of `profiles`, already encoded as JSON, in the same order: when given (one per
     /// profile), the store writes these and ignores each [`ProfileWrite::document`] (which may then be
     /// `Null`), sparing a caller that holds typed documents a round trip through `serde_json::Value`.
@@ -313,6 +325,272 @@ impl SqlStore {
     }
 }
 
+impl SqlStore {
+    /// [`IdentityStore::write_resolution`] on `connection`.
+    async fn write_resolution_on(
+        &self,
+        connection: &mut DerivedWriteConnection,
+        write: ResolutionWrite,
+    ) -> StoreResult<()> {
+        let started = std::time::Instant::now();
+        let now = to_millis(Utc::now());
+        let backend = self.backend();
+        let mut tx = connection.begin().await?;
+        let conn: &mut sqlx::AnyConnection = &mut tx;
+        let written: Vec<i64> = write.profiles.iter().map(|p| p.id).collect();
+        // The written profiles that may hold rows from before.
+        let new_ids: HashSet<i64> = write.new_ids.iter().copied().collect();
+        let existing: Vec<i64> = written
+            .iter()
+            .copied()
+            .filter(|id| !new_ids.contains(id))
+            .collect();
+        let removed: Vec<i64> = if write.replace_all {
+            for table in ["profile_members", "profile_identifiers"] {
+                sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            let keep: HashSet<i64> = written.iter().copied().collect();
+            let all: Vec<i64> = sqlx::query_scalar("SELECT id FROM profiles")
+                .fetch_all(&mut *conn)
+                .await?;
+            all.into_iter()
+                .filter(|id| !keep.contains(id))
+                .chain(write.removed.iter().copied())
+                .collect()
+        } else {
+            write.removed.clone()
+        };
+        // Removed profiles take their rows with them.
+        for table in ["profile_members", "profile_identifiers"] {
+            execute_rows(conn, backend, &removed, |list| {
+                format!("DELETE FROM {table} WHERE profile_id IN ({list})")
+            })
+            .await?;
+        }
+        execute_rows(conn, backend, &removed, |list| {
+            format!("DELETE FROM profiles WHERE id IN ({list})")
+        })
+        .await?;
+
+        // Documents are always written.
+        let encoded: &[String] = if write.encoded_documents.len() == write.profiles.len() {
+            &write.encoded_documents
+        } else {
+            &[]
+        };
+        let mut first = 0;
+        for chunk in write.profiles.chunks(WRITE_PARAMS / 6) {
+            let sql = format!(
+                "INSERT INTO profiles (id, document, search_text, record_count, created_at, updated_at) VALUES {} \
+                 ON CONFLICT (id) DO UPDATE SET document = excluded.document, search_text = excluded.search_text, \
+                 record_count = excluded.record_count, \
+                 updated_at = CASE WHEN excluded.updated_at > profiles.updated_at THEN excluded.updated_at ELSE profiles.updated_at + 1 END",
+                placeholders(backend, 1, chunk.len(), 6)
+            );
+            // Every document of the statement in one buffer: one growing allocation instead of one per
+            // document.
+            let mut buffer = Vec::new();
+            let mut ends = Vec::with_capacity(chunk.len());
+            for (n, profile) in chunk.iter().enumerate() {
+                match encoded.get(first + n) {
+                    Some(text) => buffer.extend_from_slice(text.as_bytes()),
+                    None => serde_json::to_writer(&mut buffer, &profile.document)?,
+                }
+                ends.push(buffer.len());
+            }
+            first += chunk.len();
+            let text = String::from_utf8(buffer).map_err(|err| {
+                StoreError::Corrupt(format!("a profile document is not UTF-8: {err}"))
+            })?;
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (n, profile) in chunk.iter().enumerate() {
+                let start = n.checked_sub(1).map_or(0, |previous| ends[previous]);
+                query = query
+                    .bind(profile.id)
+                    .bind(&text[start..ends[n]])
+                    .bind(&profile.search_text)
+                    .bind(i64::try_from(profile.members.len()).unwrap_or(i64::MAX))
+                    .bind(now)
+                    .bind(now);
+            }
+            query.execute(&mut *conn).await?;
+        }
+
+        // Member and identifier rows. Every wanted row is written, but a row already as wanted is left
+        // alone (the upsert's `WHERE`, `DO NOTHING`): only the difference reaches the tables' pages. Rows
+        // the written profiles should no longer hold are found by counting (a profile holding more rows
+        // than wanted has stale ones), which reads one row per profile instead of every row.
+        let documents_written = started.elapsed();
+        let wanted: HashMap<&RecordKey, i64> = write
+            .profiles
+            .iter()
+            .flat_map(|p| p.members.iter().map(move |k| (k, p.id)))
+            .collect();
+        let mut members: Vec<(&RecordKey, i64)> = wanted.iter().map(|(k, id)| (*k, *id)).collect();
+        // In key order, which keeps the index pages they touch together.
+        members.sort_unstable();
+        execute_rows(conn, backend, &members, |list| {
+            format!(
+                "INSERT INTO profile_members (source, stream, external_id, profile_id) VALUES {list} \
+                 ON CONFLICT (source, stream, external_id) DO UPDATE SET profile_id = excluded.profile_id \
+                 WHERE profile_members.profile_id <> excluded.profile_id"
+            )
+        })
+        .await?;
+        let members_written = started.elapsed();
+        let wanted_identifiers: HashSet<(i64, &str, &str)> = write
+            .profiles
+            .iter()
+            .flat_map(|p| {
+                p.identifiers
+                    .iter()
+                    .map(move |(kind, value)| (p.id, kind.as_str(), value.as_str()))
+            })
+            .collect();
+        let mut identifiers: Vec<(&str, &str, i64)> = wanted_identifiers
+            .iter()
+            .map(|(id, kind, value)| (*kind, *value, *id))
+            .collect();
+        identifiers.sort_unstable();
+        execute_rows(conn, backend, &identifiers, |list| {
+            format!(
+                "INSERT INTO profile_identifiers (id_type, id_value, profile_id) VALUES {list} \
+                 ON CONFLICT DO NOTHING"
+            )
+        })
+        .await?;
+
+        let identifiers_written = started.elapsed();
+        let mut member_counts: HashMap<i64, i64> = HashMap::new();
+        for id in wanted.values() {
+            *member_counts.entry(*id).or_default() += 1;
+        }
+        let mut identifier_counts: HashMap<i64, i64> = HashMap::new();
+        for (id, _, _) in &wanted_identifiers {
+            *identifier_counts.entry(*id).or_default() += 1;
+        }
+        let (mut left, mut dropped) = (Vec::new(), Vec::new());
+        if !write.replace_all {
+            let stale =
+                overfull(conn, backend, "profile_members", &existing, &member_counts).await?;
+            left = select_in(
+                conn,
+                backend,
+                &stale,
+                |list| {
+                    format!(
+                        "SELECT source, stream, external_id, profile_id FROM profile_members \
+                         WHERE profile_id IN ({list})"
+                    )
+                },
+                |row| Ok((decode_key(row, 0)?, row.try_get::<i64, _>(3)?)),
+            )
+            .await?
+            .into_iter()
+            .filter(|(key, id)| wanted.get(key) != Some(id))
+            .map(|(key, _)| key)
+            .collect();
+            execute_rows(conn, backend, &left, |list| {
+                format!(
+                    "DELETE FROM profile_members WHERE (source, stream, external_id) IN ({list})"
+                )
+            })
+            .await?;
+            let stale = overfull(
+                conn,
+                backend,
+                "profile_identifiers",
+                &existing,
+                &identifier_counts,
+            )
+            .await?;
+            dropped = select_in(
+                conn,
+                backend,
+                &stale,
+                |list| {
+                    format!(
+                        "SELECT profile_id, id_type, id_value FROM profile_identifiers \
+                         WHERE profile_id IN ({list})"
+                    )
+                },
+                |row| {
+                    Ok((
+                        row.try_get::<i64, _>(0)?,
+                        row.try_get::<String, _>(1)?,
+                        row.try_get::<String, _>(2)?,
+                    ))
+                },
+            )
+            .await?
+            .into_iter()
+            .filter(|(id, kind, value)| {
+                !wanted_identifiers.contains(&(*id, kind.as_str(), value.as_str()))
+            })
+            .collect();
+            execute_rows(conn, backend, &dropped, |list| {
+                format!(
+                    "DELETE FROM profile_identifiers WHERE (profile_id, id_type, id_value) IN ({list})"
+                )
+            })
+            .await?;
+        }
+        let rows_written = started.elapsed();
+        for (old, new) in &write.aliases {
+            sqlx::query(
+                "INSERT INTO profile_aliases (old_id, new_id, merged_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (old_id) DO UPDATE SET new_id = excluded.new_id, merged_at = excluded.merged_at",
+            )
+            .bind(*old)
+            .bind(*new)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            // Ids that pointed at `old` now point at `new`, so one lookup always lands.
+            sqlx::query("UPDATE profile_aliases SET new_id = $2 WHERE new_id = $1")
+                .bind(*old)
+                .bind(*new)
+                .execute(&mut *conn)
+                .await?;
+        }
+        crate::profile_changes::record(
+            conn,
+            removed
+                .iter()
+                .copied()
+                .chain(write.profiles.iter().map(|p| p.id)),
+            write.replace_all,
+        )
+        .await?;
+        if let Some(high_water) = write.high_water {
+            sqlx::query("UPDATE counters SET value = $1 WHERE name = 'identity_seq'")
+                .bind(high_water)
+                .execute(&mut *conn)
+                .await?;
+        }
+        let before_commit = started.elapsed();
+        tx.commit().await?;
+        tracing::debug!(
+            profiles = write.profiles.len(),
+            removed = removed.len(),
+            members = members.len(),
+            members_left = left.len(),
+            identifiers = identifiers.len(),
+            identifiers_dropped = dropped.len(),
+            documents_ms = documents_written.as_millis() as u64,
+            members_ms = (members_written - documents_written).as_millis() as u64,
+            identifiers_ms = (identifiers_written - members_written).as_millis() as u64,
+            stale_ms = (rows_written - identifiers_written).as_millis() as u64,
+            aliases_ms = (before_commit - rows_written).as_millis() as u64,
+            commit_ms = (started.elapsed() - before_commit).as_millis() as u64,
+            "resolution written"
+        );
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl IdentityStore for SqlStore {
     async fn identity_high_water(&self) -> StoreResult<i64> {
@@ -392,249 +670,15 @@ impl IdentityStore for SqlStore {
     }
 
     async fn write_resolution(&self, write: ResolutionWrite) -> StoreResult<()> {
-        let started = std::time::Instant::now();
-        let now = to_millis(Utc::now());
-        let backend = self.backend();
-        let mut tx = self.begin_write().await?;
-        let conn: &mut sqlx::AnyConnection = &mut tx;
-        let written: Vec<i64> = write.profiles.iter().map(|p| p.id).collect();
-        let removed: Vec<i64> = if write.replace_all {
-            for table in ["profile_members", "profile_identifiers"] {
-                sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            let keep: HashSet<i64> = written.iter().copied().collect();
-            let all: Vec<i64> = sqlx::query_scalar("SELECT id FROM profiles")
-                .fetch_all(&mut *conn)
-                .await?;
-            all.into_iter()
-                .filter(|id| !keep.contains(id))
-                .chain(write.removed.iter().copied())
-                .collect()
-        } else {
-            write.removed.clone()
-        };
-        // Removed profiles take their rows with them.
-        for table in ["profile_members", "profile_identifiers"] {
-            execute_rows(conn, backend, &removed, |list| {
-                format!("DELETE FROM {table} WHERE profile_id IN ({list})")
-            })
-            .await?;
+        // Profiles, members and identifiers are derived from the records the store holds.
+        let mut connection = self.derived_write_connection().await?;
+        let last = write.high_water.is_some();
+        let mut written = self.write_resolution_on(&mut connection, write).await;
+        if written.is_ok() && last {
+            written = connection.checkpoint().await;
         }
-        execute_rows(conn, backend, &removed, |list| {
-            format!("DELETE FROM profiles WHERE id IN ({list})")
-        })
-        .await?;
-
-        // Documents are always written.
-        let encoded: &[String] = if write.encoded_documents.len() == write.profiles.len() {
-            &write.encoded_documents
-        } else {
-            &[]
-        };
-        let mut first = 0;
-        for chunk in write.profiles.chunks(WRITE_PARAMS / 6) {
-            let sql = format!(
-                "INSERT INTO profiles (id, document, search_text, record_count, created_at, updated_at) VALUES {} \
-                 ON CONFLICT (id) DO UPDATE SET document = excluded.document, search_text = excluded.search_text, \
-                 record_count = excluded.record_count, \
-                 updated_at = CASE WHEN excluded.updated_at > profiles.updated_at THEN excluded.updated_at ELSE profiles.updated_at + 1 END",
-                placeholders(backend, 1, chunk.len(), 6)
-            );
-            // Every document of the statement in one buffer: one growing allocation instead of one per
-            // document.
-            let mut buffer = Vec::new();
-            let mut ends = Vec::with_capacity(chunk.len());
-            for (n, profile) in chunk.iter().enumerate() {
-                match encoded.get(first + n) {
-                    Some(text) => buffer.extend_from_slice(text.as_bytes()),
-                    None => serde_json::to_writer(&mut buffer, &profile.document)?,
-                }
-                ends.push(buffer.len());
-            }
-            first += chunk.len();
-            let text = String::from_utf8(buffer).map_err(|err| {
-                StoreError::Corrupt(format!("a profile document is not UTF-8: {err}"))
-            })?;
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (n, profile) in chunk.iter().enumerate() {
-                let start = n.checked_sub(1).map_or(0, |previous| ends[previous]);
-                query = query
-                    .bind(profile.id)
-                    .bind(&text[start..ends[n]])
-                    .bind(&profile.search_text)
-                    .bind(i64::try_from(profile.members.len()).unwrap_or(i64::MAX))
-                    .bind(now)
-                    .bind(now);
-            }
-            query.execute(&mut *conn).await?;
-        }
-
-        // Member and identifier rows. Every wanted row is written, but a row already as wanted is left
-        // alone (the upsert's `WHERE`, `DO NOTHING`): only the difference reaches the tables' pages. Rows
-        // the written profiles should no longer hold are found by counting (a profile holding more rows
-        // than wanted has stale ones), which reads one row per profile instead of every row.
-        let wanted: HashMap<&RecordKey, i64> = write
-            .profiles
-            .iter()
-            .flat_map(|p| p.members.iter().map(move |k| (k, p.id)))
-            .collect();
-        let mut members: Vec<(&RecordKey, i64)> = wanted.iter().map(|(k, id)| (*k, *id)).collect();
-        // In key order, which keeps the index pages they touch together.
-        members.sort_unstable();
-        execute_rows(conn, backend, &members, |list| {
-            format!(
-                "INSERT INTO profile_members (source, stream, external_id, profile_id) VALUES {list} \
-                 ON CONFLICT (source, stream, external_id) DO UPDATE SET profile_id = excluded.profile_id \
-                 WHERE profile_members.profile_id <> excluded.profile_id"
-            )
-        })
-        .await?;
-        let wanted_identifiers: HashSet<(i64, &str, &str)> = write
-            .profiles
-            .iter()
-            .flat_map(|p| {
-                p.identifiers
-                    .iter()
-                    .map(move |(kind, value)| (p.id, kind.as_str(), value.as_str()))
-            })
-            .collect();
-        let mut identifiers: Vec<(&str, &str, i64)> = wanted_identifiers
-            .iter()
-            .map(|(id, kind, value)| (*kind, *value, *id))
-            .collect();
-        identifiers.sort_unstable();
-        execute_rows(conn, backend, &identifiers, |list| {
-            format!(
-                "INSERT INTO profile_identifiers (id_type, id_value, profile_id) VALUES {list} \
-                 ON CONFLICT DO NOTHING"
-            )
-        })
-        .await?;
-
-        let mut member_counts: HashMap<i64, i64> = HashMap::new();
-        for id in wanted.values() {
-            *member_counts.entry(*id).or_default() += 1;
-        }
-        let mut identifier_counts: HashMap<i64, i64> = HashMap::new();
-        for (id, _, _) in &wanted_identifiers {
-            *identifier_counts.entry(*id).or_default() += 1;
-        }
-        let (mut left, mut dropped) = (Vec::new(), Vec::new());
-        if !write.replace_all {
-            let stale =
-                overfull(conn, backend, "profile_members", &written, &member_counts).await?;
-            left = select_in(
-                conn,
-                backend,
-                &stale,
-                |list| {
-                    format!(
-                        "SELECT source, stream, external_id, profile_id FROM profile_members \
-                         WHERE profile_id IN ({list})"
-                    )
-                },
-                |row| Ok((decode_key(row, 0)?, row.try_get::<i64, _>(3)?)),
-            )
-            .await?
-            .into_iter()
-            .filter(|(key, id)| wanted.get(key) != Some(id))
-            .map(|(key, _)| key)
-            .collect();
-            execute_rows(conn, backend, &left, |list| {
-                format!(
-                    "DELETE FROM profile_members WHERE (source, stream, external_id) IN ({list})"
-                )
-            })
-            .await?;
-            let stale = overfull(
-                conn,
-                backend,
-                "profile_identifiers",
-                &written,
-                &identifier_counts,
-            )
-            .await?;
-            dropped = select_in(
-                conn,
-                backend,
-                &stale,
-                |list| {
-                    format!(
-                        "SELECT profile_id, id_type, id_value FROM profile_identifiers \
-                         WHERE profile_id IN ({list})"
-                    )
-                },
-                |row| {
-                    Ok((
-                        row.try_get::<i64, _>(0)?,
-                        row.try_get::<String, _>(1)?,
-                        row.try_get::<String, _>(2)?,
-                    ))
-                },
-            )
-            .await?
-            .into_iter()
-            .filter(|(id, kind, value)| {
-                !wanted_identifiers.contains(&(*id, kind.as_str(), value.as_str()))
-            })
-            .collect();
-            execute_rows(conn, backend, &dropped, |list| {
-                format!(
-                    "DELETE FROM profile_identifiers WHERE (profile_id, id_type, id_value) IN ({list})"
-                )
-            })
-            .await?;
-        }
-        let rows_written = started.elapsed();
-        for (old, new) in &write.aliases {
-            sqlx::query(
-                "INSERT INTO profile_aliases (old_id, new_id, merged_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (old_id) DO UPDATE SET new_id = excluded.new_id, merged_at = excluded.merged_at",
-            )
-            .bind(*old)
-            .bind(*new)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-            // Ids that pointed at `old` now point at `new`, so one lookup always lands.
-            sqlx::query("UPDATE profile_aliases SET new_id = $2 WHERE new_id = $1")
-                .bind(*old)
-                .bind(*new)
-                .execute(&mut *conn)
-                .await?;
-        }
-        crate::profile_changes::record(
-            conn,
-            removed
-                .iter()
-                .copied()
-                .chain(write.profiles.iter().map(|p| p.id)),
-            write.replace_all,
-        )
-        .await?;
-        if let Some(high_water) = write.high_water {
-            sqlx::query("UPDATE counters SET value = $1 WHERE name = 'identity_seq'")
-                .bind(high_water)
-                .execute(&mut *conn)
-                .await?;
-        }
-        let before_commit = started.elapsed();
-        tx.commit().await?;
-        tracing::debug!(
-            profiles = write.profiles.len(),
-            removed = removed.len(),
-            members = members.len(),
-            members_left = left.len(),
-            identifiers = identifiers.len(),
-            identifiers_dropped = dropped.len(),
-            rows_ms = rows_written.as_millis() as u64,
-            aliases_ms = (before_commit - rows_written).as_millis() as u64,
-            commit_ms = (started.elapsed() - before_commit).as_millis() as u64,
-            "resolution written"
-        );
-        Ok(())
+        connection.release().await;
+        written
     }
 
     async fn profile(&self, id: i64) -> StoreResult<Option<ProfileRow>> {

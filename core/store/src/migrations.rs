@@ -49,6 +49,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0006_profile_changes.sql"),
         include_str!("../migrations/postgres/0006_profile_changes.sql"),
     ),
+    (
+        7,
+        "identity_rows_without_rowid",
+        include_str!("../migrations/sqlite/0007_identity_rows_without_rowid.sql"),
+        include_str!("../migrations/postgres/0007_identity_rows_without_rowid.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.
@@ -85,4 +91,84 @@ pub(crate) async fn run(pool: &AnyPool, url: &StoreUrl) -> StoreResult<()> {
             target: url.redacted().to_owned(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store at schema 6 with identity rows keeps them through migration 7, which rebuilds their tables
+    /// without rowids.
+    #[tokio::test]
+    async fn identity_rows_survive_the_move_to_tables_without_rowid() {
+        sqlx::any::install_default_drivers();
+        let folder = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            folder.path().join("store.db").display()
+        );
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        let mut before = migrator(Backend::Sqlite);
+        before.migrations.to_mut().retain(|m| m.version <= 6);
+        before.run(&pool).await.unwrap();
+        for statement in [
+            "INSERT INTO profile_members VALUES ('crm', 'contacts', '1', 7), ('shop', 'orders', '9', 7)",
+            "INSERT INTO profile_identifiers VALUES ('email', 'a@x.io', 7), ('phone', '+33612345678', 7)",
+        ] {
+            sqlx::query(statement).execute(&pool).await.unwrap();
+        }
+
+        migrator(Backend::Sqlite).run(&pool).await.unwrap();
+
+        let members: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT source, stream, external_id, profile_id FROM profile_members ORDER BY source",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            members,
+            vec![
+                ("crm".into(), "contacts".into(), "1".into(), 7),
+                ("shop".into(), "orders".into(), "9".into(), 7)
+            ]
+        );
+        let identifiers: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT id_type, id_value, profile_id FROM profile_identifiers WHERE profile_id = 7 \
+             ORDER BY id_type",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            identifiers,
+            vec![
+                ("email".into(), "a@x.io".into(), 7),
+                ("phone".into(), "+33612345678".into(), 7)
+            ]
+        );
+        for table in ["profile_members", "profile_identifiers"] {
+            let sql: String = sqlx::query_scalar(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1",
+            )
+            .bind(table)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            assert!(sql.ends_with("WITHOUT ROWID"), "{table}: {sql}");
+            let indexes: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = $1 \
+                 AND name LIKE '%_by_profile'",
+            )
+            .bind(table)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            assert_eq!(indexes, 1, "{table} keeps its index by profile");
+        }
+    }
 }

@@ -156,6 +156,94 @@ impl SqlStore {
             Backend::Postgres => self.pool.begin().await?,
         })
     }
+
+    /// A connection for writes of **derived** state, which the store can compute again from what it
+    /// holds (identity resolution's profiles, members and identifiers, with the high-water mark that says
+    /// how far they go). On SQLite its commits do not wait for the write-ahead log to reach the disk
+    /// (`synchronous = NORMAL`), and they copy the log into the database file only once it holds 64 MiB
+    /// (rather than 4 MiB), sparing a resolution written in chunks most of the checkpoints and their
+    /// syncs. Such commits are atomic and ordered like every other commit, but a power cut may
+    /// undo the last of them, which resolution then redoes, since the high-water mark goes back with
+    /// them. Nothing else is weakened: a later commit of any other write (all `synchronous = FULL`)
+    /// syncs the log, and with it every derived commit before it, so no write that depends on derived
+    /// state (a sync's outbox, say) can outlive it. On PostgreSQL it is a plain connection.
+    pub(crate) async fn derived_write_connection(&self) -> StoreResult<DerivedWriteConnection> {
+        let mut connection = DerivedWriteConnection {
+            conn: self.pool.acquire().await?,
+            backend: self.url.backend(),
+            restored: true,
+        };
+        if connection.backend == Backend::Sqlite {
+            connection.restored = false;
+            connection
+                .conn
+                .execute("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 16384")
+                .await?;
+        }
+        Ok(connection)
+    }
+}
+
+/// A pooled connection set up for derived writes (see [`SqlStore::derived_write_connection`]). Give it
+/// back with [`release`](Self::release), which restores the pool's durability setting; a connection
+/// dropped without it (an error, a cancelled future) is closed instead of returning to the pool, so no
+/// other write ever runs with the relaxed setting.
+pub(crate) struct DerivedWriteConnection {
+    conn: sqlx::pool::PoolConnection<sqlx::Any>,
+    backend: Backend,
+    /// True once the connection holds the pool's settings again.
+    restored: bool,
+}
+
+impl std::fmt::Debug for DerivedWriteConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DerivedWriteConnection")
+            .field("backend", &self.backend)
+            .field("restored", &self.restored)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DerivedWriteConnection {
+    /// Begins the write transaction (on SQLite taking the write lock up front, as every writer does).
+    pub(crate) async fn begin(&mut self) -> StoreResult<sqlx::Transaction<'_, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => {
+                sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE").await?
+            }
+            Backend::Postgres => sqlx::Connection::begin(&mut *self.conn).await?,
+        })
+    }
+
+    /// Copies the write-ahead log into the database file as far as readers allow (SQLite; nothing on
+    /// PostgreSQL). Derived writes do it less often than other writers: a resolution calls this after its
+    /// last write, so the log it leaves is short.
+    pub(crate) async fn checkpoint(&mut self) -> StoreResult<()> {
+        if self.backend == Backend::Sqlite {
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").await?;
+        }
+        Ok(())
+    }
+
+    /// Restores the pool's durability setting and returns the connection to the pool (or closes it when
+    /// the setting cannot be restored).
+    pub(crate) async fn release(mut self) {
+        if !self.restored {
+            self.restored = self
+                .conn
+                .execute("PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 1000")
+                .await
+                .is_ok();
+        }
+    }
+}
+
+impl Drop for DerivedWriteConnection {
+    fn drop(&mut self) {
+        if !self.restored {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 pub(crate) fn to_millis(at: DateTime<Utc>) -> i64 {
