@@ -139,6 +139,8 @@ type Spellings<'r> = (BTreeSet<&'r str>, BTreeSet<&'r str>);
 const STEP: u32 = 20_000;
 /// Records read per page during a full pass.
 const PAGE: u32 = 20_000;
+/// Memberships read per page during a full pass.
+const MEMBERSHIP_PAGE: u32 = 50_000;
 /// Records whose profiles a full pass builds and writes together, in one transaction.
 const WRITE_RECORDS: usize = 20_000;
 
@@ -572,18 +574,30 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
                     ((source, stream, set.keys.get(i).2), i)
                 })
                 .collect();
-            for (id, key) in self.store.all_memberships().await? {
-                *sizes.entry(id).or_default() += 1;
-                let found = set
-                    .keys
-                    .name_ids
-                    .get(&key.source)
-                    .zip(set.keys.name_ids.get(&key.stream))
-                    .and_then(|(source, stream)| {
-                        index.get(&(*source, *stream, key.external_id.as_str()))
-                    });
-                if let Some(i) = found {
-                    set.old_of[*i] = Some(id);
+            // Page by page: a million memberships held at once as owned keys would cost about 200 MB.
+            let mut after: Option<RecordKey> = None;
+            loop {
+                let page = self
+                    .store
+                    .memberships_after(after.as_ref(), MEMBERSHIP_PAGE)
+                    .await?;
+                for (id, key) in &page {
+                    *sizes.entry(*id).or_default() += 1;
+                    let found = set
+                        .keys
+                        .name_ids
+                        .get(&key.source)
+                        .zip(set.keys.name_ids.get(&key.stream))
+                        .and_then(|(source, stream)| {
+                            index.get(&(*source, *stream, key.external_id.as_str()))
+                        });
+                    if let Some(i) = found {
+                        set.old_of[*i] = Some(*id);
+                    }
+                }
+                match page.into_iter().last() {
+                    Some((_, key)) => after = Some(key),
+                    None => break,
                 }
             }
         }

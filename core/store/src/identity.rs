@@ -282,8 +282,26 @@ pub trait IdentityStore: Send + Sync {
     async fn profile(&self, id: i64) -> StoreResult<Option<ProfileRow>>;
     /// Profiles whose search text contains `text` (lower-cased), by id, at most `limit`.
     async fn search_profiles(&self, text: &str, limit: u32) -> StoreResult<Vec<ProfileRow>>;
-    /// Every membership, for rebuild reports.
-    async fn all_memberships(&self) -> StoreResult<Vec<(i64, RecordKey)>>;
+    /// At most `limit` memberships `(profile, record)` in record key order, after the record `after` (from
+    /// the first when `None`): a full pass reads them page by page.
+    async fn memberships_after(
+        &self,
+        after: Option<&RecordKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, RecordKey)>>;
+    /// Every membership, in record key order.
+    async fn all_memberships(&self) -> StoreResult<Vec<(i64, RecordKey)>> {
+        let mut all = Vec::new();
+        loop {
+            let page = self
+                .memberships_after(all.last().map(|(_, key)| key), 10_000)
+                .await?;
+            if page.is_empty() {
+                return Ok(all);
+            }
+            all.extend(page);
+        }
+    }
     /// Every profile id, ascending (a profile without members included).
     async fn profile_ids(&self) -> StoreResult<Vec<i64>>;
     /// How many records have a change sequence greater than `after_seq`: what is pending resolution.
@@ -715,11 +733,32 @@ impl IdentityStore for SqlStore {
         rows.iter().map(decode_profile).collect()
     }
 
-    async fn all_memberships(&self) -> StoreResult<Vec<(i64, RecordKey)>> {
+    async fn memberships_after(
+        &self,
+        after: Option<&RecordKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, RecordKey)>> {
+        const COLUMNS: &str = "SELECT source, stream, external_id, profile_id FROM profile_members";
+        const ORDER: &str = "ORDER BY source, stream, external_id";
+        let limit = i64::from(limit);
         let rows =
-            sqlx::query("SELECT source, stream, external_id, profile_id FROM profile_members")
+            match after {
+                None => {
+                    sqlx::query(AssertSqlSafe(format!("{COLUMNS} {ORDER} LIMIT $1")))
+                        .bind(limit)
+                        .fetch_all(self.pool())
+                        .await?
+                }
+                Some(key) => sqlx::query(AssertSqlSafe(format!(
+                    "{COLUMNS} WHERE (source, stream, external_id) > ($1, $2, $3) {ORDER} LIMIT $4"
+                )))
+                .bind(&key.source)
+                .bind(&key.stream)
+                .bind(&key.external_id)
+                .bind(limit)
                 .fetch_all(self.pool())
-                .await?;
+                .await?,
+            };
         rows.iter()
             .map(|row| Ok((row.try_get(3)?, decode_key(row, 0)?)))
             .collect()

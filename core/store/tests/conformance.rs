@@ -33,6 +33,7 @@ spindle_testkit::store_backends!(
     concurrent_batches_get_distinct_sequences,
     large_batches_mix_inserts_updates_and_repeats,
     profile_writes_are_logged_by_generation,
+    memberships_are_paged_in_key_order,
 );
 
 fn record(id: &str, version: i64, email: &str) -> RawRecord {
@@ -599,4 +600,33 @@ async fn profile_writes_are_logged_by_generation(store: &SqlStore) {
     let recent = store.profile_changes_since(newest - 1).await.unwrap();
     assert!(!recent.everything);
     assert_eq!(recent.ids.into_iter().collect::<Vec<_>>(), vec![1]);
+}
+
+async fn memberships_are_paged_in_key_order(store: &SqlStore) {
+    let mut two = profile(2);
+    two.members = vec![key("b"), key("d")];
+    let mut one = profile(1);
+    one.members = vec![key("c"), key("a")];
+    store
+        .write_resolution(ResolutionWrite {
+            profiles: vec![two, one],
+            ..ResolutionWrite::default()
+        })
+        .await
+        .unwrap();
+    let first = store.memberships_after(None, 3).await.unwrap();
+    assert_eq!(first, vec![(1, key("a")), (2, key("b")), (1, key("c"))]);
+    let rest = store.memberships_after(Some(&key("c")), 3).await.unwrap();
+    assert_eq!(rest, vec![(2, key("d"))]);
+    assert!(
+        store
+            .memberships_after(Some(&key("d")), 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.all_memberships().await.unwrap(),
+        [first, rest].concat()
+    );
 }
