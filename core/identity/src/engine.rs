@@ -546,12 +546,16 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
         let normalizer = self.normalizer();
         let mut set = ClosedSet::default();
         let mut after = 0;
-        let mut page = self.store.records_since(after, PAGE).await?;
+        // Only identifiers (and traits for compound rules) are read now; documents are built from a
+        // second read of each chunk's records.
+        let traits = !self.identity.compound.is_empty();
+        let mut page = self.store.records_to_resolve(after, PAGE, traits).await?;
         while let Some(last) = page.last().map(|r| r.seq) {
             after = last;
             // The next page is read by a task of its own while this one is analysed on every core.
-            let next =
-                self.spawn_store(|store| async move { store.records_since(after, PAGE).await });
+            let next = self.spawn_store(move |store| async move {
+                store.records_to_resolve(after, PAGE, traits).await
+            });
             let links: Vec<Option<Vec<(String, String)>>> = page
                 .par_iter()
                 .map(|record| {

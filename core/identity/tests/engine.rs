@@ -514,4 +514,14 @@ async fn compound_rules_link_records_without_a_shared_key(store: &SqlStore) {
     let doc = document(store, marie).await;
     assert_eq!(doc.links[0].rule, "compound:name_dob_zip");
     assert_eq!(doc.links[0].value, "curie|m|1867-11-07|75005");
+
+    // A rebuild is a full pass, whose first read takes traits only for compound rules: same answer.
+    let report = IdentityEngine::new(store, &identity, &profiles)
+        .unwrap()
+        .rebuild()
+        .await
+        .unwrap();
+    assert_eq!((report.split, report.merged), (0, 0));
+    assert_eq!(profile_of(store, "file", "rows", "1").await, marie);
+    assert_eq!(profile_of(store, "file", "rows", "2").await, marie);
 }

@@ -27,8 +27,8 @@ use spindle_model::{RecordKey, StoredRecord};
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::sql::{
-    DerivedWriteConnection, RECORD_COLUMNS, SqlStore, decode_record, from_millis, placeholders,
-    to_millis,
+    DerivedWriteConnection, PayloadParts, RECORD_COLUMNS, SqlStore, decode_record, from_millis,
+    placeholders, to_millis,
 };
 use crate::{Backend, ProfileStore, StoreError, StoreResult};
 
@@ -282,6 +282,15 @@ pub trait IdentityStore: Send + Sync {
     async fn profile(&self, id: i64) -> StoreResult<Option<ProfileRow>>;
     /// Profiles whose search text contains `text` (lower-cased), by id, at most `limit`.
     async fn search_profiles(&self, text: &str, limit: u32) -> StoreResult<Vec<ProfileRow>>;
+    /// [`ProfileStore::records_since`] as a full pass of resolution first reads records: their
+    /// identifiers, their traits only when `traits` (compound rules read them), never their events, which
+    /// are left empty.
+    async fn records_to_resolve(
+        &self,
+        after_seq: i64,
+        limit: u32,
+        traits: bool,
+    ) -> StoreResult<Vec<StoredRecord>>;
     /// At most `limit` memberships `(profile, record)` in record key order, after the record `after` (from
     /// the first when `None`): a full pass reads them page by page.
     async fn memberships_after(
@@ -731,6 +740,20 @@ impl IdentityStore for SqlStore {
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(decode_profile).collect()
+    }
+
+    async fn records_to_resolve(
+        &self,
+        after_seq: i64,
+        limit: u32,
+        traits: bool,
+    ) -> StoreResult<Vec<StoredRecord>> {
+        let parts = if traits {
+            PayloadParts::WithoutEvents
+        } else {
+            PayloadParts::Identifiers
+        };
+        self.records_since_with(after_seq, limit, parts).await
     }
 
     async fn memberships_after(

@@ -148,6 +148,26 @@ impl SqlStore {
         self.pool.close().await;
     }
 
+    /// [`ProfileStore::records_since`], decoding `parts` of each payload.
+    pub(crate) async fn records_since_with(
+        &self,
+        after_seq: i64,
+        limit: u32,
+        parts: PayloadParts,
+    ) -> StoreResult<Vec<StoredRecord>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM raw_records WHERE seq > $1 ORDER BY seq LIMIT $2"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| decode_record_parts(row, parts))
+            .collect()
+    }
+
     pub(crate) async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
         Ok(match self.url.backend() {
             // Take SQLite's write lock up front so a concurrent writer waits (busy timeout) instead of
@@ -256,8 +276,56 @@ pub(crate) fn from_millis(ms: i64) -> StoreResult<DateTime<Utc>> {
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} ms is out of range")))
 }
 
+/// How much of a record's payload to decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PayloadParts {
+    /// Identifiers, traits and events.
+    Whole,
+    /// Identifiers and traits; no events.
+    WithoutEvents,
+    /// Identifiers only.
+    Identifiers,
+}
+
+/// The payload without its events: serde skips them without building them.
+#[derive(serde::Deserialize)]
+struct PayloadWithoutEvents {
+    identifiers: Vec<Identifier>,
+    traits: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// The payload's identifiers alone.
+#[derive(serde::Deserialize)]
+struct PayloadIdentifiers {
+    identifiers: Vec<Identifier>,
+}
+
 pub(crate) fn decode_record(row: &AnyRow) -> StoreResult<StoredRecord> {
-    let payload: Payload = serde_json::from_str(row.try_get::<&str, _>("payload")?)?;
+    decode_record_parts(row, PayloadParts::Whole)
+}
+
+/// A record with only `parts` of its payload decoded (the rest left empty).
+pub(crate) fn decode_record_parts(row: &AnyRow, parts: PayloadParts) -> StoreResult<StoredRecord> {
+    let text = row.try_get::<&str, _>("payload")?;
+    let payload = match parts {
+        PayloadParts::Whole => serde_json::from_str(text)?,
+        PayloadParts::WithoutEvents => {
+            let lean: PayloadWithoutEvents = serde_json::from_str(text)?;
+            Payload {
+                identifiers: lean.identifiers,
+                traits: lean.traits,
+                events: Vec::new(),
+            }
+        }
+        PayloadParts::Identifiers => {
+            let lean: PayloadIdentifiers = serde_json::from_str(text)?;
+            Payload {
+                identifiers: lean.identifiers,
+                traits: Default::default(),
+                events: Vec::new(),
+            }
+        }
+    };
     let updated_at = row
         .try_get::<Option<i64>, _>("updated_at")?
         .map(from_millis)
@@ -510,15 +578,8 @@ impl ProfileStore for SqlStore {
     }
 
     async fn records_since(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<StoredRecord>> {
-        let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM raw_records WHERE seq > $1 ORDER BY seq LIMIT $2"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(after_seq)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(decode_record).collect()
+        self.records_since_with(after_seq, limit, PayloadParts::Whole)
+            .await
     }
 
     async fn count_records(&self, source: Option<&str>) -> StoreResult<u64> {

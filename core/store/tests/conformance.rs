@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{TimeZone, Utc};
 use serde_json::json;
 use spindle_model::{
-    Cursor, Identifier, JobCounts, JobId, JobStatus, JobTrigger, NewAuditEntry, QuarantinedRecord,
-    RawRecord, RecordKey,
+    Cursor, Event, Identifier, JobCounts, JobId, JobStatus, JobTrigger, NewAuditEntry,
+    QuarantinedRecord, RawRecord, RecordKey,
 };
 use spindle_store::{
     IdentityStore, OpenOptions, ProfileChangeStore, ProfileStore, ProfileWrite, ResolutionWrite,
@@ -34,6 +34,7 @@ spindle_testkit::store_backends!(
     large_batches_mix_inserts_updates_and_repeats,
     profile_writes_are_logged_by_generation,
     memberships_are_paged_in_key_order,
+    records_to_resolve_leave_out_what_resolution_does_not_read,
 );
 
 fn record(id: &str, version: i64, email: &str) -> RawRecord {
@@ -628,5 +629,39 @@ async fn memberships_are_paged_in_key_order(store: &SqlStore) {
     assert_eq!(
         store.all_memberships().await.unwrap(),
         [first, rest].concat()
+    );
+}
+
+async fn records_to_resolve_leave_out_what_resolution_does_not_read(store: &SqlStore) {
+    let mut with_event = record("1", 1, "a@x.io");
+    with_event.events = vec![Event {
+        name: "order_completed".into(),
+        occurred_at: Utc.timestamp_millis_opt(1_700_000_000_000).unwrap(),
+        properties: BTreeMap::from([("amount".to_owned(), json!(42))]),
+    }];
+    store
+        .apply_source_batch("crm", records(vec![with_event.clone()]))
+        .await
+        .unwrap();
+    let whole = store.records_since(0, 10).await.unwrap();
+    assert_eq!(whole[0].record, with_event);
+
+    let lean = store.records_to_resolve(0, 10, false).await.unwrap();
+    assert_eq!(
+        (lean[0].seq, &lean[0].source),
+        (whole[0].seq, &whole[0].source)
+    );
+    assert_eq!(lean[0].record.identifiers, with_event.identifiers);
+    assert!(lean[0].record.traits.is_empty() && lean[0].record.events.is_empty());
+
+    let with_traits = store.records_to_resolve(0, 10, true).await.unwrap();
+    assert_eq!(with_traits[0].record.traits, with_event.traits);
+    assert!(with_traits[0].record.events.is_empty());
+    assert!(
+        store
+            .records_to_resolve(whole[0].seq, 10, true)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
