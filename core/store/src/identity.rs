@@ -13,8 +13,7 @@
 //!   ([`ResolutionWrite::encoded_documents`]). Profiles it gives out for the first time
 //!   ([`ResolutionWrite::new_ids`]) are not searched for stale rows.
 //! - Resolution's output is derived from the stored records, so on SQLite its commits do not wait for the
-//!   disk and checkpoint the write-ahead log only past 64 MiB, and after the last write of a pass or step:
-//!   see
+//!   disk, and the write-ahead log is checkpointed once, after the last write of a pass or step: see
 //!   `SqlStore::derived_write_connection` for why that loses nothing.
 //! - Statements built at run time use `sql::placeholders` (positional `?` on SQLite) and stay under both
 //!   backends' parameter limits.
@@ -702,7 +701,12 @@ impl IdentityStore for SqlStore {
         let last = write.high_water.is_some();
         let mut written = self.write_resolution_on(&mut connection, write).await;
         if written.is_ok() && last {
+            let started = std::time::Instant::now();
             written = connection.checkpoint().await;
+            tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "resolution checkpointed"
+            );
         }
         connection.release().await;
         written
