@@ -13,7 +13,8 @@
 //!   ([`ResolutionWrite::encoded_documents`]). Profiles it gives out for the first time
 //!   ([`ResolutionWrite::new_ids`]) are not searched for stale rows.
 //! - Resolution's output is derived from the stored records, so on SQLite its commits do not wait for the
-//!   disk, and the write-ahead log is checkpointed once, after the last write of a pass or step: see
+//!   disk, and the write-ahead log is checkpointed only past 64 MiB and after the last write of a pass or
+//!   step: see
 //!   `SqlStore::derived_write_connection` for why that loses nothing.
 //! - Statements built at run time use `sql::placeholders` (positional `?` on SQLite) and stay under both
 //!   backends' parameter limits.

@@ -182,12 +182,12 @@ impl SqlStore {
     /// A connection for writes of **derived** state, which the store can compute again from what it
     /// holds (identity resolution's profiles, members and identifiers, with the high-water mark that says
     /// how far they go). On SQLite its commits do not wait for the write-ahead log to reach the disk
-    /// (`synchronous = NORMAL`), and they never copy the log into the database file themselves: a
-    /// resolution calls [`DerivedWriteConnection::checkpoint`] after its last write instead. A resolution
-    /// written in chunks rewrites many of the same index pages in each chunk; one checkpoint at the end
-    /// copies each page once, however often it was written. The log meanwhile grows by what the pass
-    /// writes (about the size of the profile tables for a full pass); the store keeps at most 64 MiB of
-    /// it on disk once it has been copied (`journal_size_limit`). Such commits are atomic and ordered like every other commit, but a power cut may
+    /// (`synchronous = NORMAL`), and they copy the log into the database file only once it holds 64 MiB
+    /// (rather than 4 MiB) and after the resolution's last write ([`DerivedWriteConnection::checkpoint`]).
+    /// A resolution written in chunks rewrites many of the same index pages in each chunk: fewer
+    /// checkpoints copy each page fewer times. Not none until the end: pages still in the log are read
+    /// from it with a system call each, not through the memory map, which made a full pass of a million
+    /// records slower. Such commits are atomic and ordered like every other commit, but a power cut may
     /// undo the last of them, which resolution then redoes, since the high-water mark goes back with
     /// them. Nothing else is weakened: a later commit of any other write (all `synchronous = FULL`)
     /// syncs the log, and with it every derived commit before it, so no write that depends on derived
@@ -202,7 +202,7 @@ impl SqlStore {
             connection.restored = false;
             connection
                 .conn
-                .execute("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0")
+                .execute("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 16384")
                 .await?;
         }
         Ok(connection)
@@ -241,7 +241,7 @@ impl DerivedWriteConnection {
     }
 
     /// Copies the write-ahead log into the database file as far as readers allow (SQLite; nothing on
-    /// PostgreSQL): derived writes leave it to this call, which a resolution makes after its last write.
+    /// PostgreSQL): a resolution calls it after its last write, so the log it leaves is short.
     pub(crate) async fn checkpoint(&mut self) -> StoreResult<()> {
         if self.backend == Backend::Sqlite {
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").await?;
