@@ -240,6 +240,21 @@ async fn joined<T>(task: StoreTask<T>) -> Result<T, IdentityError> {
     }
 }
 
+/// Runs `work`, CPU-bound and spread over rayon's threads, from async code. On a multi-threaded runtime
+/// the calling worker hands its other tasks to the runtime first (`block_in_place`), so that a resolution
+/// in the daemon does not hold up, say, the collector's requests queued behind it; a current-thread
+/// runtime (tests) runs it in place.
+fn on_every_core<T>(work: impl FnOnce() -> T) -> T {
+    let multi_threaded = tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+        runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+    });
+    if multi_threaded {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
+}
+
 /// Records of a chunk, by set member index, with their analyses when known.
 type MemberRecords = HashMap<usize, (StoredRecord, Option<Analysed>)>;
 
@@ -433,10 +448,12 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
     ) -> Result<ResolveReport, IdentityError> {
         let started = Instant::now();
         let changed_keys: Vec<RecordKey> = changed.iter().map(key_of).collect();
-        let mut analysed: Vec<Analysed> = changed
-            .par_iter()
-            .map(|record| self.analyse(normalizer, record))
-            .collect();
+        let mut analysed: Vec<Analysed> = on_every_core(|| {
+            changed
+                .par_iter()
+                .map(|record| self.analyse(normalizer, record))
+                .collect()
+        });
         let mut frontier: BTreeSet<(String, String)> = analysed
             .iter()
             .flat_map(|a| a.links.iter().cloned())
@@ -495,11 +512,13 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
             .collect();
         let others: Vec<RecordKey> = others.into_iter().cloned().collect();
         let fetched = self.store.records_by_keys(&others).await?;
-        analysed.par_extend(
-            fetched
-                .par_iter()
-                .map(|record| self.analyse(normalizer, record)),
-        );
+        on_every_core(|| {
+            analysed.par_extend(
+                fetched
+                    .par_iter()
+                    .map(|record| self.analyse(normalizer, record)),
+            )
+        });
         let read = started.elapsed();
         let old: HashMap<RecordKey, i64> = old_members.into_iter().map(|(id, k)| (k, id)).collect();
         let mut sizes: HashMap<i64, usize> = HashMap::new();
@@ -556,12 +575,13 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
             let next = self.spawn_store(move |store| async move {
                 store.records_to_resolve(after, PAGE, traits).await
             });
-            let links: Vec<Option<Vec<(String, String)>>> = page
-                .par_iter()
-                .map(|record| {
-                    (!record.record.deleted).then(|| self.analyse(&normalizer, record).links)
-                })
-                .collect();
+            let links: Vec<Option<Vec<(String, String)>>> = on_every_core(|| {
+                page.par_iter()
+                    .map(|record| {
+                        (!record.record.deleted).then(|| self.analyse(&normalizer, record).links)
+                    })
+                    .collect()
+            });
             for (record, links) in page.iter().zip(&links) {
                 if let Some(links) = links {
                     set.push(record, links, None);
@@ -729,7 +749,9 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
             fetching = chunk_members
                 .get(n + 1)
                 .map(|members| self.fetch_members(&mut set, members));
-            let built = self.build_chunk(records, &set, &clusters, range, &ids, normalizer, now);
+            let built = on_every_core(|| {
+                self.build_chunk(records, &set, &clusters, range, &ids, normalizer, now)
+            });
             let build_done = chunk_started.elapsed();
             if let Some(write) = writing.take() {
                 joined(write).await?;

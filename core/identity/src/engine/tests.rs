@@ -10,6 +10,8 @@ use spindle_model::{Identifier, RawRecord, RecordKey};
 use spindle_store::{IdentityStore, SqlStore};
 use spindle_testkit::store::apply_records;
 
+use rayon::prelude::*;
+
 use super::IdentityEngine;
 use crate::profile::ProfileDocument;
 
@@ -159,4 +161,23 @@ async fn chunked_full_passes_equal_incremental_steps(store: &SqlStore) {
     let rebuilt = one_chunk.rebuild().await.unwrap();
     assert_eq!(rebuilt.unchanged, stepped.len() as u64);
     assert_eq!(partition(&state(store).await), partition(&stepped));
+}
+
+/// CPU-bound work runs in place on a current-thread runtime, and through `block_in_place` from both a
+/// worker task and `block_on` on a multi-threaded one (the daemon's and the benchmark's runtimes).
+#[test]
+fn cpu_work_runs_on_either_runtime_flavor() {
+    let sum = || (1..=100u64).into_par_iter().sum::<u64>();
+    let current = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert_eq!(current.block_on(async { super::on_every_core(sum) }), 5050);
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    assert_eq!(multi.block_on(async { super::on_every_core(sum) }), 5050);
+    let spawned =
+        multi.block_on(async { tokio::spawn(async move { super::on_every_core(sum) }).await });
+    assert_eq!(spawned.unwrap(), 5050);
 }
