@@ -24,7 +24,8 @@ pub type Normalized = Result<String, String>;
 /// parses cached at that scale, for about 60 MB at most.
 const REMEMBERED_PHONES: usize = 500_000;
 
-/// Normalises identifiers, remembering phone numbers already parsed (up to a bound). One normaliser can
+/// Normalises identifiers, remembering phone numbers already parsed (up to a bound), whatever spaces, dots
+/// and dashes they were written with. One normaliser can
 /// serve several threads at once: the remembered phones sit behind a lock held only to look up or add.
 #[derive(Debug)]
 pub struct Normalizer {
@@ -71,16 +72,38 @@ impl Normalizer {
                 if strict_e164(value) {
                     return Ok(value.to_owned());
                 }
-                if let Some(known) = self.remembered_phones().get(value) {
-                    return known.clone();
+                // Spellings that differ only by spaces, dots and dashes give the same number
+                // (libphonenumber keeps only the digits, a leading `+` and extension markers): a number
+                // is remembered under its spelling without them. A refusal, whose reason may depend on
+                // the spelling, is remembered under the spelling itself (which, holding a separator,
+                // never equals a number's key).
+                let key: String = value
+                    .chars()
+                    .filter(|c| !matches!(c, ' ' | '.' | '-'))
+                    .collect();
+                {
+                    let phones = self.remembered_phones();
+                    if let Some(known) = phones.get(&key)
+                        && (known.is_ok() || key == value)
+                    {
+                        return known.clone();
+                    }
+                    if let Some(refused) = phones.get(value) {
+                        return refused.clone();
+                    }
                 }
-                // Parsed outside the lock: two threads meeting the same new spelling both parse it.
+                // Parsed outside the lock: two threads meeting the same new number both parse it.
                 let result = self.parse_phone(value);
                 let mut phones = self.remembered_phones();
                 if phones.len() >= REMEMBERED_PHONES {
                     phones.clear();
                 }
-                phones.insert(value.to_owned(), result.clone());
+                let remembered_as = if result.is_ok() {
+                    key
+                } else {
+                    value.to_owned()
+                };
+                phones.insert(remembered_as, result.clone());
                 result
             }
             _ => Ok(value.to_owned()),
@@ -155,6 +178,51 @@ mod tests {
                 .unwrap_err()
                 .contains("no `default_region`")
         );
+    }
+
+    #[test]
+    fn spellings_of_one_number_share_a_parse_and_agree() {
+        let n = Normalizer::new(Some("FR"));
+        for spelling in [
+            "06 12 34 56 78",
+            "06.12.34.56.78",
+            "06-12-34-56-78",
+            "0612345678",
+        ] {
+            assert_eq!(n.normalize("phone", spelling), Ok("+33612345678".into()));
+        }
+        assert_eq!(n.remembered_phones().len(), 1);
+        assert_eq!(
+            n.normalize("phone", "+44 20-7946.0958"),
+            Ok("+442079460958".into())
+        );
+        // Refusals are remembered per spelling.
+        assert!(n.normalize("phone", "06 12 34").is_err());
+        assert!(n.normalize("phone", "06.12.34").is_err());
+        assert!(n.normalize("phone", "06 12 34").is_err());
+        assert_eq!(n.remembered_phones().len(), 4);
+    }
+
+    proptest::proptest! {
+        /// What the shared cache entry rests on: spaces, dots and dashes never change the number a
+        /// spelling gives, nor whether it gives one.
+        #[test]
+        fn separators_never_change_a_parse(
+            plus in proptest::bool::ANY,
+            digits in proptest::collection::vec(0u8..10, 2..16),
+            separators in proptest::collection::vec(proptest::sample::select(vec!["", " ", ".", "-", " - "]), 16),
+            region in proptest::sample::select(vec!["FR", "GB", "US", "DE"]),
+        ) {
+            let n = Normalizer::new(Some(region));
+            let mut spelled = String::from(if plus { "+" } else { "" });
+            let mut bare = spelled.clone();
+            for (digit, separator) in digits.iter().zip(&separators) {
+                spelled.push(char::from(b'0' + digit));
+                spelled.push_str(separator);
+                bare.push(char::from(b'0' + digit));
+            }
+            proptest::prop_assert_eq!(n.parse_phone(spelled.trim()).ok(), n.parse_phone(&bare).ok());
+        }
     }
 
     #[test]
