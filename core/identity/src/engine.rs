@@ -11,12 +11,14 @@
 //! [`IdentityEngine::resolve_pending`] when at least half of the stored records are pending (a first build,
 //! a source loaded in full), where overlapping steps would resolve and write the same profiles many times
 //! over. A full pass gives the same profiles as steps would; it differs in how it reads and writes:
-//! - it reads records page by page and keeps only what resolution needs, compactly (keys packed end to end,
-//!   each distinct linking value numbered once), then reads each chunk of profiles' records again by key
-//!   to build their documents, so it never holds every record at once;
-//! - it writes chunk by chunk (about [`WRITE_RECORDS`] records each, one transaction each, the next chunk
-//!   being built while one is written); the last chunk also removes retired profiles, records aliases and
-//!   advances the high-water mark. While it runs, readers may see some profiles resolved anew and others
+//! - it reads records page by page, decoding only their identifiers (and traits for compound rules), and
+//!   keeps only what resolution needs, compactly (keys packed end to end, each distinct linking value
+//!   numbered once), then reads each chunk of profiles' records again by key, in full, to build their
+//!   documents, so it never holds every record at once;
+//! - it writes chunk by chunk (about [`WRITE_RECORDS`] records each, one transaction each) in a pipeline:
+//!   the next chunk's records are read and the last chunk written by tasks of their own while this chunk
+//!   is analysed and built on every core; the last chunk also removes retired profiles, records aliases
+//!   and advances the high-water mark. Chunks are written one at a time, in order. While it runs, readers may see some profiles resolved anew and others
 //!   not yet (a record that moves to a later chunk's profile has no membership in between). An
 //!   interrupted `resolve_pending` pass leaves the high-water mark where it was, so the next call redoes it;
 //!   an interrupted rebuild should be run again.
