@@ -42,6 +42,7 @@ use regex::Regex;
 use spindle_config::{IdentityConfig, ProfilesConfig};
 use spindle_model::{RecordKey, StoredRecord};
 use spindle_store::{IdentityStore, ProfileStore, ProfileWrite, ResolutionWrite, StoreError};
+use tracing::Instrument;
 
 use crate::normalize::Normalizer;
 use crate::profile::{self, LinkEvidence, ProfileIdentifier, RejectedIdentifier, key_of};
@@ -230,12 +231,20 @@ impl ClosedSet {
     }
 }
 
-/// A store call running as a task of its own, so that it goes on while the resolution computes.
-type StoreTask<T> = tokio::task::JoinHandle<Result<T, StoreError>>;
+/// A store call running as a task of its own, so that it goes on while the resolution computes. Dropped
+/// before it finished (the resolution failed or was cancelled), it is aborted: a write in flight rolls
+/// back rather than commit after the resolution has given up, when the next one may already be reading.
+struct StoreTask<T>(tokio::task::JoinHandle<Result<T, StoreError>>);
+
+impl<T> Drop for StoreTask<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Waits for a store task; a panic in it carries on here.
-async fn joined<T>(task: StoreTask<T>) -> Result<T, IdentityError> {
-    match task.await {
+async fn joined<T>(mut task: StoreTask<T>) -> Result<T, IdentityError> {
+    match (&mut task.0).await {
         Ok(result) => Ok(result?),
         Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
         Err(_) => Err(IdentityError::Cancelled),
@@ -368,7 +377,7 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
         T: Send + 'static,
         F: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        tokio::spawn(call(self.store.clone()))
+        StoreTask(tokio::spawn(call(self.store.clone()).in_current_span()))
     }
 
     pub(crate) fn analyse(&self, normalizer: &Normalizer, record: &StoredRecord) -> Analysed {
@@ -671,8 +680,7 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
         set.links = Lists::default();
         let resolved = started.elapsed();
 
-        let (ids, first_new_id, report) =
-            self.assign_ids(&clusters.members, &set.old_of, old).await?;
+        let (ids, new_ids, report) = self.assign_ids(&clusters.members, &set.old_of, old).await?;
         let assigned: HashSet<i64> = ids.iter().copied().collect();
         // For each retired id, how many of its records each new profile took.
         let mut takers: HashMap<i64, BTreeMap<i64, usize>> = HashMap::new();
@@ -774,7 +782,7 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
             let new_ids = profiles
                 .iter()
                 .map(|p| p.id)
-                .filter(|id| *id >= first_new_id)
+                .filter(|id| new_ids.contains(id))
                 .collect();
             let write = ResolutionWrite {
                 removed,
@@ -870,13 +878,13 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
     }
 
     /// The id of each cluster (kept from the old profile that covers most of its records, else new), the
-    /// first of the new ids (`i64::MAX` when none), and the report of merges and splits.
+    /// range of the new ids (empty when none), and the report of merges and splits.
     async fn assign_ids(
         &self,
         clusters: &Lists<usize>,
         old_of: &[Option<i64>],
         old: &OldState,
-    ) -> Result<(Vec<i64>, i64, ResolveReport), IdentityError> {
+    ) -> Result<(Vec<i64>, std::ops::Range<i64>, ResolveReport), IdentityError> {
         let mut candidates: Vec<(usize, i64, usize)> = Vec::new();
         // Per old id: the last cluster that took some of its records, and how many clusters did.
         let mut spread_of: HashMap<i64, (usize, usize)> = HashMap::new();
@@ -911,8 +919,9 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
         let first_new_id = if fresh > 0 {
             self.store.reserve_profile_ids(fresh).await?
         } else {
-            i64::MAX
+            0
         };
+        let new_ids = first_new_id..first_new_id + i64::try_from(fresh).unwrap_or(i64::MAX);
         let mut next = first_new_id;
         let ids: Vec<i64> = ids
             .into_iter()
@@ -948,7 +957,7 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
                 }
             }
         }
-        Ok((ids, first_new_id, report))
+        Ok((ids, new_ids, report))
     }
 
     /// The write of one profile, with its document encoded: `members` are its records (in member order)

@@ -13,8 +13,8 @@
 //!   ([`ResolutionWrite::encoded_documents`]). Profiles it gives out for the first time
 //!   ([`ResolutionWrite::new_ids`]) are not searched for stale rows.
 //! - Resolution's output is derived from the stored records, so on SQLite its commits do not wait for the
-//!   disk, and the write-ahead log is checkpointed only past 64 MiB and after the last write of a pass or
-//!   step: see
+//!   disk, do not themselves checkpoint the write-ahead log before it holds 64 MiB, and checkpoint it after
+//!   the last write of a pass or step: see
 //!   `SqlStore::derived_write_connection` for why that loses nothing.
 //! - Statements built at run time use `sql::placeholders` (positional `?` on SQLite) and stay under both
 //!   backends' parameter limits.
@@ -291,14 +291,16 @@ pub trait IdentityStore: Send + Sync {
         limit: u32,
         traits: bool,
     ) -> StoreResult<Vec<StoredRecord>>;
-    /// At most `limit` memberships `(profile, record)` in record key order, after the record `after` (from
-    /// the first when `None`): a full pass reads them page by page.
+    /// At most `limit` memberships `(profile, record)` ordered by the key columns, after the record
+    /// `after` (from the first when `None`): a full pass reads them page by page. The order is the
+    /// database's (on PostgreSQL it follows the collation, which may differ from [`RecordKey`]'s byte
+    /// order); paging from the last key returned is consistent either way.
     async fn memberships_after(
         &self,
         after: Option<&RecordKey>,
         limit: u32,
     ) -> StoreResult<Vec<(i64, RecordKey)>>;
-    /// Every membership, in record key order.
+    /// Every membership, in [`memberships_after`](Self::memberships_after)'s order.
     async fn all_memberships(&self) -> StoreResult<Vec<(i64, RecordKey)>> {
         let mut all = Vec::new();
         loop {
@@ -700,14 +702,17 @@ impl IdentityStore for SqlStore {
         // Profiles, members and identifiers are derived from the records the store holds.
         let mut connection = self.derived_write_connection().await?;
         let last = write.high_water.is_some();
-        let mut written = self.write_resolution_on(&mut connection, write).await;
+        let written = self.write_resolution_on(&mut connection, write).await;
         if written.is_ok() && last {
+            // The write has committed: a checkpoint that fails only leaves the log for the next one.
             let started = std::time::Instant::now();
-            written = connection.checkpoint().await;
-            tracing::debug!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "resolution checkpointed"
-            );
+            match connection.checkpoint().await {
+                Ok(()) => tracing::debug!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "resolution checkpointed"
+                ),
+                Err(err) => tracing::warn!(error = %err, "checkpoint after a resolution failed"),
+            }
         }
         connection.release().await;
         written

@@ -22,6 +22,12 @@ use crate::{
     StoredQuarantine, migrations,
 };
 
+/// How every SQLite connection of the pool commits: synced to disk, checkpointing the write-ahead log
+/// past 1,000 pages (4 MiB, SQLite's default).
+const POOL_DURABILITY: &str = "PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 1000";
+/// How a connection for derived writes commits (see [`SqlStore::derived_write_connection`]).
+const DERIVED_DURABILITY: &str = "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 16384";
+
 /// A [`ProfileStore`] on SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
@@ -61,7 +67,7 @@ impl SqlStore {
                     "PRAGMA journal_mode = WAL".to_owned(),
                     format!("PRAGMA busy_timeout = {}", options.busy_timeout.as_millis()),
                     "PRAGMA foreign_keys = ON".to_owned(),
-                    "PRAGMA synchronous = FULL".to_owned(),
+                    POOL_DURABILITY.to_owned(),
                     // A write-ahead log grown by a large write shrinks back to 64 MiB once copied.
                     "PRAGMA journal_size_limit = 67108864".to_owned(),
                     // 32 MiB of page cache per connection, and reads through a memory map of up to
@@ -182,16 +188,20 @@ impl SqlStore {
     /// A connection for writes of **derived** state, which the store can compute again from what it
     /// holds (identity resolution's profiles, members and identifiers, with the high-water mark that says
     /// how far they go). On SQLite its commits do not wait for the write-ahead log to reach the disk
-    /// (`synchronous = NORMAL`), and they copy the log into the database file only once it holds 64 MiB
-    /// (rather than 4 MiB) and after the resolution's last write ([`DerivedWriteConnection::checkpoint`]).
-    /// A resolution written in chunks rewrites many of the same index pages in each chunk: fewer
-    /// checkpoints copy each page fewer times. Not none until the end: pages still in the log are read
-    /// from it with a system call each, not through the memory map, which made a full pass of a million
-    /// records slower. Such commits are atomic and ordered like every other commit, but a power cut may
-    /// undo the last of them, which resolution then redoes, since the high-water mark goes back with
-    /// them. Nothing else is weakened: a later commit of any other write (all `synchronous = FULL`)
-    /// syncs the log, and with it every derived commit before it, so no write that depends on derived
-    /// state (a sync's outbox, say) can outlive it. On PostgreSQL it is a plain connection.
+    /// (`synchronous = NORMAL`), and they do not themselves copy the log into the database file before it
+    /// holds 64 MiB (rather than 4 MiB; other writers' commits still do at 4 MiB), plus once after a
+    /// resolution's last write ([`DerivedWriteConnection::checkpoint`]). Resolution rewrites many of the
+    /// same index pages in each chunk, and fewer checkpoints copy each page fewer times; leaving every
+    /// checkpoint to the end was slower, since pages still in the log are read from it with a system
+    /// call each rather than through the memory map.
+    ///
+    /// Such commits are atomic and ordered like every other commit, but a power cut may undo the last of
+    /// them, which resolution then redoes, since the high-water mark goes back with them. A later commit
+    /// of any other write (all `synchronous = FULL`) syncs the log, and with it every derived commit
+    /// before it, so no write stored after reading derived state (a sync's outbox, say) can outlive it.
+    /// What a power cut can lose is what was only shown: a profile id created by a lost commit and seen
+    /// meanwhile through the API is not given again (the id counter is durable), so that id stops
+    /// answering and the customer gets a new one. On PostgreSQL it is a plain connection.
     pub(crate) async fn derived_write_connection(&self) -> StoreResult<DerivedWriteConnection> {
         let mut connection = DerivedWriteConnection {
             conn: self.pool.acquire().await?,
@@ -200,10 +210,7 @@ impl SqlStore {
         };
         if connection.backend == Backend::Sqlite {
             connection.restored = false;
-            connection
-                .conn
-                .execute("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 16384")
-                .await?;
+            connection.conn.execute(DERIVED_DURABILITY).await?;
         }
         Ok(connection)
     }
@@ -253,11 +260,7 @@ impl DerivedWriteConnection {
     /// the setting cannot be restored).
     pub(crate) async fn release(mut self) {
         if !self.restored {
-            self.restored = self
-                .conn
-                .execute("PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 1000")
-                .await
-                .is_ok();
+            self.restored = self.conn.execute(POOL_DURABILITY).await.is_ok();
         }
     }
 }

@@ -1,6 +1,6 @@
--- Membership and identifier rows kept in their primary key's b-tree only (`WITHOUT ROWID`): a row was
--- written twice before (the rowid table and the key's index), now once, which makes resolution's writes
--- cheaper and the tables smaller. Same columns, keys and secondary indexes as before.
+-- Membership and identifier rows kept in their primary key's b-tree only (`WITHOUT ROWID`): each row
+-- went into three b-trees (the rowid table, the key's index, the index by profile), now two, which makes
+-- resolution's writes cheaper. Same columns, keys and secondary indexes as before.
 
 CREATE TABLE profile_members_by_key (
     source      TEXT    NOT NULL,
