@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use chrono::Utc;
 use spindle_model::RawRecord;
-use sqlx::{AnyConnection, AssertSqlSafe, Connection, Row};
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
-use crate::sql::{Prepared, to_millis};
+use crate::sql::{Prepared, begin_write_on, to_millis};
 use crate::sql::{param, placeholders};
 use crate::{Backend, ProfileStore, SqlStore, StoreError, StoreResult};
 
@@ -135,11 +135,7 @@ impl SqlStore {
             }
         }
 
-        // As `begin_write`, on the given connection.
-        let mut tx = match self.backend() {
-            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => conn.begin().await?,
-        };
+        let mut tx = begin_write_on(conn, self.backend()).await?;
         // Reserve a sequence number per record first: the counter row serialises writers (see
         // `apply_source_batch`). Duplicates leave gaps, which the sequence allows.
         let reserve = i64::try_from(total).unwrap_or(i64::MAX);

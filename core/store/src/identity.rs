@@ -166,17 +166,7 @@ async fn select_in<K: Params, T>(
     decode: impl Fn(&sqlx::any::AnyRow) -> StoreResult<T>,
 ) -> StoreResult<Vec<T>> {
     let mut out = Vec::with_capacity(keys.len());
-    // Every chunk but the last has the same statement: built once.
-    let full = (keys.len() >= CHUNK).then(|| sql(&placeholders(backend, 1, CHUNK, K::WIDTH)));
-    for chunk in keys.chunks(CHUNK) {
-        let text = match &full {
-            Some(full) if chunk.len() == CHUNK => full.clone(),
-            _ => sql(&placeholders(backend, 1, chunk.len(), K::WIDTH)),
-        };
-        let mut query = sqlx::query(AssertSqlSafe(text));
-        for key in chunk {
-            query = key.bind_to(query);
-        }
+    for query in chunked_queries(backend, keys, CHUNK, sql) {
         for row in query.fetch_all(&mut *conn).await? {
             out.push(decode(&row)?);
         }
@@ -193,21 +183,33 @@ async fn execute_rows<K: Params>(
     sql: impl Fn(&str) -> String,
 ) -> StoreResult<()> {
     let per_statement = (WRITE_PARAMS / K::WIDTH).max(1);
-    // Every chunk but the last has the same statement: built once.
+    for query in chunked_queries(backend, rows, per_statement, sql) {
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// One query per chunk of `per_statement` rows: `sql(list)`, where `list` holds the chunk's placeholders,
+/// with the chunk's values bound. Every chunk but the last has the same statement, built once.
+fn chunked_queries<'q, K: Params>(
+    backend: Backend,
+    rows: &'q [K],
+    per_statement: usize,
+    sql: impl Fn(&str) -> String,
+) -> impl Iterator<Item = AnyQuery<'q>> {
     let full = (rows.len() >= per_statement)
         .then(|| sql(&placeholders(backend, 1, per_statement, K::WIDTH)));
-    for chunk in rows.chunks(per_statement) {
+    rows.chunks(per_statement).map(move |chunk| {
         let text = match &full {
             Some(full) if chunk.len() == per_statement => full.clone(),
             _ => sql(&placeholders(backend, 1, chunk.len(), K::WIDTH)),
         };
-        let mut query = sqlx::query(AssertSqlSafe(text));
-        for row in chunk {
-            query = row.bind_to(query);
-        }
-        query.execute(&mut *conn).await?;
-    }
-    Ok(())
+        chunk
+            .iter()
+            .fold(sqlx::query(AssertSqlSafe(text)), |query, row| {
+                row.bind_to(query)
+            })
+    })
 }
 
 /// The profiles among `profiles` that hold more rows of `table` than `wanted` gives them (none: zero).

@@ -22,6 +22,21 @@ use crate::{
     StoredQuarantine, migrations,
 };
 
+/// How a write transaction begins on SQLite: taking the write lock up front, so that a concurrent writer
+/// waits (busy timeout) instead of failing when its read lock is upgraded.
+const SQLITE_BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+/// [`SqlStore::begin_write`] on a connection the caller holds.
+pub(crate) async fn begin_write_on(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+) -> StoreResult<sqlx::Transaction<'_, sqlx::Any>> {
+    Ok(match backend {
+        Backend::Sqlite => sqlx::Connection::begin_with(conn, SQLITE_BEGIN_WRITE).await?,
+        Backend::Postgres => sqlx::Connection::begin(conn).await?,
+    })
+}
+
 /// How every SQLite connection of the pool commits: synced to disk, checkpointing the write-ahead log
 /// past 1,000 pages (4 MiB, SQLite's default).
 const POOL_DURABILITY: &str = "PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 1000";
@@ -178,9 +193,7 @@ impl SqlStore {
 
     pub(crate) async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
         Ok(match self.url.backend() {
-            // Take SQLite's write lock up front so a concurrent writer waits (busy timeout) instead of
-            // failing when the read lock is upgraded.
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Sqlite => self.pool.begin_with(SQLITE_BEGIN_WRITE).await?,
             Backend::Postgres => self.pool.begin().await?,
         })
     }
@@ -220,6 +233,7 @@ impl SqlStore {
 /// back with [`release`](Self::release), which restores the pool's durability setting; a connection
 /// dropped without it (an error, a cancelled future) is closed instead of returning to the pool, so no
 /// other write ever runs with the relaxed setting.
+#[derive(Debug)]
 pub(crate) struct DerivedWriteConnection {
     conn: sqlx::pool::PoolConnection<sqlx::Any>,
     backend: Backend,
@@ -227,24 +241,10 @@ pub(crate) struct DerivedWriteConnection {
     restored: bool,
 }
 
-impl std::fmt::Debug for DerivedWriteConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DerivedWriteConnection")
-            .field("backend", &self.backend)
-            .field("restored", &self.restored)
-            .finish_non_exhaustive()
-    }
-}
-
 impl DerivedWriteConnection {
-    /// Begins the write transaction (on SQLite taking the write lock up front, as every writer does).
+    /// Begins the write transaction as every writer does.
     pub(crate) async fn begin(&mut self) -> StoreResult<sqlx::Transaction<'_, sqlx::Any>> {
-        Ok(match self.backend {
-            Backend::Sqlite => {
-                sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE").await?
-            }
-            Backend::Postgres => sqlx::Connection::begin(&mut *self.conn).await?,
-        })
+        begin_write_on(&mut self.conn, self.backend).await
     }
 
     /// Copies the write-ahead log into the database file as far as readers allow (SQLite; nothing on
