@@ -20,8 +20,9 @@
 //!   is analysed and built on every core; the last chunk also removes retired profiles, records aliases
 //!   and advances the high-water mark. Chunks are written one at a time, in order. While it runs, readers may see some profiles resolved anew and others
 //!   not yet (a record that moves to a later chunk's profile has no membership in between). An
-//!   interrupted `resolve_pending` pass leaves the high-water mark where it was, so the next call redoes it;
-//!   an interrupted rebuild should be run again.
+//!   interrupted `resolve_pending` pass leaves the high-water mark where it was (unless its last write was
+//!   already committing, which completes it), so the next call redoes it; an interrupted rebuild should be
+//!   run again.
 //! - a record changed by a source during the pass is resolved as first read, and its document built from
 //!   what is read later; it is pending again (its change sequence moved on), so the next step settles it.
 //!

@@ -4,6 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use spindle_config::{IdentityConfig, ProfilesConfig};
 use spindle_model::{Identifier, RawRecord, RecordKey};
@@ -12,10 +15,13 @@ use spindle_testkit::store::apply_records;
 
 use rayon::prelude::*;
 
-use super::IdentityEngine;
+use super::{IdentityEngine, StoreTask};
 use crate::profile::ProfileDocument;
 
-spindle_testkit::store_backends!(chunked_full_passes_equal_incremental_steps,);
+spindle_testkit::store_backends!(
+    chunked_full_passes_equal_incremental_steps,
+    cancelled_full_passes_leave_a_state_the_next_one_settles,
+);
 
 fn identity() -> IdentityConfig {
     IdentityConfig {
@@ -180,4 +186,65 @@ fn cpu_work_runs_on_either_runtime_flavor() {
     let spawned =
         multi.block_on(async { tokio::spawn(async move { super::on_every_core(sum) }).await });
     assert_eq!(spawned.unwrap(), 5050);
+}
+
+/// A full pass cancelled anywhere (its future dropped: a shutdown, a timeout) leaves the high-water mark
+/// where it was (unless its last write was already committing) and a store the next pass brings to the
+/// same, consistent profiles as an uninterrupted one.
+async fn cancelled_full_passes_leave_a_state_the_next_one_settles(store: &SqlStore) {
+    let (config, profiles) = (identity(), ProfilesConfig::default());
+    let mut engine = IdentityEngine::new(store, &config, &profiles).unwrap();
+    engine.write_records = 7;
+    apply_records(
+        store,
+        "crm",
+        (0..120).map(|i| record(i, 1, false)).collect(),
+    )
+    .await;
+    // Passes cancelled later and later, until one is given the time to finish.
+    let (mut cancelled, mut finished) = (0, false);
+    for wait_us in [0, 100, 300, 1_000, 3_000, 10_000, 30_000] {
+        match tokio::time::timeout(Duration::from_micros(wait_us), engine.resolve_pending()).await {
+            Ok(report) => {
+                assert_eq!(report.unwrap().records, 120);
+                finished = true;
+                break;
+            }
+            Err(_) => cancelled += 1,
+        }
+        // A commit already handed to the database when the pass was dropped settles. When that was the
+        // pass's last write (which follows every other), the pass is complete.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if store.identity_high_water().await.unwrap() > 0 {
+            finished = true;
+            break;
+        }
+    }
+    assert!(cancelled > 0, "at least one pass was cancelled midway");
+    if !finished {
+        let report = engine.resolve_pending().await.unwrap();
+        assert_eq!(report.records, 120, "the next pass resolves every record");
+    }
+    assert!(store.identity_high_water().await.unwrap() > 0);
+    let settled = state(store).await;
+    assert_eq!(settled.values().map(BTreeSet::len).sum::<usize>(), 120);
+    // A rebuild from there changes nothing: the profiles are the ones an uninterrupted pass gives.
+    let rebuilt = engine.rebuild().await.unwrap();
+    assert_eq!(rebuilt.unchanged, settled.len() as u64);
+    assert_eq!(state(store).await, settled);
+}
+
+/// A store task dropped before it finishes is aborted: it never runs on after the resolution gave up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_store_task_is_aborted() {
+    let finished = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&finished);
+    let task = StoreTask(tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        flag.store(true, Ordering::SeqCst);
+        Ok(())
+    }));
+    drop(task);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!finished.load(Ordering::SeqCst));
 }
