@@ -64,6 +64,16 @@ fn record(i: u32, version: i64, deleted: bool) -> RawRecord {
     }
 }
 
+/// Loads records 0 to 119 into source `crm`.
+async fn load_crm_records(store: &SqlStore) {
+    apply_records(
+        store,
+        "crm",
+        (0..120).map(|i| record(i, 1, false)).collect(),
+    )
+    .await;
+}
+
 /// Every profile with its member records, checked against the rows the store keeps beside the documents.
 async fn state(store: &SqlStore) -> BTreeMap<i64, BTreeSet<RecordKey>> {
     let mut members: BTreeMap<i64, BTreeSet<RecordKey>> = BTreeMap::new();
@@ -112,12 +122,7 @@ async fn chunked_full_passes_equal_incremental_steps(store: &SqlStore) {
     engine.write_records = 7;
 
     // Most records pending: one full pass, written 7 records at a time.
-    apply_records(
-        store,
-        "crm",
-        (0..120).map(|i| record(i, 1, false)).collect(),
-    )
-    .await;
+    load_crm_records(store).await;
     let report = engine.resolve_pending().await.unwrap();
     assert_eq!(report.records, 120);
     let first = state(store).await;
@@ -195,12 +200,7 @@ async fn cancelled_full_passes_leave_a_state_the_next_one_settles(store: &SqlSto
     let (config, profiles) = (identity(), ProfilesConfig::default());
     let mut engine = IdentityEngine::new(store, &config, &profiles).unwrap();
     engine.write_records = 7;
-    apply_records(
-        store,
-        "crm",
-        (0..120).map(|i| record(i, 1, false)).collect(),
-    )
-    .await;
+    load_crm_records(store).await;
     // Passes cancelled later and later, until one is given the time to finish.
     let (mut cancelled, mut finished) = (0, false);
     for wait_us in [0, 100, 300, 1_000, 3_000, 10_000, 30_000] {
