@@ -214,7 +214,7 @@ async fn cancelled_full_passes_leave_a_state_the_next_one_settles(store: &SqlSto
         }
         // A commit already handed to the database when the pass was dropped settles. When that was the
         // pass's last write (which follows every other), the pass is complete.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         if store.identity_high_water().await.unwrap() > 0 {
             finished = true;
             break;
