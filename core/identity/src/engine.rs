@@ -22,7 +22,9 @@
 //!   not yet (a record that moves to a later chunk's profile has no membership in between). An
 //!   interrupted `resolve_pending` pass leaves the high-water mark where it was (unless its last write was
 //!   already committing, which completes it), so the next call redoes it; an interrupted rebuild should be
-//!   run again.
+//!   run again. A write of an interrupted resolution may still be committing when the next one starts:
+//!   each starts by waiting for it (`IdentityStore::settle_resolution_writes`), so that it reads the state
+//!   that write leaves rather than have it land in the middle of its own reads.
 //! - a record changed by a source during the pass is resolved as first read, and its document built from
 //!   what is read later; it is pending again (its change sequence moved on), so the next step settles it.
 //!
@@ -426,6 +428,8 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
     /// are all resolved in one full pass, as [`rebuild`](Self::rebuild) does, rather than in overlapping
     /// steps that would write the same profiles again and again; the result is the same.
     pub async fn resolve_pending(&self) -> Result<ResolveReport, IdentityError> {
+        // After any write of a cancelled resolution, which may still be committing.
+        self.store.settle_resolution_writes().await?;
         let high_water = self.store.identity_high_water().await?;
         let pending = self.store.count_records_since(high_water).await?;
         if pending == 0 {
@@ -568,6 +572,7 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
 
     /// Resolves every record from scratch, keeping ids where profiles survive; returns what changed.
     pub async fn rebuild(&self) -> Result<ResolveReport, IdentityError> {
+        self.store.settle_resolution_writes().await?;
         self.full_pass().await
     }
 

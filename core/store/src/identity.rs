@@ -12,6 +12,9 @@
 //!   moves to its new profile. Documents are always written, from their JSON text when the caller gives it
 //!   ([`ResolutionWrite::encoded_documents`]). Profiles it gives out for the first time
 //!   ([`ResolutionWrite::new_ids`]) are not searched for stale rows.
+//! - Every resolution write holds one lock until it ends (SQLite's write lock; on PostgreSQL the row of
+//!   the high-water mark), which [`IdentityStore::settle_resolution_writes`] waits on: a resolution starts
+//!   after any write of a cancelled one, which may still be committing, has ended.
 //! - Resolution's output is derived from the stored records, so on SQLite its commits do not wait for the
 //!   disk, do not themselves checkpoint the write-ahead log before it holds 64 MiB, and checkpoint it after
 //!   the last write of a pass or step: see
@@ -212,6 +215,21 @@ fn chunked_queries<'q, K: Params>(
     })
 }
 
+/// Takes the lock every resolution write holds until it ends, in `conn`'s write transaction: on SQLite the
+/// transaction's own write lock (taken by `BEGIN IMMEDIATE`), on PostgreSQL the row of the identity
+/// high-water mark. [`IdentityStore::settle_resolution_writes`] waits on it.
+async fn lock_resolution_writes(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+) -> StoreResult<()> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT value FROM counters WHERE name = 'identity_seq' FOR UPDATE")
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// The profiles among `profiles` that hold more rows of `table` than `wanted` gives them (none: zero).
 async fn overfull(
     conn: &mut sqlx::AnyConnection,
@@ -280,6 +298,10 @@ pub trait IdentityStore: Send + Sync {
     ) -> StoreResult<Vec<(i64, String, String)>>;
     /// Writes a resolution step atomically.
     async fn write_resolution(&self, write: ResolutionWrite) -> StoreResult<()>;
+    /// Waits until no resolution write is in progress. A resolution that was cancelled cannot take back
+    /// a commit it already handed to the database: a new resolution calls this first, so that it reads
+    /// after that commit, not before it lands.
+    async fn settle_resolution_writes(&self) -> StoreResult<()>;
     /// A profile by id, following merges (`None` when neither it nor an alias exists).
     async fn profile(&self, id: i64) -> StoreResult<Option<ProfileRow>>;
     /// Profiles whose search text contains `text` (lower-cased), by id, at most `limit`.
@@ -368,6 +390,7 @@ impl SqlStore {
         let backend = self.backend();
         let mut tx = connection.begin().await?;
         let conn: &mut sqlx::AnyConnection = &mut tx;
+        lock_resolution_writes(conn, backend).await?;
         let written: Vec<i64> = write.profiles.iter().map(|p| p.id).collect();
         // The written profiles that may hold rows from before.
         let new_ids: HashSet<i64> = write.new_ids.iter().copied().collect();
@@ -718,6 +741,13 @@ impl IdentityStore for SqlStore {
         }
         connection.release().await;
         written
+    }
+
+    async fn settle_resolution_writes(&self) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        lock_resolution_writes(&mut tx, self.backend()).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn profile(&self, id: i64) -> StoreResult<Option<ProfileRow>> {

@@ -15,8 +15,8 @@ use spindle_model::{
     QuarantinedRecord, RawRecord, RecordKey,
 };
 use spindle_store::{
-    IdentityStore, OpenOptions, ProfileChangeStore, ProfileStore, ProfileWrite, ResolutionWrite,
-    SourceBatch, SqlStore,
+    Backend, IdentityStore, OpenOptions, ProfileChangeStore, ProfileStore, ProfileWrite,
+    ResolutionWrite, SourceBatch, SqlStore,
 };
 
 spindle_testkit::store_backends!(
@@ -35,6 +35,7 @@ spindle_testkit::store_backends!(
     profile_writes_are_logged_by_generation,
     memberships_are_paged_in_key_order,
     records_to_resolve_leave_out_what_resolution_does_not_read,
+    a_new_resolution_waits_for_a_resolution_write_in_progress,
 );
 
 fn record(id: &str, version: i64, email: &str) -> RawRecord {
@@ -664,4 +665,32 @@ async fn records_to_resolve_leave_out_what_resolution_does_not_read(store: &SqlS
             .unwrap()
             .is_empty()
     );
+}
+
+/// A resolution write still in progress, as a cancelled resolution may leave one committing (a write
+/// transaction that advances the high-water mark): a new resolution's first call waits for it to end,
+/// then reads what it wrote.
+async fn a_new_resolution_waits_for_a_resolution_write_in_progress(store: &SqlStore) {
+    let mut in_progress = match store.backend() {
+        Backend::Sqlite => store.pool().begin_with("BEGIN IMMEDIATE").await.unwrap(),
+        Backend::Postgres => store.pool().begin().await.unwrap(),
+    };
+    sqlx::query("UPDATE counters SET value = 7 WHERE name = 'identity_seq'")
+        .execute(&mut *in_progress)
+        .await
+        .unwrap();
+    let next = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store.settle_resolution_writes().await.unwrap();
+            store.identity_high_water().await.unwrap()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !next.is_finished(),
+        "it waits while the write is in progress"
+    );
+    in_progress.commit().await.unwrap();
+    assert_eq!(next.await.unwrap(), 7);
 }

@@ -212,9 +212,10 @@ async fn cancelled_full_passes_leave_a_state_the_next_one_settles(store: &SqlSto
             }
             Err(_) => cancelled += 1,
         }
-        // A commit already handed to the database when the pass was dropped settles. When that was the
-        // pass's last write (which follows every other), the pass is complete.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // A commit already handed to the database when the pass was dropped ends before the next pass
+        // reads anything; the test waits for it the same way. When that was the pass's last write (which
+        // follows every other), the pass is complete.
+        store.settle_resolution_writes().await.unwrap();
         if store.identity_high_water().await.unwrap() > 0 {
             finished = true;
             break;
