@@ -18,8 +18,9 @@
 //! - it writes chunk by chunk (about [`WRITE_RECORDS`] records each, one transaction each) in a pipeline:
 //!   the next chunk's records are read and the last chunk written by tasks of their own while this chunk
 //!   is analysed and built on every core; the last chunk also removes retired profiles, records aliases
-//!   and advances the high-water mark. Chunks are written one at a time, in order. While it runs, readers may see some profiles resolved anew and others
-//!   not yet (a record that moves to a later chunk's profile has no membership in between). An
+//!   and advances the high-water mark. Chunks are written one at a time, in order.
+//!   While it runs, readers may see some profiles resolved anew and others not yet (a record that moves
+//!   to a later chunk's profile has no membership in between). An
 //!   interrupted `resolve_pending` pass leaves the high-water mark where it was (unless its last write was
 //!   already committing, which completes it), so the next call redoes it; an interrupted rebuild should be
 //!   run again. A write of an interrupted resolution may still be committing when the next one starts:
@@ -744,27 +745,18 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
         let mut final_write = Some((removed, aliases));
         // A pipeline of three stages: the records of the next chunk are read, and the last chunk
         // written, each by a task of its own, while this chunk is built on every core.
-        let chunk_members: Vec<Vec<usize>> = chunks
-            .iter()
-            .map(|range| {
-                range
-                    .clone()
-                    .flat_map(|c| clusters.members.get(c).iter().copied())
-                    .collect()
-            })
-            .collect();
-        let mut fetching = Some(self.fetch_members(&mut set, &chunk_members[0]));
+        let mut fetching = Some(self.fetch_members(&mut set, &clusters, chunks[0].clone()));
         let mut writing: Option<StoreTask<()>> = None;
-        for (n, range) in chunks.into_iter().enumerate() {
+        for (n, range) in chunks.iter().cloned().enumerate() {
             let chunk_started = Instant::now();
             let records = match fetching.take() {
                 Some(fetch) => fetch.records().await?,
                 None => MemberRecords::new(),
             };
             let fetched = chunk_started.elapsed();
-            fetching = chunk_members
+            fetching = chunks
                 .get(n + 1)
-                .map(|members| self.fetch_members(&mut set, members));
+                .map(|next| self.fetch_members(&mut set, &clusters, next.clone()));
             let built = on_every_core(|| {
                 self.build_chunk(records, &set, &clusters, range, &ids, normalizer, now)
             });
@@ -854,10 +846,18 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
         Ok(writes.into_iter().unzip())
     }
 
-    /// The records of the set members `members`, by member index: taken from the set when in hand (with
-    /// their analyses), else read from the store by a task of its own. A record gone from the store is
-    /// left out.
-    fn fetch_members(&self, set: &mut ClosedSet, members: &[usize]) -> Fetch {
+    /// The records of the members of the profiles `range` of `clusters`, by member index: taken from the
+    /// set when in hand (with their analyses), else read from the store by a task of its own. A record
+    /// gone from the store is left out.
+    fn fetch_members(
+        &self,
+        set: &mut ClosedSet,
+        clusters: &Resolution,
+        range: std::ops::Range<usize>,
+    ) -> Fetch {
+        let members: Vec<usize> = range
+            .flat_map(|c| clusters.members.get(c).iter().copied())
+            .collect();
         if let Some(in_hand) = set.in_hand.as_mut() {
             return Fetch::InHand(
                 members
@@ -870,7 +870,6 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
             );
         }
         let keys: Vec<RecordKey> = members.iter().map(|m| set.keys.key(*m)).collect();
-        let members = members.to_vec();
         Fetch::Reading(self.spawn_store(|store| async move {
             let index: HashMap<&RecordKey, usize> = keys.iter().zip(members).collect();
             let mut out = MemberRecords::with_capacity(keys.len());

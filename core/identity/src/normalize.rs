@@ -25,8 +25,8 @@ pub type Normalized = Result<String, String>;
 const REMEMBERED_PHONES: usize = 500_000;
 
 /// Normalises identifiers, remembering phone numbers already parsed (up to a bound), whatever spaces, dots
-/// and dashes they were written with. One normaliser can
-/// serve several threads at once: the remembered phones sit behind a lock held only to look up or add.
+/// and dashes they were written with. One normaliser can serve several threads at once: the remembered
+/// phones sit behind a lock held only to look up or add.
 #[derive(Debug)]
 pub struct Normalizer {
     region: Option<Country>,

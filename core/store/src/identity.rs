@@ -90,6 +90,9 @@ pub struct ResolutionWrite {
     pub encoded_documents: Vec<String>,
 }
 
+/// The counter holding the identity high-water mark: the record change sequence resolution has reached.
+const HIGH_WATER: &str = "identity_seq";
+
 /// Keys per `IN` list; every backend accepts this many parameters.
 pub(crate) const CHUNK: usize = 300;
 /// Parameters per multi-row `INSERT` or row-value `IN` list of a write: well under both backends' limits
@@ -223,7 +226,8 @@ async fn lock_resolution_writes(
     backend: Backend,
 ) -> StoreResult<()> {
     if backend == Backend::Postgres {
-        sqlx::query("SELECT value FROM counters WHERE name = 'identity_seq' FOR UPDATE")
+        sqlx::query("SELECT value FROM counters WHERE name = $1 FOR UPDATE")
+            .bind(HIGH_WATER)
             .execute(conn)
             .await?;
     }
@@ -619,8 +623,9 @@ impl SqlStore {
         )
         .await?;
         if let Some(high_water) = write.high_water {
-            sqlx::query("UPDATE counters SET value = $1 WHERE name = 'identity_seq'")
+            sqlx::query("UPDATE counters SET value = $1 WHERE name = $2")
                 .bind(high_water)
+                .bind(HIGH_WATER)
                 .execute(&mut *conn)
                 .await?;
         }
@@ -648,7 +653,7 @@ impl SqlStore {
 #[async_trait]
 impl IdentityStore for SqlStore {
     async fn identity_high_water(&self) -> StoreResult<i64> {
-        self.counter("identity_seq").await
+        self.counter(HIGH_WATER).await
     }
 
     async fn reserve_profile_ids(&self, count: u64) -> StoreResult<i64> {
