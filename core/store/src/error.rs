@@ -34,6 +34,12 @@ pub enum StoreError {
     /// A query failed.
     #[error("store query failed: {0}")]
     Query(#[from] sqlx::Error),
+    /// A read through SQLite's own interface failed (see `sqlite_reader`).
+    #[error("store query failed: {0}")]
+    SqliteRead(#[from] rusqlite::Error),
+    /// A read running on a thread of its own was cancelled: the runtime is shutting down.
+    #[error("a read of the store was cancelled: the runtime is shutting down")]
+    Cancelled,
     /// A stored value could not be decoded.
     #[error("corrupt value in the store: {0}")]
     Corrupt(String),

@@ -33,6 +33,7 @@ use crate::sql::{
     DerivedWriteConnection, PayloadParts, RECORD_COLUMNS, SqlStore, decode_record, from_millis,
     placeholders, to_millis,
 };
+use crate::sqlite_reader::record_columns;
 use crate::{Backend, ProfileStore, StoreError, StoreResult};
 
 /// A profile as stored.
@@ -101,6 +102,9 @@ const WRITE_PARAMS: usize = 2_000;
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
+/// A parameter of a statement run by the SQLite reader.
+type SqliteParam<'a> = rusqlite::types::ToSqlOutput<'a>;
+
 /// A value bound as a tuple of parameters (an `IN` list entry or a `VALUES` row): how many columns it spans
 /// and how it binds.
 trait Params: Sync {
@@ -108,12 +112,17 @@ trait Params: Sync {
     const WIDTH: usize;
     /// Binds the value's columns, in order.
     fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q>;
+    /// Adds the value's columns, in order, to the parameters of a statement run by the SQLite reader.
+    fn push_sqlite<'a>(&'a self, params: &mut Vec<SqliteParam<'a>>);
 }
 
 impl<T: Params + ?Sized> Params for &T {
     const WIDTH: usize = T::WIDTH;
     fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
         (**self).bind_to(query)
+    }
+    fn push_sqlite<'a>(&'a self, params: &mut Vec<SqliteParam<'a>>) {
+        (**self).push_sqlite(params)
     }
 }
 
@@ -122,6 +131,9 @@ impl Params for i64 {
     fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
         query.bind(*self)
     }
+    fn push_sqlite<'a>(&'a self, params: &mut Vec<SqliteParam<'a>>) {
+        params.push(SqliteParam::Owned(rusqlite::types::Value::Integer(*self)))
+    }
 }
 
 impl Params for str {
@@ -129,12 +141,20 @@ impl Params for str {
     fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
         query.bind(self)
     }
+    fn push_sqlite<'a>(&'a self, params: &mut Vec<SqliteParam<'a>>) {
+        params.push(SqliteParam::Borrowed(rusqlite::types::ValueRef::Text(
+            self.as_bytes(),
+        )))
+    }
 }
 
 impl Params for String {
     const WIDTH: usize = 1;
     fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
         query.bind(self.as_str())
+    }
+    fn push_sqlite<'a>(&'a self, params: &mut Vec<SqliteParam<'a>>) {
+        self.as_str().push_sqlite(params)
     }
 }
 
@@ -146,6 +166,20 @@ impl Params for RecordKey {
             .bind(&self.stream)
             .bind(&self.external_id)
     }
+    fn push_sqlite<'a>(&'a self, params: &mut Vec<SqliteParam<'a>>) {
+        self.source.push_sqlite(params);
+        self.stream.push_sqlite(params);
+        self.external_id.push_sqlite(params);
+    }
+}
+
+/// No parameters.
+impl Params for () {
+    const WIDTH: usize = 0;
+    fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        query
+    }
+    fn push_sqlite<'a>(&'a self, _params: &mut Vec<SqliteParam<'a>>) {}
 }
 
 impl<A: Params, B: Params> Params for (A, B) {
@@ -153,12 +187,131 @@ impl<A: Params, B: Params> Params for (A, B) {
     fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
         self.1.bind_to(self.0.bind_to(query))
     }
+    fn push_sqlite<'a>(&'a self, params: &mut Vec<SqliteParam<'a>>) {
+        self.0.push_sqlite(params);
+        self.1.push_sqlite(params);
+    }
 }
 
 impl<A: Params, B: Params, C: Params> Params for (A, B, C) {
     const WIDTH: usize = A::WIDTH + B::WIDTH + C::WIDTH;
     fn bind_to<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
         self.2.bind_to(self.1.bind_to(self.0.bind_to(query)))
+    }
+    fn push_sqlite<'a>(&'a self, params: &mut Vec<SqliteParam<'a>>) {
+        self.0.push_sqlite(params);
+        self.1.push_sqlite(params);
+        self.2.push_sqlite(params);
+    }
+}
+
+/// A value read from the leading columns of a row, from either driver: what a lookup through
+/// [`SqlStore::select_in`] returns. Tuples read their parts from consecutive columns.
+trait Columns: Sized + Send + 'static {
+    /// Columns it spans.
+    const WIDTH: usize;
+    /// Reads it from the columns from `offset` of a row of the pool.
+    fn from_any(row: &sqlx::any::AnyRow, offset: usize) -> StoreResult<Self>;
+    /// Reads it from the columns from `offset` of a row of the SQLite reader.
+    fn from_sqlite(row: &rusqlite::Row<'_>, offset: usize) -> StoreResult<Self>;
+}
+
+impl Columns for i64 {
+    const WIDTH: usize = 1;
+    fn from_any(row: &sqlx::any::AnyRow, offset: usize) -> StoreResult<Self> {
+        Ok(row.try_get(offset)?)
+    }
+    fn from_sqlite(row: &rusqlite::Row<'_>, offset: usize) -> StoreResult<Self> {
+        Ok(row.get(offset)?)
+    }
+}
+
+impl Columns for String {
+    const WIDTH: usize = 1;
+    fn from_any(row: &sqlx::any::AnyRow, offset: usize) -> StoreResult<Self> {
+        Ok(row.try_get(offset)?)
+    }
+    fn from_sqlite(row: &rusqlite::Row<'_>, offset: usize) -> StoreResult<Self> {
+        Ok(row.get(offset)?)
+    }
+}
+
+/// `source, stream, external_id`.
+impl Columns for RecordKey {
+    const WIDTH: usize = 3;
+    fn from_any(row: &sqlx::any::AnyRow, offset: usize) -> StoreResult<Self> {
+        decode_key(row, offset)
+    }
+    fn from_sqlite(row: &rusqlite::Row<'_>, offset: usize) -> StoreResult<Self> {
+        Ok(RecordKey {
+            source: row.get(offset)?,
+            stream: row.get(offset + 1)?,
+            external_id: row.get(offset + 2)?,
+        })
+    }
+}
+
+/// A whole row of [`RECORD_COLUMNS`] (only at offset 0).
+impl Columns for StoredRecord {
+    const WIDTH: usize = 10;
+    fn from_any(row: &sqlx::any::AnyRow, _offset: usize) -> StoreResult<Self> {
+        decode_record(row)
+    }
+    fn from_sqlite(row: &rusqlite::Row<'_>, _offset: usize) -> StoreResult<Self> {
+        record_columns(row)?.decode(PayloadParts::Whole)
+    }
+}
+
+/// A whole row of [`PROFILE_COLUMNS`] (only at offset 0).
+impl Columns for ProfileRow {
+    const WIDTH: usize = 5;
+    fn from_any(row: &sqlx::any::AnyRow, _offset: usize) -> StoreResult<Self> {
+        decode_profile(row)
+    }
+    fn from_sqlite(row: &rusqlite::Row<'_>, _offset: usize) -> StoreResult<Self> {
+        Ok(ProfileRow {
+            id: row.get(0)?,
+            document: serde_json::from_str(
+                row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?,
+            )?,
+            record_count: u64::try_from(row.get::<_, i64>(2)?).unwrap_or_default(),
+            created_at: from_millis(row.get(3)?)?,
+            updated_at: from_millis(row.get(4)?)?,
+        })
+    }
+}
+
+impl<A: Columns, B: Columns> Columns for (A, B) {
+    const WIDTH: usize = A::WIDTH + B::WIDTH;
+    fn from_any(row: &sqlx::any::AnyRow, offset: usize) -> StoreResult<Self> {
+        Ok((
+            A::from_any(row, offset)?,
+            B::from_any(row, offset + A::WIDTH)?,
+        ))
+    }
+    fn from_sqlite(row: &rusqlite::Row<'_>, offset: usize) -> StoreResult<Self> {
+        Ok((
+            A::from_sqlite(row, offset)?,
+            B::from_sqlite(row, offset + A::WIDTH)?,
+        ))
+    }
+}
+
+impl<A: Columns, B: Columns, C: Columns> Columns for (A, B, C) {
+    const WIDTH: usize = A::WIDTH + B::WIDTH + C::WIDTH;
+    fn from_any(row: &sqlx::any::AnyRow, offset: usize) -> StoreResult<Self> {
+        Ok((
+            A::from_any(row, offset)?,
+            B::from_any(row, offset + A::WIDTH)?,
+            C::from_any(row, offset + A::WIDTH + B::WIDTH)?,
+        ))
+    }
+    fn from_sqlite(row: &rusqlite::Row<'_>, offset: usize) -> StoreResult<Self> {
+        Ok((
+            A::from_sqlite(row, offset)?,
+            B::from_sqlite(row, offset + A::WIDTH)?,
+            C::from_sqlite(row, offset + A::WIDTH + B::WIDTH)?,
+        ))
     }
 }
 
@@ -261,19 +414,84 @@ async fn overfull(
         .collect())
 }
 
+/// The columns of a [`ProfileRow`], in the order [`Columns`] reads them.
+const PROFILE_COLUMNS: &str = "id, document, record_count, created_at, updated_at";
+
 impl SqlStore {
-    /// [`select_in`] on a connection of the pool.
-    async fn select_in<K: Params, T>(
-        &self,
-        keys: &[K],
-        sql: impl Fn(&str) -> String,
-        decode: impl Fn(&sqlx::any::AnyRow) -> StoreResult<T>,
-    ) -> StoreResult<Vec<T>> {
+    /// The rows `sql` selects with `params` bound: through the SQLite reader on SQLite, on a connection
+    /// of the pool on PostgreSQL.
+    async fn select<P, T>(&self, sql: String, params: P) -> StoreResult<Vec<T>>
+    where
+        P: Params + Send + 'static,
+        T: Columns,
+    {
+        let Some(reader) = self.sqlite_reader() else {
+            let rows = params
+                .bind_to(sqlx::query(AssertSqlSafe(sql)))
+                .fetch_all(self.pool())
+                .await?;
+            return rows.iter().map(|row| T::from_any(row, 0)).collect();
+        };
+        reader
+            .read(move |conn| {
+                let mut statement = conn.prepare_cached(&sql)?;
+                let mut bound = Vec::with_capacity(P::WIDTH);
+                params.push_sqlite(&mut bound);
+                let mut rows = statement.query(rusqlite::params_from_iter(bound.iter()))?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next()? {
+                    out.push(T::from_sqlite(row, 0)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// The rows `sql(list)` selects for `keys`, run for each chunk of them, where `list` is the chunk's
+    /// `IN` list: through the SQLite reader on SQLite (every chunk in one read transaction), on a
+    /// connection of the pool on PostgreSQL.
+    async fn select_in<K, T>(&self, keys: &[K], sql: impl Fn(&str) -> String) -> StoreResult<Vec<T>>
+    where
+        K: Params + Clone + Send + 'static,
+        T: Columns,
+    {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.pool().acquire().await?;
-        select_in(&mut conn, self.backend(), keys, sql, decode).await
+        let Some(reader) = self.sqlite_reader() else {
+            let mut conn = self.pool().acquire().await?;
+            return select_in(&mut conn, self.backend(), keys, sql, |row| {
+                T::from_any(row, 0)
+            })
+            .await;
+        };
+        let backend = self.backend();
+        let full_sql = sql(&placeholders(backend, 1, CHUNK, K::WIDTH));
+        let tail = keys.len() % CHUNK;
+        let tail_sql = (tail > 0).then(|| sql(&placeholders(backend, 1, tail, K::WIDTH)));
+        let keys = keys.to_vec();
+        reader
+            .read(move |conn| {
+                let mut out = Vec::with_capacity(keys.len());
+                let mut params: Vec<SqliteParam<'_>> = Vec::with_capacity(CHUNK * K::WIDTH);
+                for chunk in keys.chunks(CHUNK) {
+                    let sql = match &tail_sql {
+                        Some(tail_sql) if chunk.len() < CHUNK => tail_sql,
+                        _ => &full_sql,
+                    };
+                    let mut statement = conn.prepare_cached(sql)?;
+                    params.clear();
+                    for key in chunk {
+                        key.push_sqlite(&mut params);
+                    }
+                    let mut rows = statement.query(rusqlite::params_from_iter(params.iter()))?;
+                    while let Some(row) = rows.next()? {
+                        out.push(T::from_sqlite(row, 0)?);
+                    }
+                }
+                Ok(out)
+            })
+            .await
     }
 }
 
@@ -668,25 +886,21 @@ impl IdentityStore for SqlStore {
     }
 
     async fn records_by_keys(&self, keys: &[RecordKey]) -> StoreResult<Vec<StoredRecord>> {
-        self.select_in(
-            keys,
-            |list| format!("SELECT {RECORD_COLUMNS} FROM raw_records WHERE (source, stream, external_id) IN ({list})"),
-            decode_record,
-        )
+        self.select_in(keys, |list| {
+            format!(
+                "SELECT {RECORD_COLUMNS} FROM raw_records WHERE (source, stream, external_id) IN ({list})"
+            )
+        })
         .await
     }
 
     async fn profiles_of_records(&self, keys: &[RecordKey]) -> StoreResult<Vec<(RecordKey, i64)>> {
-        self.select_in(
-            keys,
-            |list| {
-                format!(
-                    "SELECT source, stream, external_id, profile_id FROM profile_members \
-                     WHERE (source, stream, external_id) IN ({list})"
-                )
-            },
-            |row| Ok((decode_key(row, 0)?, row.try_get(3)?)),
-        )
+        self.select_in(keys, |list| {
+            format!(
+                "SELECT source, stream, external_id, profile_id FROM profile_members \
+                 WHERE (source, stream, external_id) IN ({list})"
+            )
+        })
         .await
     }
 
@@ -694,25 +908,22 @@ impl IdentityStore for SqlStore {
         &self,
         identifiers: &[(String, String)],
     ) -> StoreResult<Vec<(String, String, i64)>> {
-        self.select_in(
-            identifiers,
-            |list| format!("SELECT id_type, id_value, profile_id FROM profile_identifiers WHERE (id_type, id_value) IN ({list})"),
-            |row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)),
-        )
+        self.select_in(identifiers, |list| {
+            format!(
+                "SELECT id_type, id_value, profile_id FROM profile_identifiers \
+                 WHERE (id_type, id_value) IN ({list})"
+            )
+        })
         .await
     }
 
     async fn profile_members(&self, profiles: &[i64]) -> StoreResult<Vec<(i64, RecordKey)>> {
-        self.select_in(
-            profiles,
-            |list| {
-                format!(
-                    "SELECT source, stream, external_id, profile_id FROM profile_members WHERE profile_id IN ({list}) \
-                     ORDER BY profile_id, source, stream, external_id"
-                )
-            },
-            |row| Ok((row.try_get(3)?, decode_key(row, 0)?)),
-        )
+        self.select_in(profiles, |list| {
+            format!(
+                "SELECT profile_id, source, stream, external_id FROM profile_members \
+                 WHERE profile_id IN ({list}) ORDER BY profile_id, source, stream, external_id"
+            )
+        })
         .await
     }
 
@@ -720,11 +931,12 @@ impl IdentityStore for SqlStore {
         &self,
         profiles: &[i64],
     ) -> StoreResult<Vec<(i64, String, String)>> {
-        self.select_in(
-            profiles,
-            |list| format!("SELECT profile_id, id_type, id_value FROM profile_identifiers WHERE profile_id IN ({list})"),
-            |row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)),
-        )
+        self.select_in(profiles, |list| {
+            format!(
+                "SELECT profile_id, id_type, id_value FROM profile_identifiers \
+                 WHERE profile_id IN ({list})"
+            )
+        })
         .await
     }
 
@@ -808,36 +1020,26 @@ impl IdentityStore for SqlStore {
         after: Option<&RecordKey>,
         limit: u32,
     ) -> StoreResult<Vec<(i64, RecordKey)>> {
-        const COLUMNS: &str = "SELECT source, stream, external_id, profile_id FROM profile_members";
+        const COLUMNS: &str = "SELECT profile_id, source, stream, external_id FROM profile_members";
         const ORDER: &str = "ORDER BY source, stream, external_id";
         let limit = i64::from(limit);
-        let rows =
-            match after {
-                None => {
-                    sqlx::query(AssertSqlSafe(format!("{COLUMNS} {ORDER} LIMIT $1")))
-                        .bind(limit)
-                        .fetch_all(self.pool())
-                        .await?
-                }
-                Some(key) => sqlx::query(AssertSqlSafe(format!(
+        match after {
+            None => {
+                self.select(format!("{COLUMNS} {ORDER} LIMIT $1"), limit)
+                    .await
+            }
+            Some(key) => {
+                let sql = format!(
                     "{COLUMNS} WHERE (source, stream, external_id) > ($1, $2, $3) {ORDER} LIMIT $4"
-                )))
-                .bind(&key.source)
-                .bind(&key.stream)
-                .bind(&key.external_id)
-                .bind(limit)
-                .fetch_all(self.pool())
-                .await?,
-            };
-        rows.iter()
-            .map(|row| Ok((row.try_get(3)?, decode_key(row, 0)?)))
-            .collect()
+                );
+                self.select(sql, (key.clone(), limit)).await
+            }
+        }
     }
 
     async fn profile_ids(&self) -> StoreResult<Vec<i64>> {
-        Ok(sqlx::query_scalar("SELECT id FROM profiles ORDER BY id")
-            .fetch_all(self.pool())
-            .await?)
+        self.select("SELECT id FROM profiles ORDER BY id".to_owned(), ())
+            .await
     }
 
     async fn count_records_since(&self, after_seq: i64) -> StoreResult<u64> {
@@ -867,11 +1069,9 @@ impl IdentityStore for SqlStore {
     }
 
     async fn profiles_by_ids(&self, ids: &[i64]) -> StoreResult<Vec<ProfileRow>> {
-        self.select_in(
-            ids,
-            |list| format!("SELECT id, document, record_count, created_at, updated_at FROM profiles WHERE id IN ({list})"),
-            decode_profile,
-        )
+        self.select_in(ids, |list| {
+            format!("SELECT {PROFILE_COLUMNS} FROM profiles WHERE id IN ({list})")
+        })
         .await
     }
 }

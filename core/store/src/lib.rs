@@ -21,6 +21,7 @@ mod profile_changes;
 mod sync_state;
 pub use migrations::latest_version;
 mod sql;
+mod sqlite_reader;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -2,7 +2,10 @@
 //!
 //! Both backends run the same statements: they are written in the SQL that SQLite and PostgreSQL share
 //! (`$N` parameters, `ON CONFLICT`, `RETURNING`), and only the DDL in the migrations differs per backend. This
-//! keeps a single code path to test and makes a second backend a matter of migrations, not of code.
+//! keeps a single code path to test and makes a second backend a matter of migrations, not of code. The
+//! one exception is how some reads reach SQLite: those that move many rows (records, and identity's
+//! lookups) run the same statements through SQLite's own interface ([`crate::sqlite_reader`]), which is
+//! several times faster than sqlx's SQLite driver.
 
 use std::collections::HashMap;
 
@@ -17,6 +20,7 @@ use spindle_model::{
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Executor, Row};
 
+use crate::sqlite_reader::{SqliteReader, record_columns};
 use crate::{
     Backend, OpenOptions, ProfileStore, SourceBatch, StoreError, StoreResult, StoreUrl,
     StoredQuarantine, migrations,
@@ -48,6 +52,8 @@ const DERIVED_DURABILITY: &str = "PRAGMA synchronous = NORMAL; PRAGMA wal_autoch
 pub struct SqlStore {
     pool: AnyPool,
     url: StoreUrl,
+    /// Reads that move many rows, on SQLite (see [`SqliteReader`]).
+    reader: Option<SqliteReader>,
 }
 
 /// The part of a record that is stored as JSON; the key and version live in their own columns.
@@ -67,6 +73,7 @@ impl SqlStore {
             target: url.redacted().to_owned(),
             source,
         };
+        let mut reader = None;
         let (connection_url, session_setup) = match url.backend() {
             Backend::Sqlite => {
                 let path = url
@@ -93,6 +100,7 @@ impl SqlStore {
                     "PRAGMA cache_size = -32768".to_owned(),
                     "PRAGMA mmap_size = 536870912".to_owned(),
                 ];
+                reader = Some(SqliteReader::new(path, options.busy_timeout));
                 (format!("sqlite://{}?mode=rwc", path.display()), setup)
             }
             Backend::Postgres => {
@@ -133,6 +141,7 @@ impl SqlStore {
         Ok(Self {
             pool,
             url: url.clone(),
+            reader,
         })
     }
 
@@ -168,6 +177,11 @@ impl SqlStore {
         &self.pool
     }
 
+    /// The direct reader of a SQLite store (`None` on PostgreSQL).
+    pub(crate) fn sqlite_reader(&self) -> Option<&SqliteReader> {
+        self.reader.as_ref()
+    }
+
     /// Closes every connection, waiting for running statements.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -183,6 +197,19 @@ impl SqlStore {
         let sql = format!(
             "SELECT {RECORD_COLUMNS} FROM raw_records WHERE seq > $1 ORDER BY seq LIMIT $2"
         );
+        if let Some(reader) = &self.reader {
+            return reader
+                .read(move |conn| {
+                    let mut statement = conn.prepare_cached(&sql)?;
+                    let mut rows = statement.query((after_seq, i64::from(limit)))?;
+                    let mut records = Vec::with_capacity(limit as usize);
+                    while let Some(row) = rows.next()? {
+                        records.push(record_columns(row)?.decode(parts)?);
+                    }
+                    Ok(records)
+                })
+                .await;
+        }
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(after_seq)
             .bind(i64::from(limit))
@@ -315,46 +342,80 @@ pub(crate) fn decode_record(row: &AnyRow) -> StoreResult<StoredRecord> {
 
 /// A record with only `parts` of its payload decoded (the rest left empty).
 pub(crate) fn decode_record_parts(row: &AnyRow, parts: PayloadParts) -> StoreResult<StoredRecord> {
-    let text = row.try_get::<&str, _>("payload")?;
-    let payload = match parts {
-        PayloadParts::Whole => serde_json::from_str(text)?,
-        PayloadParts::WithoutEvents => {
-            let lean: PayloadWithoutEvents = serde_json::from_str(text)?;
-            Payload {
-                identifiers: lean.identifiers,
-                traits: lean.traits,
-                events: Vec::new(),
-            }
-        }
-        PayloadParts::Identifiers => {
-            let lean: PayloadIdentifiers = serde_json::from_str(text)?;
-            Payload {
-                identifiers: lean.identifiers,
-                traits: Default::default(),
-                events: Vec::new(),
-            }
-        }
-    };
-    let updated_at = row
-        .try_get::<Option<i64>, _>("updated_at")?
-        .map(from_millis)
-        .transpose()?;
-    Ok(StoredRecord {
+    RecordColumns {
         seq: row.try_get("seq")?,
         source: row.try_get("source")?,
-        first_seen_at: from_millis(row.try_get("first_seen_at")?)?,
-        observed_at: from_millis(row.try_get("observed_at")?)?,
-        record: RawRecord {
-            stream: row.try_get("stream")?,
-            external_id: row.try_get("external_id")?,
-            version: row.try_get("version")?,
-            updated_at,
-            deleted: row.try_get::<i64, _>("deleted")? != 0,
-            identifiers: payload.identifiers,
-            traits: payload.traits,
-            events: payload.events,
-        },
-    })
+        stream: row.try_get("stream")?,
+        external_id: row.try_get("external_id")?,
+        version: row.try_get("version")?,
+        updated_at: row.try_get("updated_at")?,
+        deleted: row.try_get::<i64, _>("deleted")? != 0,
+        payload: row.try_get("payload")?,
+        first_seen_at: row.try_get("first_seen_at")?,
+        observed_at: row.try_get("observed_at")?,
+    }
+    .decode(parts)
+}
+
+/// The columns of a stored record ([`RECORD_COLUMNS`]) as a driver hands them over, before the payload
+/// is decoded: one decoding for every way records are read.
+pub(crate) struct RecordColumns<'r> {
+    pub(crate) seq: i64,
+    pub(crate) source: String,
+    pub(crate) stream: String,
+    pub(crate) external_id: String,
+    pub(crate) version: i64,
+    /// Milliseconds.
+    pub(crate) updated_at: Option<i64>,
+    pub(crate) deleted: bool,
+    /// The payload's JSON text.
+    pub(crate) payload: &'r str,
+    /// Milliseconds.
+    pub(crate) first_seen_at: i64,
+    /// Milliseconds.
+    pub(crate) observed_at: i64,
+}
+
+impl RecordColumns<'_> {
+    /// The record, with only `parts` of its payload decoded (the rest left empty).
+    pub(crate) fn decode(self, parts: PayloadParts) -> StoreResult<StoredRecord> {
+        let text = self.payload;
+        let payload = match parts {
+            PayloadParts::Whole => serde_json::from_str(text)?,
+            PayloadParts::WithoutEvents => {
+                let lean: PayloadWithoutEvents = serde_json::from_str(text)?;
+                Payload {
+                    identifiers: lean.identifiers,
+                    traits: lean.traits,
+                    events: Vec::new(),
+                }
+            }
+            PayloadParts::Identifiers => {
+                let lean: PayloadIdentifiers = serde_json::from_str(text)?;
+                Payload {
+                    identifiers: lean.identifiers,
+                    traits: Default::default(),
+                    events: Vec::new(),
+                }
+            }
+        };
+        Ok(StoredRecord {
+            seq: self.seq,
+            source: self.source,
+            first_seen_at: from_millis(self.first_seen_at)?,
+            observed_at: from_millis(self.observed_at)?,
+            record: RawRecord {
+                stream: self.stream,
+                external_id: self.external_id,
+                version: self.version,
+                updated_at: self.updated_at.map(from_millis).transpose()?,
+                deleted: self.deleted,
+                identifiers: payload.identifiers,
+                traits: payload.traits,
+                events: payload.events,
+            },
+        })
+    }
 }
 
 fn decode_run(row: &AnyRow) -> StoreResult<JobRun> {
