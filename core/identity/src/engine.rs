@@ -15,21 +15,25 @@
 //!   keeps only what resolution needs, compactly (keys packed end to end, each distinct linking value
 //!   numbered once), then reads each chunk of profiles' records again by key, in full, to build their
 //!   documents, so it never holds every record at once;
-//! - it writes chunk by chunk (about [`WRITE_RECORDS`] records each, one transaction each) in a pipeline:
-//!   the next chunk's records are read and the last chunk written by tasks of their own while this chunk
-//!   is analysed and built on every core; the last chunk also removes retired profiles, records aliases
-//!   and advances the high-water mark. Chunks are written one at a time, in order.
-//!   While it runs, readers may see some profiles resolved anew and others not yet (a record that moves
-//!   to a later chunk's profile has no membership in between). An
-//!   interrupted `resolve_pending` pass leaves the high-water mark where it was (unless its last write was
-//!   already committing, which completes it), so the next call redoes it; an interrupted rebuild should be
-//!   run again. A write of an interrupted resolution may still be committing when the next one starts:
+//! - it writes documents chunk by chunk (about [`WRITE_RECORDS`] records each, one transaction each) in a
+//!   pipeline: the next chunk's records are read and the last chunk written by tasks of their own while
+//!   this chunk is analysed and built on every core. Member and identifier rows are not written with
+//!   their chunk: the last write replaces every one of them at once, in key order
+//!   ([`ResolutionRows::Replace`]), which costs a fraction of updating each profile's rows in place (the
+//!   rows of a million records: 3.6 s instead of about 11 s). The last write also removes retired
+//!   profiles, records aliases and advances the high-water mark.
+//!   While it runs, readers see documents resolved anew for some profiles and not yet for others, and
+//!   lookups by record or identifier answer from the previous resolution until the last write commits.
+//!   An interrupted `resolve_pending` pass leaves the high-water mark where it was (unless its last write
+//!   was already committing, which completes it), so the next call redoes it; an interrupted rebuild
+//!   should be run again. Documents it wrote for new ids have no member rows: the next full pass removes
+//!   them, as it removes every profile without members. A write of an interrupted resolution may still be committing when the next one starts:
 //!   each starts by waiting for it (`IdentityStore::settle_resolution_writes`), so that it reads the state
 //!   that write leaves rather than have it land in the middle of its own reads.
 //! - a record changed by a source during the pass is resolved as first read, and its document built from
 //!   what is read later; it is pending again (its change sequence moved on), so the next step settles it.
 //!
-//! A step holds its records in hand and writes in one transaction, as described above. Both write only the
+//! A step holds its records in hand and writes in one transaction, as described above, writing only the
 //! member and identifier rows that changed (the store compares them with what it holds).
 //!
 //! Profile ids survive: a resolved cluster keeps the old id that covers most of its records (ties: the
@@ -45,7 +49,9 @@ use rayon::prelude::*;
 use regex::Regex;
 use spindle_config::{IdentityConfig, ProfilesConfig};
 use spindle_model::{RecordKey, StoredRecord};
-use spindle_store::{IdentityStore, ProfileStore, ProfileWrite, ResolutionWrite, StoreError};
+use spindle_store::{
+    AllRows, IdentityStore, ProfileStore, ProfileWrite, ResolutionRows, ResolutionWrite, StoreError,
+};
 use tracing::Instrument;
 
 use crate::normalize::Normalizer;
@@ -267,6 +273,32 @@ fn on_every_core<T>(work: impl FnOnce() -> T) -> T {
         tokio::task::block_in_place(work)
     } else {
         work()
+    }
+}
+
+/// Every member and identifier row of a full pass: each record (`by_key` lists them in key order) in the
+/// profile of its cluster, and `identifiers` sorted.
+fn every_row(
+    keys: &Keys,
+    by_key: &[usize],
+    clusters: &Resolution,
+    ids: &[i64],
+    mut identifiers: Vec<(String, String, i64)>,
+) -> AllRows {
+    let mut profile_of = vec![0; keys.len()];
+    for (members, id) in clusters.members.iter().zip(ids) {
+        for member in members {
+            profile_of[*member] = *id;
+        }
+    }
+    let members = by_key
+        .iter()
+        .map(|member| (keys.key(*member), profile_of[*member]))
+        .collect();
+    identifiers.par_sort_unstable();
+    AllRows {
+        members,
+        identifiers,
     }
 }
 
@@ -683,8 +715,12 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
         let mut order: Vec<usize> = (0..set.keys.len()).collect();
         order.sort_unstable_by(|a, b| set.keys.get(*a).cmp(&set.keys.get(*b)));
         let clusters = resolve_values(&order, &set.links, &set.values, &self.rules);
-        drop(order);
         set.links = Lists::default();
+        // A full pass writes every member row at the end, in key order.
+        let full = set.in_hand.is_none();
+        if !full {
+            order = Vec::new();
+        }
         let resolved = started.elapsed();
 
         let (ids, new_ids, report) = self.assign_ids(&clusters.members, &set.old_of, old).await?;
@@ -747,6 +783,8 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
         // written, each by a task of its own, while this chunk is built on every core.
         let mut fetching = Some(self.fetch_members(&mut set, &clusters, chunks[0].clone()));
         let mut writing: Option<StoreTask<()>> = None;
+        // A full pass's identifier rows, gathered chunk by chunk for its last write.
+        let mut all_identifiers: Vec<(String, String, i64)> = Vec::new();
         for (n, range) in chunks.iter().cloned().enumerate() {
             let chunk_started = Instant::now();
             let records = match fetching.take() {
@@ -764,7 +802,7 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
             if let Some(write) = writing.take() {
                 joined(write).await?;
             }
-            let (profiles, encoded_documents) = built?;
+            let (mut profiles, encoded_documents) = built?;
             tracing::debug!(
                 profiles = profiles.len(),
                 fetch_wait_ms = fetched.as_millis() as u64,
@@ -777,18 +815,39 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
             } else {
                 Default::default()
             };
-            let new_ids = profiles
-                .iter()
-                .map(|p| p.id)
-                .filter(|id| new_ids.contains(id))
-                .collect();
+            let rows = if !full {
+                ResolutionRows::PerProfile {
+                    new_ids: profiles
+                        .iter()
+                        .map(|p| p.id)
+                        .filter(|id| new_ids.contains(id))
+                        .collect(),
+                }
+            } else {
+                for profile in &mut profiles {
+                    let id = profile.id;
+                    all_identifiers.extend(
+                        std::mem::take(&mut profile.identifiers)
+                            .into_iter()
+                            .map(|(kind, value)| (kind, value, id)),
+                    );
+                }
+                if n == last_chunk {
+                    let identifiers = std::mem::take(&mut all_identifiers);
+                    let order = std::mem::take(&mut order);
+                    ResolutionRows::Replace(on_every_core(|| {
+                        every_row(&set.keys, &order, &clusters, &ids, identifiers)
+                    }))
+                } else {
+                    ResolutionRows::Later
+                }
+            };
             let write = ResolutionWrite {
                 removed,
                 profiles,
                 aliases,
                 high_water: (n == last_chunk).then_some(high_water),
-                replace_all: false,
-                new_ids,
+                rows,
                 encoded_documents,
             };
             writing =

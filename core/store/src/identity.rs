@@ -78,17 +78,50 @@ pub struct ResolutionWrite {
     pub aliases: Vec<(i64, i64)>,
     /// The record change sequence resolved up to, when it advances.
     pub high_water: Option<i64>,
-    /// True for a full rebuild: every existing profile, member and identifier row is replaced.
-    pub replace_all: bool,
-    /// Ids of `profiles` given out by this resolution, never written before: the store holds no member or
-    /// identifier rows under them, so it does not look for stale ones there (a first build writes only
-    /// such profiles). Listing an id that has rows would leave its stale rows in place.
-    pub new_ids: Vec<i64>,
+    /// How member and identifier rows are written.
+    pub rows: ResolutionRows,
     /// The documents of `profiles`, already encoded as JSON, in the same order: when given (one per
     /// profile), the store writes these and ignores each [`ProfileWrite::document`] (which may then be
     /// `Null`), sparing a caller that holds typed documents a round trip through `serde_json::Value`.
     /// Empty: every document is encoded from its `ProfileWrite::document`.
     pub encoded_documents: Vec<String>,
+}
+
+/// How a [`ResolutionWrite`] writes member and identifier rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResolutionRows {
+    /// Each written profile's rows become those its [`ProfileWrite`] lists: rows already as wanted are
+    /// left alone, stale ones deleted (a resolution step).
+    PerProfile {
+        /// Ids of the written profiles given out by this resolution, never written before: the store
+        /// holds no rows under them, so it does not look for stale ones there. Listing an id that has
+        /// rows would leave its stale rows in place.
+        new_ids: Vec<i64>,
+    },
+    /// None are written: a later write of the same resolution replaces them all (a chunk of a full pass).
+    Later,
+    /// Every member and identifier row the store holds is replaced by these (the last write of a full
+    /// pass). Written into emptied tables in key order, with the indexes by profile built afterwards,
+    /// which costs a fraction of bringing each profile's rows up to date one by one. Readers see the old
+    /// rows until the write commits, then the new ones. Profile changes are logged as "everything".
+    Replace(AllRows),
+}
+
+impl Default for ResolutionRows {
+    fn default() -> Self {
+        ResolutionRows::PerProfile {
+            new_ids: Vec::new(),
+        }
+    }
+}
+
+/// Every member and identifier row of a resolution.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AllRows {
+    /// `(record, profile)`, each record once, in key order.
+    pub members: Vec<(RecordKey, i64)>,
+    /// `(type, value, profile)`, each once, in that order.
+    pub identifiers: Vec<(String, String, i64)>,
 }
 
 /// The counter holding the identity high-water mark: the record change sequence resolution has reached.
@@ -387,6 +420,214 @@ async fn lock_resolution_writes(
     Ok(())
 }
 
+/// What [`write_profile_rows`] or [`replace_rows`] wrote, for the write's log line.
+#[derive(Debug, Default)]
+struct RowsWritten {
+    members: usize,
+    members_left: usize,
+    identifiers: usize,
+    identifiers_dropped: usize,
+    members_ms: u64,
+    identifiers_ms: u64,
+    stale_ms: u64,
+}
+
+/// Brings the member and identifier rows of each of `profiles` to what it lists ([`ResolutionRows::PerProfile`]).
+async fn write_profile_rows(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    profiles: &[ProfileWrite],
+    new_ids: &[i64],
+) -> StoreResult<RowsWritten> {
+    // The written profiles that may hold rows from before.
+    let new_ids: HashSet<i64> = new_ids.iter().copied().collect();
+    let existing: Vec<i64> = profiles
+        .iter()
+        .map(|p| p.id)
+        .filter(|id| !new_ids.contains(id))
+        .collect();
+    // Member and identifier rows. Every wanted row is written, but a row already as wanted is left
+    // alone (the upsert's `WHERE`, `DO NOTHING`): only the difference reaches the tables' pages. Rows
+    // the written profiles should no longer hold are found by counting (a profile holding more rows
+    // than wanted has stale ones), which reads one row per profile instead of every row.
+    let started = std::time::Instant::now();
+    let wanted: HashMap<&RecordKey, i64> = profiles
+        .iter()
+        .flat_map(|p| p.members.iter().map(move |k| (k, p.id)))
+        .collect();
+    let mut members: Vec<(&RecordKey, i64)> = wanted.iter().map(|(k, id)| (*k, *id)).collect();
+    // In key order, which keeps the index pages they touch together.
+    members.sort_unstable();
+    execute_rows(conn, backend, &members, |list| {
+        format!(
+            "INSERT INTO profile_members (source, stream, external_id, profile_id) VALUES {list} \
+             ON CONFLICT (source, stream, external_id) DO UPDATE SET profile_id = excluded.profile_id \
+             WHERE profile_members.profile_id <> excluded.profile_id"
+        )
+    })
+    .await?;
+    let members_written = started.elapsed();
+    let wanted_identifiers: HashSet<(i64, &str, &str)> = profiles
+        .iter()
+        .flat_map(|p| {
+            p.identifiers
+                .iter()
+                .map(move |(kind, value)| (p.id, kind.as_str(), value.as_str()))
+        })
+        .collect();
+    let mut identifiers: Vec<(&str, &str, i64)> = wanted_identifiers
+        .iter()
+        .map(|(id, kind, value)| (*kind, *value, *id))
+        .collect();
+    identifiers.sort_unstable();
+    execute_rows(conn, backend, &identifiers, |list| {
+        format!(
+            "INSERT INTO profile_identifiers (id_type, id_value, profile_id) VALUES {list} \
+             ON CONFLICT DO NOTHING"
+        )
+    })
+    .await?;
+
+    let identifiers_written = started.elapsed();
+    let mut member_counts: HashMap<i64, i64> = HashMap::new();
+    for id in wanted.values() {
+        *member_counts.entry(*id).or_default() += 1;
+    }
+    let mut identifier_counts: HashMap<i64, i64> = HashMap::new();
+    for (id, _, _) in &wanted_identifiers {
+        *identifier_counts.entry(*id).or_default() += 1;
+    }
+    let stale = overfull(conn, backend, "profile_members", &existing, &member_counts).await?;
+    let left: Vec<RecordKey> = select_in(
+        conn,
+        backend,
+        &stale,
+        |list| {
+            format!(
+                "SELECT source, stream, external_id, profile_id FROM profile_members \
+                 WHERE profile_id IN ({list})"
+            )
+        },
+        |row| Ok((decode_key(row, 0)?, row.try_get::<i64, _>(3)?)),
+    )
+    .await?
+    .into_iter()
+    .filter(|(key, id)| wanted.get(key) != Some(id))
+    .map(|(key, _)| key)
+    .collect();
+    execute_rows(conn, backend, &left, |list| {
+        format!("DELETE FROM profile_members WHERE (source, stream, external_id) IN ({list})")
+    })
+    .await?;
+    let stale = overfull(
+        conn,
+        backend,
+        "profile_identifiers",
+        &existing,
+        &identifier_counts,
+    )
+    .await?;
+    let dropped: Vec<(i64, String, String)> = select_in(
+        conn,
+        backend,
+        &stale,
+        |list| {
+            format!(
+                "SELECT profile_id, id_type, id_value FROM profile_identifiers \
+                 WHERE profile_id IN ({list})"
+            )
+        },
+        |row| {
+            Ok((
+                row.try_get::<i64, _>(0)?,
+                row.try_get::<String, _>(1)?,
+                row.try_get::<String, _>(2)?,
+            ))
+        },
+    )
+    .await?
+    .into_iter()
+    .filter(|(id, kind, value)| !wanted_identifiers.contains(&(*id, kind.as_str(), value.as_str())))
+    .collect();
+    execute_rows(conn, backend, &dropped, |list| {
+        format!("DELETE FROM profile_identifiers WHERE (profile_id, id_type, id_value) IN ({list})")
+    })
+    .await?;
+    let rows_written = started.elapsed();
+    Ok(RowsWritten {
+        members: members.len(),
+        members_left: left.len(),
+        identifiers: identifiers.len(),
+        identifiers_dropped: dropped.len(),
+        members_ms: members_written.as_millis() as u64,
+        identifiers_ms: (identifiers_written - members_written).as_millis() as u64,
+        stale_ms: (rows_written - identifiers_written).as_millis() as u64,
+    })
+}
+
+/// Replaces every member and identifier row with `rows` ([`ResolutionRows::Replace`]): the tables are
+/// emptied and filled in key order, so that every insert appends. On SQLite the indexes by profile are
+/// dropped first and built again at the end, by sorting, rather than each taking a million scattered
+/// inserts; PostgreSQL keeps them (dropping one would lock the table against readers until the commit).
+async fn replace_rows(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    rows: &AllRows,
+) -> StoreResult<RowsWritten> {
+    /// The indexes by profile, as the migrations create them.
+    const BY_PROFILE: [(&str, &str); 2] = [
+        ("profile_members_by_profile", "profile_members"),
+        ("profile_identifiers_by_profile", "profile_identifiers"),
+    ];
+    let started = std::time::Instant::now();
+    let rebuild_indexes = backend == Backend::Sqlite;
+    for (index, table) in BY_PROFILE {
+        if rebuild_indexes {
+            sqlx::query(AssertSqlSafe(format!("DROP INDEX IF EXISTS {index}")))
+                .execute(&mut *conn)
+                .await?;
+        }
+        sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
+            .execute(&mut *conn)
+            .await?;
+    }
+    let members: Vec<(&RecordKey, i64)> = rows.members.iter().map(|(k, id)| (k, *id)).collect();
+    execute_rows(conn, backend, &members, |list| {
+        format!(
+            "INSERT INTO profile_members (source, stream, external_id, profile_id) VALUES {list}"
+        )
+    })
+    .await?;
+    let members_written = started.elapsed();
+    let identifiers: Vec<(&str, &str, i64)> = rows
+        .identifiers
+        .iter()
+        .map(|(kind, value, id)| (kind.as_str(), value.as_str(), *id))
+        .collect();
+    execute_rows(conn, backend, &identifiers, |list| {
+        format!("INSERT INTO profile_identifiers (id_type, id_value, profile_id) VALUES {list}")
+    })
+    .await?;
+    let identifiers_written = started.elapsed();
+    if rebuild_indexes {
+        for (index, table) in BY_PROFILE {
+            sqlx::query(AssertSqlSafe(format!(
+                "CREATE INDEX {index} ON {table} (profile_id)"
+            )))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(RowsWritten {
+        members: members.len(),
+        identifiers: identifiers.len(),
+        members_ms: members_written.as_millis() as u64,
+        identifiers_ms: (identifiers_written - members_written).as_millis() as u64,
+        stale_ms: (started.elapsed() - identifiers_written).as_millis() as u64,
+        ..RowsWritten::default()
+    })
+}
+
 /// The profiles among `profiles` that hold more rows of `table` than `wanted` gives them (none: zero).
 async fn overfull(
     conn: &mut sqlx::AnyConnection,
@@ -613,39 +854,17 @@ impl SqlStore {
         let mut tx = connection.begin().await?;
         let conn: &mut sqlx::AnyConnection = &mut tx;
         lock_resolution_writes(conn, backend).await?;
-        let written: Vec<i64> = write.profiles.iter().map(|p| p.id).collect();
-        // The written profiles that may hold rows from before.
-        let new_ids: HashSet<i64> = write.new_ids.iter().copied().collect();
-        let existing: Vec<i64> = written
-            .iter()
-            .copied()
-            .filter(|id| !new_ids.contains(id))
-            .collect();
-        let removed: Vec<i64> = if write.replace_all {
+        let removed = &write.removed;
+        // Removed profiles take their rows with them (all rows go when they are replaced).
+        if !matches!(write.rows, ResolutionRows::Replace(_)) {
             for table in ["profile_members", "profile_identifiers"] {
-                sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            let keep: HashSet<i64> = written.iter().copied().collect();
-            let all: Vec<i64> = sqlx::query_scalar("SELECT id FROM profiles")
-                .fetch_all(&mut *conn)
+                execute_rows(conn, backend, removed, |list| {
+                    format!("DELETE FROM {table} WHERE profile_id IN ({list})")
+                })
                 .await?;
-            all.into_iter()
-                .filter(|id| !keep.contains(id))
-                .chain(write.removed.iter().copied())
-                .collect()
-        } else {
-            write.removed.clone()
-        };
-        // Removed profiles take their rows with them.
-        for table in ["profile_members", "profile_identifiers"] {
-            execute_rows(conn, backend, &removed, |list| {
-                format!("DELETE FROM {table} WHERE profile_id IN ({list})")
-            })
-            .await?;
+            }
         }
-        execute_rows(conn, backend, &removed, |list| {
+        execute_rows(conn, backend, removed, |list| {
             format!("DELETE FROM profiles WHERE id IN ({list})")
         })
         .await?;
@@ -694,125 +913,15 @@ impl SqlStore {
             query.execute(&mut *conn).await?;
         }
 
-        // Member and identifier rows. Every wanted row is written, but a row already as wanted is left
-        // alone (the upsert's `WHERE`, `DO NOTHING`): only the difference reaches the tables' pages. Rows
-        // the written profiles should no longer hold are found by counting (a profile holding more rows
-        // than wanted has stale ones), which reads one row per profile instead of every row.
         let documents_written = started.elapsed();
-        let wanted: HashMap<&RecordKey, i64> = write
-            .profiles
-            .iter()
-            .flat_map(|p| p.members.iter().map(move |k| (k, p.id)))
-            .collect();
-        let mut members: Vec<(&RecordKey, i64)> = wanted.iter().map(|(k, id)| (*k, *id)).collect();
-        // In key order, which keeps the index pages they touch together.
-        members.sort_unstable();
-        execute_rows(conn, backend, &members, |list| {
-            format!(
-                "INSERT INTO profile_members (source, stream, external_id, profile_id) VALUES {list} \
-                 ON CONFLICT (source, stream, external_id) DO UPDATE SET profile_id = excluded.profile_id \
-                 WHERE profile_members.profile_id <> excluded.profile_id"
-            )
-        })
-        .await?;
-        let members_written = started.elapsed();
-        let wanted_identifiers: HashSet<(i64, &str, &str)> = write
-            .profiles
-            .iter()
-            .flat_map(|p| {
-                p.identifiers
-                    .iter()
-                    .map(move |(kind, value)| (p.id, kind.as_str(), value.as_str()))
-            })
-            .collect();
-        let mut identifiers: Vec<(&str, &str, i64)> = wanted_identifiers
-            .iter()
-            .map(|(id, kind, value)| (*kind, *value, *id))
-            .collect();
-        identifiers.sort_unstable();
-        execute_rows(conn, backend, &identifiers, |list| {
-            format!(
-                "INSERT INTO profile_identifiers (id_type, id_value, profile_id) VALUES {list} \
-                 ON CONFLICT DO NOTHING"
-            )
-        })
-        .await?;
-
-        let identifiers_written = started.elapsed();
-        let mut member_counts: HashMap<i64, i64> = HashMap::new();
-        for id in wanted.values() {
-            *member_counts.entry(*id).or_default() += 1;
-        }
-        let mut identifier_counts: HashMap<i64, i64> = HashMap::new();
-        for (id, _, _) in &wanted_identifiers {
-            *identifier_counts.entry(*id).or_default() += 1;
-        }
-        let (mut left, mut dropped) = (Vec::new(), Vec::new());
-        if !write.replace_all {
-            let stale =
-                overfull(conn, backend, "profile_members", &existing, &member_counts).await?;
-            left = select_in(
-                conn,
-                backend,
-                &stale,
-                |list| {
-                    format!(
-                        "SELECT source, stream, external_id, profile_id FROM profile_members \
-                         WHERE profile_id IN ({list})"
-                    )
-                },
-                |row| Ok((decode_key(row, 0)?, row.try_get::<i64, _>(3)?)),
-            )
-            .await?
-            .into_iter()
-            .filter(|(key, id)| wanted.get(key) != Some(id))
-            .map(|(key, _)| key)
-            .collect();
-            execute_rows(conn, backend, &left, |list| {
-                format!(
-                    "DELETE FROM profile_members WHERE (source, stream, external_id) IN ({list})"
-                )
-            })
-            .await?;
-            let stale = overfull(
-                conn,
-                backend,
-                "profile_identifiers",
-                &existing,
-                &identifier_counts,
-            )
-            .await?;
-            dropped = select_in(
-                conn,
-                backend,
-                &stale,
-                |list| {
-                    format!(
-                        "SELECT profile_id, id_type, id_value FROM profile_identifiers \
-                         WHERE profile_id IN ({list})"
-                    )
-                },
-                |row| {
-                    Ok((
-                        row.try_get::<i64, _>(0)?,
-                        row.try_get::<String, _>(1)?,
-                        row.try_get::<String, _>(2)?,
-                    ))
-                },
-            )
-            .await?
-            .into_iter()
-            .filter(|(id, kind, value)| {
-                !wanted_identifiers.contains(&(*id, kind.as_str(), value.as_str()))
-            })
-            .collect();
-            execute_rows(conn, backend, &dropped, |list| {
-                format!(
-                    "DELETE FROM profile_identifiers WHERE (profile_id, id_type, id_value) IN ({list})"
-                )
-            })
-            .await?;
-        }
+        let everything = matches!(write.rows, ResolutionRows::Replace(_));
+        let rows = match &write.rows {
+            ResolutionRows::PerProfile { new_ids } => {
+                write_profile_rows(conn, backend, &write.profiles, new_ids).await?
+            }
+            ResolutionRows::Later => RowsWritten::default(),
+            ResolutionRows::Replace(all) => replace_rows(conn, backend, all).await?,
+        };
         let rows_written = started.elapsed();
         for (old, new) in &write.aliases {
             sqlx::query(
@@ -837,7 +946,7 @@ impl SqlStore {
                 .iter()
                 .copied()
                 .chain(write.profiles.iter().map(|p| p.id)),
-            write.replace_all,
+            everything,
         )
         .await?;
         if let Some(high_water) = write.high_water {
@@ -852,14 +961,14 @@ impl SqlStore {
         tracing::debug!(
             profiles = write.profiles.len(),
             removed = removed.len(),
-            members = members.len(),
-            members_left = left.len(),
-            identifiers = identifiers.len(),
-            identifiers_dropped = dropped.len(),
+            members = rows.members,
+            members_left = rows.members_left,
+            identifiers = rows.identifiers,
+            identifiers_dropped = rows.identifiers_dropped,
             documents_ms = documents_written.as_millis() as u64,
-            members_ms = (members_written - documents_written).as_millis() as u64,
-            identifiers_ms = (identifiers_written - members_written).as_millis() as u64,
-            stale_ms = (rows_written - identifiers_written).as_millis() as u64,
+            members_ms = rows.members_ms,
+            identifiers_ms = rows.identifiers_ms,
+            stale_ms = rows.stale_ms,
             aliases_ms = (before_commit - rows_written).as_millis() as u64,
             commit_ms = (started.elapsed() - before_commit).as_millis() as u64,
             "resolution written"

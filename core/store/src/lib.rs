@@ -34,7 +34,9 @@ pub use admin::{AdminStore, ApiSegment, ApiSegmentWrite};
 pub use backup::{RestoreOptions, StoreLock, backup_sqlite, restore_sqlite};
 pub use collector::{CollectedOutcome, CollectedRecord, StoreCounts};
 pub use error::StoreError;
-pub use identity::{IdentityStore, ProfileRow, ProfileWrite, ResolutionWrite};
+pub use identity::{
+    AllRows, IdentityStore, ProfileRow, ProfileWrite, ResolutionRows, ResolutionWrite,
+};
 pub use profile_changes::{KEEP as PROFILE_CHANGES_KEPT, ProfileChangeStore, ProfileChanges};
 pub use spindle_config::store_url::{Backend, StoreUrl};
 pub use sql::SqlStore;

@@ -15,8 +15,8 @@ use spindle_model::{
     QuarantinedRecord, RawRecord, RecordKey,
 };
 use spindle_store::{
-    Backend, IdentityStore, OpenOptions, ProfileChangeStore, ProfileStore, ProfileWrite,
-    ResolutionWrite, SourceBatch, SqlStore,
+    AllRows, Backend, IdentityStore, OpenOptions, ProfileChangeStore, ProfileStore, ProfileWrite,
+    ResolutionRows, ResolutionWrite, SourceBatch, SqlStore,
 };
 
 spindle_testkit::store_backends!(
@@ -36,6 +36,7 @@ spindle_testkit::store_backends!(
     memberships_are_paged_in_key_order,
     records_to_resolve_leave_out_what_resolution_does_not_read,
     a_new_resolution_waits_for_a_resolution_write_in_progress,
+    replaced_rows_take_the_place_of_every_row,
 );
 
 fn record(id: &str, version: i64, email: &str) -> RawRecord {
@@ -573,11 +574,14 @@ async fn profile_writes_are_logged_by_generation(store: &SqlStore) {
     assert_eq!(none.generation, second);
     assert!(none.ids.is_empty() && !none.everything);
 
-    // A rebuild replaces every profile: readers reload.
+    // A full pass replaces every row: readers reload.
     store
         .write_resolution(ResolutionWrite {
             profiles: vec![profile(1)],
-            replace_all: true,
+            rows: ResolutionRows::Replace(AllRows {
+                members: vec![(key("p1"), 1)],
+                identifiers: vec![("email".into(), "p1@example.com".into(), 1)],
+            }),
             ..ResolutionWrite::default()
         })
         .await
@@ -602,6 +606,115 @@ async fn profile_writes_are_logged_by_generation(store: &SqlStore) {
     let recent = store.profile_changes_since(newest - 1).await.unwrap();
     assert!(!recent.everything);
     assert_eq!(recent.ids.into_iter().collect::<Vec<_>>(), vec![1]);
+}
+
+async fn replaced_rows_take_the_place_of_every_row(store: &SqlStore) {
+    let email = |value: &str| ("email".to_owned(), value.to_owned());
+    let mut one = profile(1);
+    one.members = vec![key("a"), key("b")];
+    one.identifiers = vec![email("x@example.com")];
+    let mut two = profile(2);
+    two.members = vec![key("c")];
+    two.identifiers = vec![email("y@example.com")];
+    store
+        .write_resolution(ResolutionWrite {
+            profiles: vec![one, two],
+            ..ResolutionWrite::default()
+        })
+        .await
+        .unwrap();
+
+    // A chunk of a full pass writes its documents only; the last write replaces every row.
+    let mut three = profile(3);
+    three.members = vec![key("c")];
+    three.identifiers = vec![email("z@example.com")];
+    store
+        .write_resolution(ResolutionWrite {
+            profiles: vec![three],
+            rows: ResolutionRows::Later,
+            ..ResolutionWrite::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.memberships_after(None, 10).await.unwrap(),
+        vec![(1, key("a")), (1, key("b")), (2, key("c"))],
+        "rows written later are not written yet"
+    );
+    store
+        .write_resolution(ResolutionWrite {
+            removed: vec![2],
+            rows: ResolutionRows::Replace(AllRows {
+                members: vec![(key("a"), 1), (key("c"), 3)],
+                identifiers: vec![
+                    ("email".into(), "x@example.com".into(), 1),
+                    ("email".into(), "z@example.com".into(), 3),
+                ],
+            }),
+            ..ResolutionWrite::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.memberships_after(None, 10).await.unwrap(),
+        vec![(1, key("a")), (3, key("c"))]
+    );
+    assert_eq!(
+        store.profile_members(&[1, 2, 3]).await.unwrap(),
+        vec![(1, key("a")), (3, key("c"))]
+    );
+    let mut identifiers = store.profile_identifiers(&[1, 2, 3]).await.unwrap();
+    identifiers.sort();
+    assert_eq!(
+        identifiers,
+        vec![
+            (1, "email".to_owned(), "x@example.com".to_owned()),
+            (3, "email".to_owned(), "z@example.com".to_owned()),
+        ]
+    );
+    assert!(
+        store
+            .profiles_with_identifiers(&[email("y@example.com")])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.profile_ids().await.unwrap(), vec![1, 3]);
+    let changes = store.profile_changes_since(0).await.unwrap();
+    assert!(
+        changes.everything,
+        "a replacement of every row is logged as such"
+    );
+
+    // The indexes by profile are back, and a step's write goes on from the replaced rows.
+    let indexes: i64 = match store.backend() {
+        Backend::Sqlite => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' \
+             AND name IN ('profile_members_by_profile', 'profile_identifiers_by_profile')",
+        ),
+        Backend::Postgres => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema() \
+             AND indexname IN ('profile_members_by_profile', 'profile_identifiers_by_profile')",
+        ),
+    }
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(indexes, 2);
+    let mut three = profile(3);
+    three.members = vec![key("c"), key("d")];
+    three.identifiers = vec![email("z@example.com")];
+    store
+        .write_resolution(ResolutionWrite {
+            profiles: vec![three],
+            ..ResolutionWrite::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.profile_members(&[3]).await.unwrap(),
+        vec![(3, key("c")), (3, key("d"))]
+    );
 }
 
 async fn memberships_are_paged_in_key_order(store: &SqlStore) {

@@ -4,7 +4,7 @@
 
 use spindle_model::RecordKey;
 use spindle_store::{
-    IdentityStore, OpenOptions, ProfileWrite, ResolutionWrite, SqlStore, StoreUrl,
+    IdentityStore, OpenOptions, ProfileWrite, ResolutionRows, ResolutionWrite, SqlStore, StoreUrl,
 };
 
 /// `(synchronous, wal_autocheckpoint)` of the pool's only connection.
@@ -66,7 +66,7 @@ async fn the_pool_keeps_full_durability_around_resolution_writes() {
     let failed = store
         .write_resolution(ResolutionWrite {
             profiles: vec![profile(2)],
-            new_ids: vec![2],
+            rows: ResolutionRows::PerProfile { new_ids: vec![2] },
             aliases: vec![(3, 2)],
             high_water: Some(2),
             ..ResolutionWrite::default()
