@@ -417,23 +417,49 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
     }
 
     pub(crate) fn analyse(&self, normalizer: &Normalizer, record: &StoredRecord) -> Analysed {
+        self.analyse_parts(normalizer, record, true)
+    }
+
+    /// A record's linking pairs alone: what a full pass's first read needs.
+    fn links_of(&self, normalizer: &Normalizer, record: &StoredRecord) -> Vec<(String, String)> {
+        self.analyse_parts(normalizer, record, false).links
+    }
+
+    /// [`analyse`](Self::analyse), leaving out identifiers and refusals unless `everything`.
+    fn analyse_parts(
+        &self,
+        normalizer: &Normalizer,
+        record: &StoredRecord,
+        everything: bool,
+    ) -> Analysed {
         let mut links = Vec::new();
         let mut identifiers = Vec::new();
         let mut rejected = Vec::new();
         for identifier in &record.record.identifiers {
             match normalizer.normalize(&identifier.kind, &identifier.value) {
                 Ok(value) => {
-                    if self.link_on.contains(&identifier.kind) && !self.is_blocked(&value) {
-                        links.push((identifier.kind.clone(), value.clone()));
+                    let links_on =
+                        self.link_on.contains(&identifier.kind) && !self.is_blocked(&value);
+                    if everything {
+                        if links_on {
+                            links.push((identifier.kind.clone(), value.clone()));
+                        }
+                        identifiers.push((
+                            identifier.kind.clone(),
+                            value,
+                            identifier.value.clone(),
+                        ));
+                    } else if links_on {
+                        links.push((identifier.kind.clone(), value));
                     }
-                    identifiers.push((identifier.kind.clone(), value, identifier.value.clone()));
                 }
-                Err(reason) => rejected.push(RejectedIdentifier {
+                Err(reason) if everything => rejected.push(RejectedIdentifier {
                     kind: identifier.kind.clone(),
                     raw: identifier.value.clone(),
                     reason,
                     record: key_of(record),
                 }),
+                Err(_) => {}
             }
         }
         for rule in &self.identity.compound {
@@ -628,7 +654,7 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
             let links: Vec<Option<Vec<(String, String)>>> = on_every_core(|| {
                 page.par_iter()
                     .map(|record| {
-                        (!record.record.deleted).then(|| self.analyse(&normalizer, record).links)
+                        (!record.record.deleted).then(|| self.links_of(&normalizer, record))
                     })
                     .collect()
             });

@@ -32,6 +32,11 @@ const REMEMBERED_PHONES: usize = 1_000_000;
 pub struct Normalizer {
     region: Option<Country>,
     phones: Mutex<HashMap<String, Normalized>>,
+    /// Whether each number parsed so far, in E.164, is valid. Spellings that differ by more than
+    /// separators (`06 12…` and `+33 6 12…`) give the same number, and validation (matching the number
+    /// against its country's patterns) costs about twice the parse: a number is validated once. Bounded
+    /// and cleared with `phones`.
+    numbers: Mutex<HashMap<String, bool>>,
 }
 
 fn strict_e164(text: &str) -> bool {
@@ -50,6 +55,7 @@ impl Normalizer {
         Self {
             region,
             phones: Mutex::new(HashMap::new()),
+            numbers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -112,8 +118,7 @@ impl Normalizer {
     }
 
     fn remembered_phones(&self) -> std::sync::MutexGuard<'_, HashMap<String, Normalized>> {
-        // The map is only ever added to whole entries: one left by a panicking thread is still sound.
-        self.phones.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.phones)
     }
 
     fn parse_phone(&self, value: &str) -> Normalized {
@@ -122,11 +127,29 @@ impl Normalizer {
         }
         let number = phonenumber::parse(self.region, value)
             .map_err(|err| format!("not a phone number: {err}"))?;
-        if !phonenumber::is_valid(&number) {
+        let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
+        let known = lock(&self.numbers).get(&e164).copied();
+        let valid = known.unwrap_or_else(|| {
+            // Validated outside the lock, like parses.
+            let valid = phonenumber::is_valid(&number);
+            let mut numbers = lock(&self.numbers);
+            if numbers.len() >= REMEMBERED_PHONES {
+                numbers.clear();
+            }
+            numbers.insert(e164.clone(), valid);
+            valid
+        });
+        if !valid {
             return Err("not a valid phone number".into());
         }
-        Ok(number.format().mode(phonenumber::Mode::E164).to_string())
+        Ok(e164)
     }
+}
+
+/// Locks one of a normaliser's maps. They are only ever added whole entries (or cleared): one left by a
+/// panicking thread is still sound.
+fn lock<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    map.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -204,6 +227,25 @@ mod tests {
         assert_eq!(n.remembered_phones().len(), 4);
     }
 
+    #[test]
+    fn a_number_is_validated_once_whatever_its_spelling() {
+        let n = Normalizer::new(Some("FR"));
+        for spelling in ["06 12 34 56 78", "+33 6 12 34 56 78", "0033 6 12 34 56 78"] {
+            assert_eq!(n.normalize("phone", spelling), Ok("+33612345678".into()));
+        }
+        assert_eq!(lock(&n.numbers).len(), 1);
+        // An invalid number is remembered as such, and refused under every spelling.
+        assert_eq!(
+            n.normalize("phone", "06 12 34 56"),
+            Err("not a valid phone number".into())
+        );
+        assert_eq!(
+            n.normalize("phone", "+33 6 12 34 56"),
+            Err("not a valid phone number".into())
+        );
+        assert_eq!(lock(&n.numbers).len(), 2);
+    }
+
     proptest::proptest! {
         /// What the shared cache entry rests on: spaces, dots and dashes never change the number a
         /// spelling gives, nor whether it gives one.
@@ -223,6 +265,32 @@ mod tests {
                 bare.push(char::from(b'0' + digit));
             }
             proptest::prop_assert_eq!(n.parse_phone(spelled.trim()).ok(), n.parse_phone(&bare).ok());
+        }
+
+        /// What remembering rests on: a normaliser that has seen other numbers and spellings before
+        /// answers exactly as a fresh one does.
+        #[test]
+        fn remembered_answers_are_fresh_answers(
+            numbers in proptest::collection::vec(
+                (proptest::sample::select(vec!["", "+33", "0033 ", "+44 ", "+1 "]),
+                 proptest::collection::vec(0u8..10, 2..12)),
+                1..12,
+            ),
+        ) {
+            let warm = Normalizer::new(Some("FR"));
+            let spellings: Vec<String> = numbers
+                .iter()
+                .map(|(prefix, digits)| {
+                    let digits: String = digits.iter().map(|d| char::from(b'0' + d)).collect();
+                    format!("{prefix}{digits}")
+                })
+                .collect();
+            for spelling in spellings.iter().chain(&spellings) {
+                proptest::prop_assert_eq!(
+                    warm.normalize("phone", spelling),
+                    Normalizer::new(Some("FR")).normalize("phone", spelling)
+                );
+            }
         }
     }
 
