@@ -27,9 +27,10 @@
 //!   An interrupted `resolve_pending` pass leaves the high-water mark where it was (unless its last write
 //!   was already committing, which completes it), so the next call redoes it; an interrupted rebuild
 //!   should be run again. Documents it wrote for new ids have no member rows: the next full pass removes
-//!   them, as it removes every profile without members. A write of an interrupted resolution may still be committing when the next one starts:
-//!   each starts by waiting for it (`IdentityStore::settle_resolution_writes`), so that it reads the state
-//!   that write leaves rather than have it land in the middle of its own reads.
+//!   them, as it removes every profile without members. A write of an interrupted resolution may still
+//!   be committing when the next one starts: each starts by waiting for it
+//!   (`IdentityStore::settle_resolution_writes`), so that it reads the state that write leaves rather
+//!   than have it land in the middle of its own reads.
 //! - a record changed by a source during the pass is resolved as first read, and its document built from
 //!   what is read later; it is pending again (its change sequence moved on), so the next step settles it.
 //!
@@ -727,7 +728,8 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
 
     /// Resolves a closed set and writes the result: in one transaction when its records are in hand (a
     /// step), else in chunks of about [`WRITE_RECORDS`] records, re-read to build their documents, the last
-    /// chunk also removing retired profiles and advancing the high-water mark.
+    /// write also replacing every member and identifier row, removing retired profiles and advancing the
+    /// high-water mark.
     async fn resolve_set(
         &self,
         mut set: ClosedSet,
@@ -739,7 +741,9 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
         let record_count = set.keys.len() as u64;
         // Resolution orders records by key.
         let mut order: Vec<usize> = (0..set.keys.len()).collect();
-        order.sort_unstable_by(|a, b| set.keys.get(*a).cmp(&set.keys.get(*b)));
+        on_every_core(|| {
+            order.par_sort_unstable_by(|a, b| set.keys.get(*a).cmp(&set.keys.get(*b)))
+        });
         let clusters = resolve_values(&order, &set.links, &set.values, &self.rules);
         set.links = Lists::default();
         // A full pass writes every member row at the end, in key order.
