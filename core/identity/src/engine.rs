@@ -293,7 +293,7 @@ fn every_row(
         }
     }
     let members = by_key
-        .iter()
+        .par_iter()
         .map(|member| (keys.key(*member), profile_of[*member]))
         .collect();
     identifiers.par_sort_unstable();
