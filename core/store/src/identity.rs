@@ -133,14 +133,14 @@ pub(crate) const CHUNK: usize = 300;
 /// (SQLite 32,766, PostgreSQL 65,535), and large enough that statement overhead stays small.
 const WRITE_PARAMS: usize = 2_000;
 
-type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
 /// A parameter of a statement run by the SQLite reader.
-type SqliteParam<'a> = rusqlite::types::ToSqlOutput<'a>;
+pub(crate) type SqliteParam<'a> = rusqlite::types::ToSqlOutput<'a>;
 
 /// A value bound as a tuple of parameters (an `IN` list entry or a `VALUES` row): how many columns it spans
 /// and how it binds.
-trait Params: Sync {
+pub(crate) trait Params: Sync {
     /// Columns per value.
     const WIDTH: usize;
     /// Binds the value's columns, in order.
@@ -666,12 +666,34 @@ impl SqlStore {
         P: Params + Send + 'static,
         T: Columns,
     {
+        self.select_decoded(
+            sql,
+            params,
+            |row| T::from_any(row, 0),
+            |row| T::from_sqlite(row, 0),
+        )
+        .await
+    }
+
+    /// [`select`](Self::select), each row decoded by `from_any` (a row of the pool) or `from_sqlite` (a
+    /// row of the SQLite reader).
+    pub(crate) async fn select_decoded<P, T>(
+        &self,
+        sql: String,
+        params: P,
+        from_any: impl Fn(&sqlx::any::AnyRow) -> StoreResult<T>,
+        from_sqlite: impl Fn(&rusqlite::Row<'_>) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<Vec<T>>
+    where
+        P: Params + Send + 'static,
+        T: Send + 'static,
+    {
         let Some(reader) = self.sqlite_reader() else {
             let rows = params
                 .bind_to(sqlx::query(AssertSqlSafe(sql)))
                 .fetch_all(self.pool())
                 .await?;
-            return rows.iter().map(|row| T::from_any(row, 0)).collect();
+            return rows.iter().map(from_any).collect();
         };
         reader
             .read(move |conn| {
@@ -681,7 +703,7 @@ impl SqlStore {
                 let mut rows = statement.query(rusqlite::params_from_iter(bound.iter()))?;
                 let mut out = Vec::new();
                 while let Some(row) = rows.next()? {
-                    out.push(T::from_sqlite(row, 0)?);
+                    out.push(from_sqlite(row)?);
                 }
                 Ok(out)
             })

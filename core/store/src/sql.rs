@@ -197,27 +197,13 @@ impl SqlStore {
         let sql = format!(
             "SELECT {RECORD_COLUMNS} FROM raw_records WHERE seq > $1 ORDER BY seq LIMIT $2"
         );
-        if let Some(reader) = &self.reader {
-            return reader
-                .read(move |conn| {
-                    let mut statement = conn.prepare_cached(&sql)?;
-                    let mut rows = statement.query((after_seq, i64::from(limit)))?;
-                    let mut records = Vec::with_capacity(limit as usize);
-                    while let Some(row) = rows.next()? {
-                        records.push(record_columns(row)?.decode(parts)?);
-                    }
-                    Ok(records)
-                })
-                .await;
-        }
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(after_seq)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| decode_record_parts(row, parts))
-            .collect()
+        self.select_decoded(
+            sql,
+            (after_seq, i64::from(limit)),
+            move |row| decode_record_parts(row, parts),
+            move |row| record_columns(row)?.decode(parts),
+        )
+        .await
     }
 
     pub(crate) async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
