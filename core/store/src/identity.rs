@@ -655,6 +655,22 @@ async fn overfull(
         .collect())
 }
 
+/// Runs `sql` with `params` on a connection of the SQLite reader, adding each row, decoded, to `out`.
+fn sqlite_rows<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: &[SqliteParam<'_>],
+    decode: impl Fn(&rusqlite::Row<'_>) -> StoreResult<T>,
+    out: &mut Vec<T>,
+) -> StoreResult<()> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query(rusqlite::params_from_iter(params))?;
+    while let Some(row) = rows.next()? {
+        out.push(decode(row)?);
+    }
+    Ok(())
+}
+
 /// The columns of a [`ProfileRow`], in the order [`Columns`] reads them.
 const PROFILE_COLUMNS: &str = "id, document, record_count, created_at, updated_at";
 
@@ -697,14 +713,10 @@ impl SqlStore {
         };
         reader
             .read(move |conn| {
-                let mut statement = conn.prepare_cached(&sql)?;
                 let mut bound = Vec::with_capacity(P::WIDTH);
                 params.push_sqlite(&mut bound);
-                let mut rows = statement.query(rusqlite::params_from_iter(bound.iter()))?;
                 let mut out = Vec::new();
-                while let Some(row) = rows.next()? {
-                    out.push(from_sqlite(row)?);
-                }
+                sqlite_rows(conn, &sql, &bound, &from_sqlite, &mut out)?;
                 Ok(out)
             })
             .await
@@ -742,15 +754,11 @@ impl SqlStore {
                         Some(tail_sql) if chunk.len() < CHUNK => tail_sql,
                         _ => &full_sql,
                     };
-                    let mut statement = conn.prepare_cached(sql)?;
                     params.clear();
                     for key in chunk {
                         key.push_sqlite(&mut params);
                     }
-                    let mut rows = statement.query(rusqlite::params_from_iter(params.iter()))?;
-                    while let Some(row) = rows.next()? {
-                        out.push(T::from_sqlite(row, 0)?);
-                    }
+                    sqlite_rows(conn, sql, &params, |row| T::from_sqlite(row, 0), &mut out)?;
                 }
                 Ok(out)
             })
