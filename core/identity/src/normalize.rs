@@ -1,8 +1,8 @@
 //! Identifier normalisation: the form in which identifiers are compared.
 //!
 //! - `email`: trimmed, lower-cased, and refused unless it parses as an address (RFC 5322 via `email_address`).
-//! - `phone`: parsed with `phonenumber` (libphonenumber's metadata) in the configured default region and
-//!   written in E.164; refused when it is not a valid number. A value already written in strict E.164
+//! - `phone`: parsed with `rlibphonenumber` (a port of libphonenumber, with its metadata) in the configured
+//!   default region and written in E.164; refused when it is not a valid number. A value already written in strict E.164
 //!   (`+` and 8 to 15 digits, no leading zero) is taken as it is without a parse, which keeps a full
 //!   rebuild of a million records fast; such a value only ever matches the same number.
 //! - `user_id`, `anonymous_id`: trimmed.
@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use phonenumber::country::Id as Country;
+use rlibphonenumber::{PHONE_NUMBER_UTIL, PhoneNumberFormat, Region};
 
 /// A normalised identifier value, or why the raw value cannot be one.
 pub type Normalized = Result<String, String>;
@@ -30,13 +30,10 @@ const REMEMBERED_PHONES: usize = 1_000_000;
 /// phones sit behind a lock held only to look up or add.
 #[derive(Debug)]
 pub struct Normalizer {
-    region: Option<Country>,
+    /// The region of numbers written without a country code: `Ok(None)` when none is configured, `Err`
+    /// with the configured code when libphonenumber does not know it.
+    region: Result<Option<Region>, String>,
     phones: Mutex<HashMap<String, Normalized>>,
-    /// Whether each number parsed so far, in E.164, is valid. Spellings that differ by more than
-    /// separators (`06 12…` and `+33 6 12…`) give the same number, and validation (matching the number
-    /// against its country's patterns) costs about twice the parse: a number is validated once. Bounded
-    /// and cleared with `phones`.
-    numbers: Mutex<HashMap<String, bool>>,
 }
 
 fn strict_e164(text: &str) -> bool {
@@ -51,11 +48,18 @@ fn strict_e164(text: &str) -> bool {
 impl Normalizer {
     /// A normaliser for phones without a country code in `default_region` (ISO 3166 alpha-2).
     pub fn new(default_region: Option<&str>) -> Self {
-        let region = default_region.and_then(|r| r.parse::<Country>().ok());
+        let region = match default_region {
+            None => Ok(None),
+            Some(code) => code
+                .parse::<Region>()
+                .ok()
+                .filter(|r| PHONE_NUMBER_UTIL.get_country_code_for_region(*r).is_some())
+                .map(Some)
+                .ok_or_else(|| code.to_owned()),
+        };
         Self {
             region,
             phones: Mutex::new(HashMap::new()),
-            numbers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -117,39 +121,33 @@ impl Normalizer {
         }
     }
 
+    /// The remembered phones. The map is only ever added whole entries (or cleared): one left by a
+    /// panicking thread is still sound.
     fn remembered_phones(&self) -> std::sync::MutexGuard<'_, HashMap<String, Normalized>> {
-        lock(&self.phones)
+        self.phones.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn parse_phone(&self, value: &str) -> Normalized {
-        if self.region.is_none() && !value.starts_with('+') {
+        let region = match &self.region {
+            Ok(region) => *region,
+            Err(code) if !value.starts_with('+') => {
+                return Err(format!(
+                    "no country code, and `default_region` `{code}` is not a region libphonenumber knows"
+                ));
+            }
+            Err(_) => None,
+        };
+        if region.is_none() && !value.starts_with('+') {
             return Err("no country code and no `default_region` to assume one".into());
         }
-        let number = phonenumber::parse(self.region, value)
+        let number = PHONE_NUMBER_UTIL
+            .parse(value, region)
             .map_err(|err| format!("not a phone number: {err}"))?;
-        let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
-        let known = lock(&self.numbers).get(&e164).copied();
-        let valid = known.unwrap_or_else(|| {
-            // Validated outside the lock, like parses.
-            let valid = phonenumber::is_valid(&number);
-            let mut numbers = lock(&self.numbers);
-            if numbers.len() >= REMEMBERED_PHONES {
-                numbers.clear();
-            }
-            numbers.insert(e164.clone(), valid);
-            valid
-        });
-        if !valid {
+        if !number.is_valid() {
             return Err("not a valid phone number".into());
         }
-        Ok(e164)
+        Ok(number.format_as(PhoneNumberFormat::E164).to_string())
     }
-}
-
-/// Locks one of a normaliser's maps. They are only ever added whole entries (or cleared): one left by a
-/// panicking thread is still sound.
-fn lock<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    map.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -228,22 +226,32 @@ mod tests {
     }
 
     #[test]
-    fn a_number_is_validated_once_whatever_its_spelling() {
+    fn a_trunk_prefix_after_the_country_code_is_dropped() {
+        // `+33 (0)6…` is how many Europeans write their number for foreigners.
         let n = Normalizer::new(Some("FR"));
-        for spelling in ["06 12 34 56 78", "+33 6 12 34 56 78", "0033 6 12 34 56 78"] {
-            assert_eq!(n.normalize("phone", spelling), Ok("+33612345678".into()));
+        for spelling in [
+            "+33 (0)6 12 34 56 78",
+            "+33 (0)612345678",
+            "+44 (0)20 7946 0958",
+        ] {
+            assert!(n.normalize("phone", spelling).is_ok(), "{spelling}");
         }
-        assert_eq!(lock(&n.numbers).len(), 1);
-        // An invalid number is remembered as such, and refused under every spelling.
         assert_eq!(
-            n.normalize("phone", "06 12 34 56"),
-            Err("not a valid phone number".into())
+            n.normalize("phone", "+33 (0)6 12 34 56 78"),
+            Ok("+33612345678".into())
         );
+    }
+
+    #[test]
+    fn an_unknown_default_region_is_named_when_it_is_needed() {
+        let n = Normalizer::new(Some("QQ"));
+        let refusal = n.normalize("phone", "06 12 34 56 78").unwrap_err();
+        assert!(refusal.contains("`QQ`"), "{refusal}");
+        // A number with its country code needs no region.
         assert_eq!(
-            n.normalize("phone", "+33 6 12 34 56"),
-            Err("not a valid phone number".into())
+            n.normalize("phone", "+33 6 12 34 56 78"),
+            Ok("+33612345678".into())
         );
-        assert_eq!(lock(&n.numbers).len(), 2);
     }
 
     proptest::proptest! {
