@@ -45,7 +45,7 @@ pub(crate) async fn begin_write_on(
 /// past 1,000 pages (4 MiB, SQLite's default).
 const POOL_DURABILITY: &str = "PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 1000";
 /// How a connection for derived writes commits (see [`SqlStore::derived_write_connection`]).
-const DERIVED_DURABILITY: &str = "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 16384";
+const DERIVED_DURABILITY: &str = "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 65536";
 
 /// A [`ProfileStore`] on SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
@@ -217,11 +217,13 @@ impl SqlStore {
     /// holds (identity resolution's profiles, members and identifiers, with the high-water mark that says
     /// how far they go). On SQLite its commits do not wait for the write-ahead log to reach the disk
     /// (`synchronous = NORMAL`), and they do not themselves copy the log into the database file before it
-    /// holds 64 MiB (rather than 4 MiB; other writers' commits still do at 4 MiB), plus once after a
-    /// resolution's last write ([`DerivedWriteConnection::checkpoint`]). Resolution rewrites many of the
-    /// same index pages in each chunk, and fewer checkpoints copy each page fewer times; leaving every
-    /// checkpoint to the end was slower, since pages still in the log are read from it with a system
-    /// call each rather than through the memory map.
+    /// holds 256 MiB (rather than 4 MiB; other writers' commits still do at 4 MiB), plus once after a
+    /// resolution's last write ([`DerivedWriteConnection::checkpoint`], which runs beside whatever comes
+    /// next). Resolution rewrites many of the same index pages in each chunk, and fewer checkpoints copy
+    /// each page fewer times; leaving every checkpoint to the end was slower, since pages still in the
+    /// log are read from it with a system call each rather than through the memory map. The threshold is
+    /// above what one incremental step writes (a 10,000-record batch into a million-record store writes
+    /// about 100 MiB of pages), so the step's commit does not wait for a checkpoint.
     ///
     /// Such commits are atomic and ordered like every other commit, but a power cut may undo the last of
     /// them, which resolution then redoes, since the high-water mark goes back with them. A later commit
