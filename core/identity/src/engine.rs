@@ -35,7 +35,10 @@
 //!   what is read later; it is pending again (its change sequence moved on), so the next step settles it.
 //!
 //! A step holds its records in hand and writes in one transaction, as described above, writing only the
-//! member and identifier rows that changed (the store compares them with what it holds).
+//! member and identifier rows that differ from those it read ([`ResolutionRows::Changes`]). It notes the
+//! profile change log's generation before its first read; should another write of profiles commit before
+//! the step's write, the store does not trust the differences and compares each written profile's rows
+//! with what it holds instead.
 //!
 //! Profile ids survive: a resolved cluster keeps the old id that covers most of its records (ties: the
 //! smaller id); other old ids are retired and aliased to the cluster that took most of their records, so
@@ -51,7 +54,8 @@ use regex::Regex;
 use spindle_config::{IdentityConfig, ProfilesConfig};
 use spindle_model::{RecordKey, StoredRecord};
 use spindle_store::{
-    AllRows, IdentityStore, ProfileStore, ProfileWrite, ResolutionRows, ResolutionWrite, StoreError,
+    AllRows, IdentityStore, ProfileChangeStore, ProfileStore, ProfileWrite, ResolutionRows,
+    ResolutionWrite, RowChanges, StoreError,
 };
 use tracing::Instrument;
 
@@ -327,6 +331,62 @@ struct OldState {
     sizes: HashMap<i64, usize>,
     /// Every old profile the set reached, ascending.
     profiles: Vec<i64>,
+    /// A step's: the rows of those profiles, so that only the rows that change are written.
+    rows: Option<OldRows>,
+}
+
+/// The member and identifier rows of the profiles a step reached, as it read them.
+struct OldRows {
+    /// The newest generation of the profile change log before the step's first read.
+    generation: i64,
+    /// Members the step's set leaves out: deleted records, and records gone from the store.
+    members_gone: Vec<RecordKey>,
+    /// Identifier rows `(type, value)` of each profile.
+    identifiers: HashMap<i64, HashSet<(String, String)>>,
+}
+
+impl OldRows {
+    /// How the rows change when the clusters `members` (with ids `ids`) of `set` are written as
+    /// `profiles`; `new_ids` as [`RowChanges::new_ids`].
+    fn changes(
+        &self,
+        set: &ClosedSet,
+        members: &Lists<usize>,
+        ids: &[i64],
+        profiles: &[ProfileWrite],
+        new_ids: Vec<i64>,
+    ) -> RowChanges {
+        let mut changes = RowChanges {
+            generation: self.generation,
+            members_gone: self.members_gone.clone(),
+            new_ids,
+            ..RowChanges::default()
+        };
+        for (cluster, id) in ids.iter().enumerate() {
+            for member in members.get(cluster) {
+                if set.old_of[*member] != Some(*id) {
+                    changes.members.push((set.keys.key(*member), *id));
+                }
+            }
+        }
+        let none = HashSet::new();
+        for profile in profiles {
+            let held = self.identifiers.get(&profile.id).unwrap_or(&none);
+            let wanted: HashSet<&(String, String)> = profile.identifiers.iter().collect();
+            changes.identifiers.extend(
+                wanted
+                    .iter()
+                    .filter(|row| !held.contains(**row))
+                    .map(|(kind, value)| (kind.clone(), value.clone(), profile.id)),
+            );
+            changes.identifiers_gone.extend(
+                held.iter()
+                    .filter(|row| !wanted.contains(row))
+                    .map(|(kind, value)| (kind.clone(), value.clone(), profile.id)),
+            );
+        }
+        changes
+    }
 }
 
 fn compound_value(record: &StoredRecord, field: &str) -> Option<String> {
@@ -352,7 +412,9 @@ fn compound_value(record: &StoredRecord, field: &str) -> Option<String> {
     text(field)
 }
 
-impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngine<'a, S> {
+impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + 'static>
+    IdentityEngine<'a, S>
+{
     /// An engine over `store` with the `[identity]` and `[profiles]` rules.
     pub fn new(
         store: &'a S,
@@ -523,6 +585,8 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
         high_water: i64,
     ) -> Result<ResolveReport, IdentityError> {
         let started = Instant::now();
+        // Before any read: the rows read are the rows of this generation unless a later write says not.
+        let generation = self.store.profile_generation().await?;
         let changed_keys: Vec<RecordKey> = changed.iter().map(key_of).collect();
         let mut analysed: Vec<Analysed> = on_every_core(|| {
             changed
@@ -543,15 +607,19 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
             .collect();
         let mut to_expand: Vec<i64> = visited.iter().copied().collect();
         let mut seen_values: HashSet<(String, String)> = HashSet::new();
+        // Every identifier row of every profile reached (each profile's are read in the round after it
+        // is reached).
+        let mut old_identifiers: HashMap<i64, HashSet<(String, String)>> = HashMap::new();
         loop {
             // Identifiers of profiles reached in the last round may lead to further profiles.
             let reached = self.store.profile_identifiers(&to_expand).await?;
-            for (_, kind, value) in reached {
+            for (id, kind, value) in reached {
                 let linkable = kind.starts_with("compound:")
                     || (self.link_on.contains(&kind) && !self.is_blocked(&value));
                 if linkable {
-                    frontier.insert((kind, value));
+                    frontier.insert((kind.clone(), value.clone()));
                 }
+                old_identifiers.entry(id).or_default().insert((kind, value));
             }
             let fresh: Vec<(String, String)> = frontier
                 .iter()
@@ -610,13 +678,22 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
             .filter(|(record, _)| !record.record.deleted)
             .collect();
         let mut set = ClosedSet::default();
+        let mut kept: HashSet<RecordKey> = HashSet::with_capacity(records.len());
         for (record, analysed) in &records {
-            set.push(record, &analysed.links, old.get(&key_of(record)).copied());
+            let key = key_of(record);
+            set.push(record, &analysed.links, old.get(&key).copied());
+            kept.insert(key);
         }
+        let members_gone: Vec<RecordKey> = old.into_keys().filter(|k| !kept.contains(k)).collect();
         set.in_hand = Some(records.into_iter().map(Some).collect());
         let old = OldState {
             sizes,
             profiles: visited,
+            rows: Some(OldRows {
+                generation,
+                members_gone,
+                identifiers: old_identifiers,
+            }),
         };
         let report = self.resolve_set(set, &old, high_water, normalizer).await?;
         tracing::debug!(
@@ -715,6 +792,7 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
         let old = OldState {
             sizes,
             profiles: profiles.into_iter().collect(),
+            rows: None,
         };
         let report = self.resolve_set(set, &old, high_water, &normalizer).await?;
         tracing::debug!(
@@ -846,12 +924,21 @@ impl<'a, S: ProfileStore + IdentityStore + Clone + Sync + 'static> IdentityEngin
                 Default::default()
             };
             let rows = if !full {
-                ResolutionRows::PerProfile {
-                    new_ids: profiles
-                        .iter()
-                        .map(|p| p.id)
-                        .filter(|id| new_ids.contains(id))
-                        .collect(),
+                let new_ids: Vec<i64> = profiles
+                    .iter()
+                    .map(|p| p.id)
+                    .filter(|id| new_ids.contains(id))
+                    .collect();
+                // A step writes in one chunk: every cluster.
+                match &old.rows {
+                    Some(read) => ResolutionRows::Changes(read.changes(
+                        &set,
+                        &clusters.members,
+                        &ids,
+                        &profiles,
+                        new_ids,
+                    )),
+                    None => ResolutionRows::PerProfile { new_ids },
                 }
             } else {
                 for profile in &mut profiles {

@@ -99,6 +99,12 @@ pub enum ResolutionRows {
         /// rows would leave its stale rows in place.
         new_ids: Vec<i64>,
     },
+    /// Only the rows that differ from those the resolution read are written (a resolution step): those
+    /// [`RowChanges`] lists. They were computed against the store as of one generation of the profile
+    /// change log; when another write of profiles has committed since (the generation moved on), they
+    /// are not trusted, and each written profile's rows are brought to what its [`ProfileWrite`] lists
+    /// instead, as [`PerProfile`](Self::PerProfile) does.
+    Changes(RowChanges),
     /// None are written: a later write of the same resolution replaces them all (a chunk of a full pass).
     Later,
     /// Every member and identifier row the store holds is replaced by these (the last write of a full
@@ -114,6 +120,26 @@ impl Default for ResolutionRows {
             new_ids: Vec::new(),
         }
     }
+}
+
+/// How a resolution changes the member and identifier rows it read ([`ResolutionRows::Changes`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowChanges {
+    /// The newest generation of the profile change log
+    /// ([`ProfileChangeStore::profile_generation`](crate::ProfileChangeStore::profile_generation)) when
+    /// the resolution began reading: the changes hold as long as no write of profiles came after it.
+    pub generation: i64,
+    /// `(record, profile)` for each record that joins a profile, or moves to another.
+    pub members: Vec<(RecordKey, i64)>,
+    /// Records that leave their profile and join none (deleted, or gone from the store).
+    pub members_gone: Vec<RecordKey>,
+    /// `(type, value, profile)` rows to add.
+    pub identifiers: Vec<(String, String, i64)>,
+    /// `(type, value, profile)` rows to delete.
+    pub identifiers_gone: Vec<(String, String, i64)>,
+    /// The written profiles' ids given out by this resolution, as [`ResolutionRows::PerProfile`] takes
+    /// them: used when the changes are not trusted.
+    pub new_ids: Vec<i64>,
 }
 
 /// Every member and identifier row of a resolution.
@@ -566,6 +592,77 @@ async fn write_profile_rows(
     })
 }
 
+/// Writes `changes` ([`ResolutionRows::Changes`]) when no write of profiles committed since they were
+/// computed, else brings each of `profiles`' rows to what it lists, as [`write_profile_rows`] does.
+/// `conn` holds the resolution write lock, so no write can come between the check and the rows.
+async fn write_row_changes(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    profiles: &[ProfileWrite],
+    changes: &RowChanges,
+) -> StoreResult<RowsWritten> {
+    let generation: Option<i64> = sqlx::query_scalar("SELECT MAX(generation) FROM profile_changes")
+        .fetch_one(&mut *conn)
+        .await?;
+    let generation = generation.unwrap_or(0);
+    if generation != changes.generation {
+        tracing::debug!(
+            read_at = changes.generation,
+            now = generation,
+            "profiles were written since this resolution read them: its rows are compared in full"
+        );
+        return write_profile_rows(conn, backend, profiles, &changes.new_ids).await;
+    }
+    let started = std::time::Instant::now();
+    // In key order, which keeps the index pages they touch together.
+    let mut members: Vec<(&RecordKey, i64)> =
+        changes.members.iter().map(|(k, id)| (k, *id)).collect();
+    members.sort_unstable();
+    execute_rows(conn, backend, &members, |list| {
+        format!(
+            "INSERT INTO profile_members (source, stream, external_id, profile_id) VALUES {list} \
+             ON CONFLICT (source, stream, external_id) DO UPDATE SET profile_id = excluded.profile_id"
+        )
+    })
+    .await?;
+    execute_rows(conn, backend, &changes.members_gone, |list| {
+        format!("DELETE FROM profile_members WHERE (source, stream, external_id) IN ({list})")
+    })
+    .await?;
+    let members_written = started.elapsed();
+    let mut identifiers: Vec<(&str, &str, i64)> = changes
+        .identifiers
+        .iter()
+        .map(|(kind, value, id)| (kind.as_str(), value.as_str(), *id))
+        .collect();
+    identifiers.sort_unstable();
+    execute_rows(conn, backend, &identifiers, |list| {
+        format!(
+            "INSERT INTO profile_identifiers (id_type, id_value, profile_id) VALUES {list} \
+             ON CONFLICT DO NOTHING"
+        )
+    })
+    .await?;
+    let gone: Vec<(i64, &str, &str)> = changes
+        .identifiers_gone
+        .iter()
+        .map(|(kind, value, id)| (*id, kind.as_str(), value.as_str()))
+        .collect();
+    execute_rows(conn, backend, &gone, |list| {
+        format!("DELETE FROM profile_identifiers WHERE (profile_id, id_type, id_value) IN ({list})")
+    })
+    .await?;
+    Ok(RowsWritten {
+        members: members.len(),
+        members_left: changes.members_gone.len(),
+        identifiers: identifiers.len(),
+        identifiers_dropped: gone.len(),
+        members_ms: members_written.as_millis() as u64,
+        identifiers_ms: (started.elapsed() - members_written).as_millis() as u64,
+        stale_ms: 0,
+    })
+}
+
 /// Replaces every member and identifier row with `rows` ([`ResolutionRows::Replace`]): the tables are
 /// emptied and filled in key order, so that every insert appends. On SQLite the indexes by profile are
 /// dropped first and built again at the end, by sorting, rather than each taking a million scattered
@@ -949,6 +1046,9 @@ impl SqlStore {
         let rows = match &write.rows {
             ResolutionRows::PerProfile { new_ids } => {
                 write_profile_rows(conn, backend, &write.profiles, new_ids).await?
+            }
+            ResolutionRows::Changes(changes) => {
+                write_row_changes(conn, backend, &write.profiles, changes).await?
             }
             ResolutionRows::Later => RowsWritten::default(),
             ResolutionRows::Replace(all) => replace_rows(conn, backend, all).await?,

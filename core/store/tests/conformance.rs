@@ -16,7 +16,7 @@ use spindle_model::{
 };
 use spindle_store::{
     AllRows, Backend, IdentityStore, OpenOptions, ProfileChangeStore, ProfileStore, ProfileWrite,
-    ResolutionRows, ResolutionWrite, SourceBatch, SqlStore,
+    ResolutionRows, ResolutionWrite, RowChanges, SourceBatch, SqlStore,
 };
 
 spindle_testkit::store_backends!(
@@ -37,6 +37,7 @@ spindle_testkit::store_backends!(
     records_to_resolve_leave_out_what_resolution_does_not_read,
     a_new_resolution_waits_for_a_resolution_write_in_progress,
     replaced_rows_take_the_place_of_every_row,
+    row_changes_are_written_unless_profiles_were_written_since,
 );
 
 fn record(id: &str, version: i64, email: &str) -> RawRecord {
@@ -714,6 +715,114 @@ async fn replaced_rows_take_the_place_of_every_row(store: &SqlStore) {
     assert_eq!(
         store.profile_members(&[3]).await.unwrap(),
         vec![(3, key("c")), (3, key("d"))]
+    );
+}
+
+async fn row_changes_are_written_unless_profiles_were_written_since(store: &SqlStore) {
+    let email = |value: &str| ("email".to_owned(), value.to_owned());
+    let row = |value: &str, id: i64| ("email".to_owned(), value.to_owned(), id);
+    let mut one = profile(1);
+    one.members = vec![key("a"), key("b")];
+    one.identifiers = vec![email("a@example.com"), email("b@example.com")];
+    store
+        .write_resolution(ResolutionWrite {
+            profiles: vec![one],
+            ..ResolutionWrite::default()
+        })
+        .await
+        .unwrap();
+    let read_at = store.profile_generation().await.unwrap();
+
+    // Record b leaves profile 1 for a new profile 2, record c joins 2, and a deleted record d (which
+    // was never a member) leaves nothing behind.
+    let mut one = profile(1);
+    one.members = vec![key("a")];
+    one.identifiers = vec![email("a@example.com")];
+    let mut two = profile(2);
+    two.members = vec![key("b"), key("c")];
+    two.identifiers = vec![email("b@example.com")];
+    let changes = RowChanges {
+        generation: read_at,
+        members: vec![(key("b"), 2), (key("c"), 2)],
+        members_gone: vec![key("d")],
+        identifiers: vec![row("b@example.com", 2)],
+        identifiers_gone: vec![row("b@example.com", 1)],
+        new_ids: vec![2],
+    };
+    store
+        .write_resolution(ResolutionWrite {
+            profiles: vec![one.clone(), two.clone()],
+            rows: ResolutionRows::Changes(changes.clone()),
+            ..ResolutionWrite::default()
+        })
+        .await
+        .unwrap();
+    let expected_members = vec![(1, key("a")), (2, key("b")), (2, key("c"))];
+    let expected_identifiers = vec![
+        (1, "email".to_owned(), "a@example.com".to_owned()),
+        (2, "email".to_owned(), "b@example.com".to_owned()),
+    ];
+    assert_eq!(
+        store.profile_members(&[1, 2]).await.unwrap(),
+        expected_members
+    );
+    let mut identifiers = store.profile_identifiers(&[1, 2]).await.unwrap();
+    identifiers.sort();
+    assert_eq!(identifiers, expected_identifiers);
+
+    // Changes computed before a write of profiles are not trusted: changes that would only add a row
+    // to profile 1 leave it with what its write lists instead (its extra row goes).
+    sqlx::query(
+        "INSERT INTO profile_identifiers (id_type, id_value, profile_id) VALUES ('email', 'stray@example.com', 1)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let stale = RowChanges {
+        generation: read_at,
+        members: vec![(key("e"), 1)],
+        ..RowChanges::default()
+    };
+    store
+        .write_resolution(ResolutionWrite {
+            profiles: vec![one.clone()],
+            rows: ResolutionRows::Changes(stale),
+            ..ResolutionWrite::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.profile_members(&[1, 2]).await.unwrap(),
+        expected_members,
+        "the stale changes' member was not written"
+    );
+    let mut identifiers = store.profile_identifiers(&[1, 2]).await.unwrap();
+    identifiers.sort();
+    assert_eq!(identifiers, expected_identifiers, "the stray row is gone");
+
+    // Changes of the current generation are written as they are.
+    let current = RowChanges {
+        generation: store.profile_generation().await.unwrap(),
+        identifiers: vec![row("c@example.com", 2)],
+        ..RowChanges::default()
+    };
+    two.identifiers.push(email("c@example.com"));
+    store
+        .write_resolution(ResolutionWrite {
+            profiles: vec![two],
+            rows: ResolutionRows::Changes(current),
+            ..ResolutionWrite::default()
+        })
+        .await
+        .unwrap();
+    let mut identifiers = store.profile_identifiers(&[2]).await.unwrap();
+    identifiers.sort();
+    assert_eq!(
+        identifiers,
+        vec![
+            (2, "email".to_owned(), "b@example.com".to_owned()),
+            (2, "email".to_owned(), "c@example.com".to_owned()),
+        ]
     );
 }
 
