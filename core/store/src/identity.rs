@@ -1184,6 +1184,9 @@ impl IdentityStore for SqlStore {
         // Profiles, members and identifiers are derived from the records the store holds.
         let mut connection = self.derived_write_connection().await?;
         let last = write.high_water.is_some();
+        if last {
+            connection.defer_checkpoints().await?;
+        }
         let written = self.write_resolution_on(&mut connection, write).await;
         if written.is_ok() && last {
             // The write has committed and is seen by every reader: copying the log into the database

@@ -219,11 +219,10 @@ impl SqlStore {
     /// (`synchronous = NORMAL`), and they do not themselves copy the log into the database file before it
     /// holds 256 MiB (rather than 4 MiB; other writers' commits still do at 4 MiB), plus once after a
     /// resolution's last write ([`DerivedWriteConnection::checkpoint`], which runs beside whatever comes
-    /// next). Resolution rewrites many of the same index pages in each chunk, and fewer checkpoints copy
-    /// each page fewer times; leaving every checkpoint to the end was slower, since pages still in the
-    /// log are read from it with a system call each rather than through the memory map. The threshold is
-    /// above what one incremental step writes (a 10,000-record batch into a million-record store writes
-    /// about 100 MiB of pages), so the step's commit does not wait for a checkpoint.
+    /// next; that write's own commit never checkpoints). Resolution rewrites many of the same index pages
+    /// in each chunk, and fewer checkpoints copy each page fewer times; leaving every checkpoint to the
+    /// end was slower, since pages still in the log are read from it with a system call each rather than
+    /// through the memory map.
     ///
     /// Such commits are atomic and ordered like every other commit, but a power cut may undo the last of
     /// them, which resolution then redoes, since the high-water mark goes back with them. A later commit
@@ -262,6 +261,15 @@ impl DerivedWriteConnection {
     /// Begins the write transaction as every writer does.
     pub(crate) async fn begin(&mut self) -> StoreResult<sqlx::Transaction<'_, sqlx::Any>> {
         begin_write_on(&mut self.conn, self.backend).await
+    }
+
+    /// Leaves every checkpoint to [`checkpoint`](Self::checkpoint) (SQLite; nothing on PostgreSQL): a
+    /// resolution's last write, which is followed by one, does not also wait for one in its commit.
+    pub(crate) async fn defer_checkpoints(&mut self) -> StoreResult<()> {
+        if self.backend == Backend::Sqlite {
+            self.conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+        }
+        Ok(())
     }
 
     /// Copies the write-ahead log into the database file as far as readers allow (SQLite; nothing on
