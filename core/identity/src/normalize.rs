@@ -243,6 +243,16 @@ mod tests {
     }
 
     #[test]
+    fn recent_area_codes_are_known() {
+        // 472: a North American area code in service since 2022.
+        let us = Normalizer::new(Some("US"));
+        assert_eq!(
+            us.normalize("phone", "(472) 555-3968"),
+            Ok("+14725553968".into())
+        );
+    }
+
+    #[test]
     fn an_unknown_default_region_is_named_when_it_is_needed() {
         let n = Normalizer::new(Some("QQ"));
         let refusal = n.normalize("phone", "06 12 34 56 78").unwrap_err();
