@@ -281,6 +281,19 @@ fn on_every_core<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
+/// A record's linking pairs, `None` for a deleted record (which joins no profile).
+type Links = Option<Vec<(String, String)>>;
+
+/// Adds each record of a full pass's `page` that is not deleted to `set`, with its `links`, then frees
+/// the page.
+fn join_set(set: &mut ClosedSet, page: Vec<StoredRecord>, links: &[Links]) {
+    for (record, links) in page.iter().zip(links) {
+        if let Some(links) = links {
+            set.push(record, links, None);
+        }
+    }
+}
+
 /// Every member and identifier row of a full pass: each record (`by_key` lists them in key order) in the
 /// profile of its cluster, and `identifiers` sorted.
 fn every_row(
@@ -723,25 +736,36 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         // second read of each chunk's records.
         let traits = !self.identity.compound.is_empty();
         let mut page = self.store.records_to_resolve(after, PAGE, traits).await?;
+        // The last page analysed, with its links, waiting to join the set.
+        let mut analysed: Option<(Vec<StoredRecord>, Vec<Links>)> = None;
+        // A pipeline of three stages: the next page is read by a task of its own while this one is
+        // analysed on every core and the last one joins the set (numbering values is sequential: 1.2 s of
+        // a million records) and is freed.
         while let Some(last) = page.last().map(|r| r.seq) {
             after = last;
-            // The next page is read by a task of its own while this one is analysed on every core.
             let next = self.spawn_store(move |store| async move {
                 store.records_to_resolve(after, PAGE, traits).await
             });
-            let links: Vec<Option<Vec<(String, String)>>> = on_every_core(|| {
-                page.par_iter()
-                    .map(|record| {
-                        (!record.record.deleted).then(|| self.links_of(&normalizer, record))
-                    })
-                    .collect()
+            let set = &mut set;
+            let previous = analysed.take();
+            let links: Vec<Links> = on_every_core(|| {
+                rayon::join(
+                    || {
+                        page.par_iter()
+                            .map(|record| {
+                                (!record.record.deleted).then(|| self.links_of(&normalizer, record))
+                            })
+                            .collect()
+                    },
+                    || previous.map(|(page, links)| join_set(set, page, &links)),
+                )
+                .0
             });
-            for (record, links) in page.iter().zip(&links) {
-                if let Some(links) = links {
-                    set.push(record, links, None);
-                }
-            }
+            analysed = Some((page, links));
             page = joined(next).await?;
+        }
+        if let Some((page, links)) = analysed {
+            join_set(&mut set, page, &links);
         }
         // Old memberships, matched to the records read by key.
         let mut sizes: HashMap<i64, usize> = HashMap::new();
