@@ -20,6 +20,11 @@ use crate::sql::{Prepared, begin_write_on, to_millis};
 use crate::sql::{param, placeholders};
 use crate::{Backend, ProfileStore, SqlStore, StoreError, StoreResult};
 
+/// A pooled connection that the collector's writer keeps from one group commit to the next
+/// ([`SqlStore::collector_connection`]).
+#[derive(Debug)]
+pub struct CollectorConnection(sqlx::pool::PoolConnection<sqlx::Any>);
+
 /// One record received by the collector, with the source its write key names, encoded for the store.
 ///
 /// Encoding happens in [`CollectedRecord::new`], so that request handlers do it concurrently and the group
@@ -91,12 +96,23 @@ impl SqlStore {
         records: Vec<CollectedRecord>,
         window_ms: i64,
     ) -> StoreResult<Vec<CollectedOutcome>> {
-        let mut conn = self.pool().acquire().await?;
+        let mut conn = self.collector_connection().await?;
         self.apply_collected_on(&mut conn, records, window_ms).await
     }
 
-    /// [`SqlStore::apply_collected`] on `conn`, a connection of this store's pool that the caller keeps from
-    /// one call to the next.
+    /// A connection of this store's pool for a writer that calls [`SqlStore::apply_collected_on`] again
+    /// and again (see there). Dropping it gives it back to the pool.
+    pub async fn collector_connection(&self) -> StoreResult<CollectorConnection> {
+        Ok(CollectorConnection(self.pool().acquire().await?))
+    }
+
+    /// Whether a writer may keep a [`CollectorConnection`] between calls: not when the pool holds a single
+    /// connection, which everything else needs too.
+    pub fn can_keep_a_connection(&self) -> bool {
+        self.pool().options().get_max_connections() > 1
+    }
+
+    /// [`SqlStore::apply_collected`] on `conn`, which the caller keeps from one call to the next.
     ///
     /// A writer that runs one transaction after another should keep its connection: SQLite empties a
     /// connection's page cache whenever another connection wrote since it last read, and the pool hands
@@ -104,10 +120,11 @@ impl SqlStore {
     /// with a cold cache (about a third more time in its statements, measured at 300 records a commit).
     pub async fn apply_collected_on(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut CollectorConnection,
         records: Vec<CollectedRecord>,
         window_ms: i64,
     ) -> StoreResult<Vec<CollectedOutcome>> {
+        let conn: &mut AnyConnection = &mut conn.0;
         let total = records.len();
         let mut outcomes = vec![CollectedOutcome::Duplicate; total];
         if total == 0 {

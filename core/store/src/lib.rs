@@ -32,7 +32,7 @@ use spindle_model::{
 
 pub use admin::{AdminStore, ApiSegment, ApiSegmentWrite};
 pub use backup::{RestoreOptions, StoreLock, backup_sqlite, restore_sqlite};
-pub use collector::{CollectedOutcome, CollectedRecord, StoreCounts};
+pub use collector::{CollectedOutcome, CollectedRecord, CollectorConnection, StoreCounts};
 pub use error::StoreError;
 pub use identity::{
     AllRows, IdentityStore, ProfileRow, ProfileWrite, ResolutionRows, ResolutionWrite, RowChanges,

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use spindle_store::{Backend, CollectedOutcome, CollectedRecord, SqlStore, StoreError};
+use spindle_store::{Backend, CollectedOutcome, CollectedRecord, SqlStore};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Records in one transaction, beyond which the writer takes no further request into the round (the
@@ -121,8 +121,7 @@ pub fn start(store: Arc<SqlStore>, window: Duration) -> (WriterHandle, Writer) {
     let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
     let rounds = Arc::new(AtomicU64::new(0));
     // With a single-connection pool the checkpointer would hold the writer's connection.
-    let checkpointer = (store.url().backend() == Backend::Sqlite
-        && store.pool().options().get_max_connections() > 1)
+    let checkpointer = (store.url().backend() == Backend::Sqlite && store.can_keep_a_connection())
         .then(|| tokio::spawn(checkpoint(store.clone(), commits.clone())));
     let task = tokio::spawn(run(store, queue, window_ms, stored, rounds.clone()));
     (
@@ -163,7 +162,7 @@ async fn run(
     // SQLite's page cache warm from one commit to the next). It is given back to the pool after
     // [`KEEP_CONNECTION_IDLE`] without work, or after a failed round (the next round takes a fresh one);
     // with a single-connection pool, which the rest of the daemon needs too, after every round.
-    let keep = store.pool().options().get_max_connections() > 1;
+    let keep = store.can_keep_a_connection();
     let mut connection = None;
     loop {
         let first = match tokio::time::timeout(KEEP_CONNECTION_IDLE, queue.recv()).await {
@@ -197,7 +196,7 @@ async fn run(
         let started = Instant::now();
         let acquired = match connection.take() {
             Some(conn) => Ok(conn),
-            None => store.pool().acquire().await.map_err(StoreError::from),
+            None => store.collector_connection().await,
         };
         let result = match acquired {
             Ok(mut conn) => {
