@@ -10,7 +10,9 @@
 //! A full pass resolves every stored record as one closed set: [`IdentityEngine::rebuild`] always, and
 //! [`IdentityEngine::resolve_pending`] when at least half of the stored records are pending (a first build,
 //! a source loaded in full), where overlapping steps would resolve and write the same profiles many times
-//! over. A full pass gives the same profiles as steps would; it differs in how it reads and writes:
+//! over, or when the store's profiles were built by an older normaliser
+//! ([`NORMALIZER_VERSION`](crate::normalize::NORMALIZER_VERSION)), whose identifiers would not meet the
+//! values this one gives. A full pass gives the same profiles as steps would; it differs in how it reads and writes:
 //! - it reads records page by page, decoding only their identifiers (and traits for compound rules), and
 //!   keeps only what resolution needs, compactly (keys packed end to end, each distinct linking value
 //!   numbered once), then reads each chunk of profiles' records again by key, in full, to build their
@@ -59,7 +61,7 @@ use spindle_store::{
 };
 use tracing::Instrument;
 
-use crate::normalize::Normalizer;
+use crate::normalize::{NORMALIZER_VERSION, Normalizer};
 use crate::profile::{self, LinkEvidence, ProfileIdentifier, RejectedIdentifier, key_of};
 use crate::resolve::{Lists, Resolution, Rules, Values, resolve_values};
 
@@ -565,6 +567,14 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
     pub async fn resolve_pending(&self) -> Result<ResolveReport, IdentityError> {
         // After any write of a cancelled resolution, which may still be committing.
         self.store.settle_resolution_writes().await?;
+        if self.store.normalizer_version().await? < NORMALIZER_VERSION {
+            // Identifiers stored by an older normaliser would not meet the values this one gives.
+            tracing::info!(
+                version = NORMALIZER_VERSION,
+                "identifiers are normalised differently since the profiles were built: resolving every record again"
+            );
+            return self.full_pass().await;
+        }
         let high_water = self.store.identity_high_water().await?;
         let pending = self.store.count_records_since(high_water).await?;
         if pending == 0 {
@@ -726,8 +736,20 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         self.full_pass().await
     }
 
-    /// Resolves every stored record as one closed set (see the module doc for how it is written).
+    /// Resolves every stored record as one closed set (see the module doc for how it is written), then
+    /// records the normalisation version it used.
     async fn full_pass(&self) -> Result<ResolveReport, IdentityError> {
+        let report = self.resolve_everything().await?;
+        // After the pass has committed: a pass cut short leaves the old version, and the next
+        // resolution runs one again.
+        self.store
+            .set_normalizer_version(NORMALIZER_VERSION)
+            .await?;
+        Ok(report)
+    }
+
+    /// [`full_pass`](Self::full_pass)'s resolution.
+    async fn resolve_everything(&self) -> Result<ResolveReport, IdentityError> {
         let started = Instant::now();
         let normalizer = self.normalizer();
         let mut set = ClosedSet::default();
@@ -954,6 +976,7 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
                     .filter(|id| new_ids.contains(id))
                     .collect();
                 // A step writes in one chunk: every cluster.
+                debug_assert_eq!(chunks.len(), 1, "a step writes in one chunk");
                 match &old.rows {
                     Some(read) => ResolutionRows::Changes(read.changes(
                         &set,

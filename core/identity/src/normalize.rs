@@ -15,6 +15,11 @@ use std::sync::{Mutex, PoisonError};
 
 use rlibphonenumber::{PHONE_NUMBER_UTIL, PhoneNumberFormat, Region};
 
+/// The version of this normalisation, raised whenever some raw value normalises differently (or is
+/// refused where it was accepted, or the reverse): the profiles of a store built with an older version are
+/// resolved again in full by the next resolution. 1: phones parsed with `rlibphonenumber`.
+pub const NORMALIZER_VERSION: i64 = 1;
+
 /// A normalised identifier value, or why the raw value cannot be one.
 pub type Normalized = Result<String, String>;
 
@@ -83,15 +88,23 @@ impl Normalizer {
                 if strict_e164(value) {
                     return Ok(value.to_owned());
                 }
-                // Spellings that differ only by spaces, dots and dashes give the same number
-                // (libphonenumber keeps only the digits, a leading `+` and extension markers): a number
-                // is remembered under its spelling without them. A refusal, whose reason may depend on
-                // the spelling, is remembered under the spelling itself (which, holding a separator,
-                // never equals a number's key).
-                let key: String = value
-                    .chars()
-                    .filter(|c| !matches!(c, ' ' | '.' | '-'))
-                    .collect();
+                // Spellings made of digits, `+`, brackets, spaces, dots and dashes that differ only by
+                // spaces, dots and dashes give the same number (libphonenumber keeps only the digits and
+                // a leading `+`): such a number is remembered under its spelling without them. Anything
+                // else (an extension such as `-503#`, `x12` or `ext. 12`, which those separators may
+                // decide) is remembered under its exact spelling, as is every refusal, whose reason may
+                // depend on the spelling (and which, holding a separator, never equals a number's key).
+                let plain = value.bytes().all(|b| {
+                    b.is_ascii_digit() || matches!(b, b'+' | b'(' | b')' | b' ' | b'.' | b'-')
+                });
+                let key: String = if plain {
+                    value
+                        .chars()
+                        .filter(|c| !matches!(c, ' ' | '.' | '-'))
+                        .collect()
+                } else {
+                    value.to_owned()
+                };
                 {
                     let phones = self.remembered_phones();
                     if let Some(known) = phones.get(&key)
@@ -243,6 +256,21 @@ mod tests {
     }
 
     #[test]
+    fn an_extension_keeps_its_own_spelling() {
+        // libphonenumber reads `-503#` after a US number as an extension, but not `503#` run on.
+        let fresh = |spelling| Normalizer::new(Some("US")).normalize("phone", spelling);
+        let warm = Normalizer::new(Some("US"));
+        for spelling in ["650-253-0000-503#", "6502530000503#", "650-253-0000-503#"] {
+            assert_eq!(
+                warm.normalize("phone", spelling),
+                fresh(spelling),
+                "{spelling}"
+            );
+        }
+        assert_ne!(fresh("650-253-0000-503#"), fresh("6502530000503#"));
+    }
+
+    #[test]
     fn recent_area_codes_are_known() {
         // 472: a North American area code in service since 2022.
         let us = Normalizer::new(Some("US"));
@@ -291,16 +319,17 @@ mod tests {
         fn remembered_answers_are_fresh_answers(
             numbers in proptest::collection::vec(
                 (proptest::sample::select(vec!["", "+33", "0033 ", "+44 ", "+1 "]),
-                 proptest::collection::vec(0u8..10, 2..12)),
+                 proptest::collection::vec(0u8..10, 2..12),
+                 proptest::sample::select(vec!["", "", "#", "-5#", "5#", " x12", " ext. 12"])),
                 1..12,
             ),
         ) {
             let warm = Normalizer::new(Some("FR"));
             let spellings: Vec<String> = numbers
                 .iter()
-                .map(|(prefix, digits)| {
+                .map(|(prefix, digits, suffix)| {
                     let digits: String = digits.iter().map(|d| char::from(b'0' + d)).collect();
-                    format!("{prefix}{digits}")
+                    format!("{prefix}{digits}{suffix}")
                 })
                 .collect();
             for spelling in spellings.iter().chain(&spellings) {

@@ -8,6 +8,7 @@ use chrono::{Duration, Utc};
 use serde_json::json;
 use spindle_config::{IdentityConfig, ProfilesConfig, Survivorship};
 use spindle_identity::IdentityEngine;
+use spindle_identity::normalize::NORMALIZER_VERSION;
 use spindle_identity::profile::ProfileDocument;
 use spindle_model::{Event, Identifier, RawRecord, RecordKey};
 use spindle_store::{IdentityStore, SqlStore};
@@ -22,6 +23,7 @@ spindle_testkit::store_backends!(
     a_new_record_merges_two_profiles_and_the_old_id_follows,
     traits_consent_and_computed_traits_follow_the_rules,
     compound_rules_link_records_without_a_shared_key,
+    profiles_of_an_older_normaliser_are_resolved_again_in_full,
 );
 
 fn identity(link_on: &[&str]) -> IdentityConfig {
@@ -524,4 +526,42 @@ async fn compound_rules_link_records_without_a_shared_key(store: &SqlStore) {
     assert_eq!((report.split, report.merged), (0, 0));
     assert_eq!(profile_of(store, "file", "rows", "1").await, marie);
     assert_eq!(profile_of(store, "file", "rows", "2").await, marie);
+}
+
+async fn profiles_of_an_older_normaliser_are_resolved_again_in_full(store: &SqlStore) {
+    let (identity, profiles) = (identity(&["email", "phone"]), ProfilesConfig::default());
+    let engine = IdentityEngine::new(store, &identity, &profiles).unwrap();
+    assert_eq!(store.normalizer_version().await.unwrap(), 0, "a new store");
+    let records: Vec<RawRecord> = (0..6)
+        .map(|i| {
+            let email = format!("p{}@example.com", i % 3);
+            record("rows", &format!("r{i}"), &[("email", &email)], json!({}))
+        })
+        .collect();
+    apply_records(store, "file", records).await;
+    engine.resolve_pending().await.unwrap();
+    assert_eq!(
+        store.normalizer_version().await.unwrap(),
+        NORMALIZER_VERSION
+    );
+    let before = memberships(store).await;
+    assert_eq!(before.len(), 3);
+    assert_eq!(
+        engine.resolve_pending().await.unwrap().records,
+        0,
+        "nothing pending, nothing resolved"
+    );
+
+    // Profiles built by an older normaliser: every record is resolved again, though none is pending,
+    // and the profiles keep their ids.
+    store.set_normalizer_version(0).await.unwrap();
+    let report = engine.resolve_pending().await.unwrap();
+    assert_eq!(report.records, 6);
+    assert_eq!(report.unchanged, 3);
+    assert_eq!(memberships(store).await, before);
+    assert_eq!(
+        store.normalizer_version().await.unwrap(),
+        NORMALIZER_VERSION
+    );
+    assert_eq!(engine.resolve_pending().await.unwrap().records, 0);
 }

@@ -16,8 +16,8 @@
 //!   the high-water mark), which [`IdentityStore::settle_resolution_writes`] waits on: a resolution starts
 //!   after any write of a cancelled one, which may still be committing, has ended.
 //! - Resolution's output is derived from the stored records, so on SQLite its commits do not wait for the
-//!   disk, do not themselves checkpoint the write-ahead log before it holds 64 MiB, and checkpoint it after
-//!   the last write of a pass or step: see
+//!   disk, do not themselves checkpoint the write-ahead log before it holds 256 MiB, and checkpoint it
+//!   after the last write of a pass or step, beside whatever comes next: see
 //!   `SqlStore::derived_write_connection` for why that loses nothing.
 //! - Statements built at run time use `sql::placeholders` (positional `?` on SQLite) and stay under both
 //!   backends' parameter limits.
@@ -122,7 +122,9 @@ impl Default for ResolutionRows {
     }
 }
 
-/// How a resolution changes the member and identifier rows it read ([`ResolutionRows::Changes`]).
+/// How a resolution changes the member and identifier rows it read ([`ResolutionRows::Changes`]). Every
+/// profile whose rows change is among the write's profiles or removed ones, so that the write logs a
+/// generation (a write that logs none must change no row).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RowChanges {
     /// The newest generation of the profile change log
@@ -153,6 +155,8 @@ pub struct AllRows {
 
 /// The counter holding the identity high-water mark: the record change sequence resolution has reached.
 const HIGH_WATER: &str = "identity_seq";
+/// The counter holding the version of identifier normalisation the profiles were built with.
+const NORMALIZER: &str = "identity_normalizer";
 
 /// Keys per `IN` list; every backend accepts this many parameters.
 pub(crate) const CHUNK: usize = 300;
@@ -605,6 +609,21 @@ async fn write_row_changes(
         .fetch_one(&mut *conn)
         .await?;
     let generation = generation.unwrap_or(0);
+    debug_assert!(
+        {
+            let ids: HashSet<i64> = profiles.iter().map(|p| p.id).collect();
+            changes.members.iter().all(|(_, id)| ids.contains(id))
+                && changes
+                    .identifiers
+                    .iter()
+                    .all(|(_, _, id)| ids.contains(id))
+                && changes
+                    .identifiers_gone
+                    .iter()
+                    .all(|(_, _, id)| ids.contains(id))
+        },
+        "row changes outside the written profiles"
+    );
     if generation != changes.generation {
         tracing::debug!(
             read_at = changes.generation,
@@ -893,6 +912,11 @@ pub trait IdentityStore: Send + Sync {
     /// a commit it already handed to the database: a new resolution calls this first, so that it reads
     /// after that commit, not before it lands.
     async fn settle_resolution_writes(&self) -> StoreResult<()>;
+    /// The version of identifier normalisation the profiles were last built with in full (0 before
+    /// any).
+    async fn normalizer_version(&self) -> StoreResult<i64>;
+    /// Records that every profile was just built with normalisation `version`.
+    async fn set_normalizer_version(&self, version: i64) -> StoreResult<()>;
     /// A profile by id, following merges (`None` when neither it nor an alias exists).
     async fn profile(&self, id: i64) -> StoreResult<Option<ProfileRow>>;
     /// Profiles whose search text contains `text` (lower-cased), by id, at most `limit`.
@@ -1196,7 +1220,8 @@ impl IdentityStore for SqlStore {
                 async move {
                     let started = std::time::Instant::now();
                     match connection.checkpoint().await {
-                        Ok(()) => tracing::debug!(
+                        Ok(complete) => tracing::debug!(
+                            complete,
                             elapsed_ms = started.elapsed().as_millis() as u64,
                             "resolution checkpointed"
                         ),
@@ -1217,6 +1242,21 @@ impl IdentityStore for SqlStore {
     async fn settle_resolution_writes(&self) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         lock_resolution_writes(&mut tx, self.backend()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn normalizer_version(&self) -> StoreResult<i64> {
+        self.counter(NORMALIZER).await
+    }
+
+    async fn set_normalizer_version(&self, version: i64) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE counters SET value = $1 WHERE name = $2")
+            .bind(version)
+            .bind(NORMALIZER)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }

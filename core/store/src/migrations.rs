@@ -55,6 +55,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0007_identity_rows_without_rowid.sql"),
         include_str!("../migrations/postgres/0007_identity_rows_without_rowid.sql"),
     ),
+    (
+        8,
+        "identity_normalizer",
+        include_str!("../migrations/sqlite/0008_identity_normalizer.sql"),
+        include_str!("../migrations/postgres/0008_identity_normalizer.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.

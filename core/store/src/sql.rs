@@ -272,13 +272,20 @@ impl DerivedWriteConnection {
         Ok(())
     }
 
-    /// Copies the write-ahead log into the database file as far as readers allow (SQLite; nothing on
-    /// PostgreSQL): a resolution calls it after its last write, so the log it leaves is short.
-    pub(crate) async fn checkpoint(&mut self) -> StoreResult<()> {
-        if self.backend == Backend::Sqlite {
-            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").await?;
+    /// Copies the write-ahead log into the database file as far as readers and writers allow (SQLite;
+    /// nothing on PostgreSQL): a resolution calls it after its last write, so the log it leaves is short.
+    /// Returns whether the whole log was copied (readers of older snapshots, or a writer's checkpoint,
+    /// can leave part of it for the next one).
+    pub(crate) async fn checkpoint(&mut self) -> StoreResult<bool> {
+        if self.backend != Backend::Sqlite {
+            return Ok(true);
         }
-        Ok(())
+        let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&mut *self.conn)
+            .await?;
+        let (busy, log, copied): (i64, i64, i64) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        Ok(busy == 0 && copied == log)
     }
 
     /// Restores the pool's durability setting and returns the connection to the pool (or closes it when
