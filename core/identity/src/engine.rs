@@ -568,12 +568,18 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         // After any write of a cancelled resolution, which may still be committing.
         self.store.settle_resolution_writes().await?;
         if self.store.normalizer_version().await? < NORMALIZER_VERSION {
-            // Identifiers stored by an older normaliser would not meet the values this one gives.
-            tracing::info!(
-                version = NORMALIZER_VERSION,
-                "identifiers are normalised differently since the profiles were built: resolving every record again"
-            );
-            return self.full_pass().await;
+            if self.store.count_profiles().await? > 0 {
+                // Identifiers stored by an older normaliser would not meet the values this one gives.
+                tracing::info!(
+                    version = NORMALIZER_VERSION,
+                    "identifiers are normalised differently since the profiles were built: resolving every record again"
+                );
+                return self.full_pass().await;
+            }
+            // No profile yet: none was built by an older normaliser.
+            self.store
+                .set_normalizer_version(NORMALIZER_VERSION)
+                .await?;
         }
         let high_water = self.store.identity_high_water().await?;
         let pending = self.store.count_records_since(high_water).await?;
