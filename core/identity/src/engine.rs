@@ -12,7 +12,8 @@
 //! a source loaded in full), where overlapping steps would resolve and write the same profiles many times
 //! over, or when the store's profiles were built by an older normaliser
 //! ([`NORMALIZER_VERSION`](crate::normalize::NORMALIZER_VERSION)), whose identifiers would not meet the
-//! values this one gives. A full pass gives the same profiles as steps would; it differs in how it reads and writes:
+//! values this one gives. A full pass gives the same profiles as steps would; it differs in how it reads
+//! and writes:
 //! - it reads records page by page, decoding only their identifiers (and traits for compound rules), and
 //!   keeps only what resolution needs, compactly (keys packed end to end, each distinct linking value
 //!   numbered once), then reads each chunk of profiles' records again by key, in full, to build their
@@ -346,7 +347,8 @@ struct OldState {
     sizes: HashMap<i64, usize>,
     /// Every old profile the set reached, ascending.
     profiles: Vec<i64>,
-    /// A step's: the rows of those profiles, so that only the rows that change are written.
+    /// A step's: the rows of those profiles, so that only the rows that change are written. A full
+    /// pass has none: its last write replaces every row.
     rows: Option<OldRows>,
 }
 
@@ -877,8 +879,7 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         let clusters = resolve_values(&order, &set.links, &set.values, &self.rules);
         set.links = Lists::default();
         // A full pass writes every member row at the end, in key order.
-        let full = set.in_hand.is_none();
-        if !full {
+        if old.rows.is_some() {
             order = Vec::new();
         }
         let resolved = started.elapsed();
@@ -975,24 +976,21 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
             } else {
                 Default::default()
             };
-            let rows = if !full {
+            let rows = if let Some(read) = &old.rows {
+                // A step writes in one chunk: every cluster.
+                debug_assert_eq!(chunks.len(), 1, "a step writes in one chunk");
                 let new_ids: Vec<i64> = profiles
                     .iter()
                     .map(|p| p.id)
                     .filter(|id| new_ids.contains(id))
                     .collect();
-                // A step writes in one chunk: every cluster.
-                debug_assert_eq!(chunks.len(), 1, "a step writes in one chunk");
-                match &old.rows {
-                    Some(read) => ResolutionRows::Changes(read.changes(
-                        &set,
-                        &clusters.members,
-                        &ids,
-                        &profiles,
-                        new_ids,
-                    )),
-                    None => ResolutionRows::PerProfile { new_ids },
-                }
+                ResolutionRows::Changes(read.changes(
+                    &set,
+                    &clusters.members,
+                    &ids,
+                    &profiles,
+                    new_ids,
+                ))
             } else {
                 for profile in &mut profiles {
                     let id = profile.id;

@@ -2,9 +2,9 @@
 //!
 //! - `email`: trimmed, lower-cased, and refused unless it parses as an address (RFC 5322 via `email_address`).
 //! - `phone`: parsed with `rlibphonenumber` (a port of libphonenumber, with its metadata) in the configured
-//!   default region and written in E.164; refused when it is not a valid number. A value already written in strict E.164
-//!   (`+` and 8 to 15 digits, no leading zero) is taken as it is without a parse, which keeps a full
-//!   rebuild of a million records fast; such a value only ever matches the same number.
+//!   default region and written in E.164; refused when it is not a valid number. A value already written
+//!   in strict E.164 (`+` and 8 to 15 digits, no leading zero) is taken as it is without a parse, which
+//!   keeps a full rebuild of a million records fast; such a value only ever matches the same number.
 //! - `user_id`, `anonymous_id`: trimmed.
 //! - `<source>_id` (vendor ids): trimmed; the type already names the source, so ids of two vendors never meet.
 //!

@@ -280,25 +280,21 @@ trait Columns: Sized + Send + 'static {
     fn from_sqlite(row: &rusqlite::Row<'_>, offset: usize) -> StoreResult<Self>;
 }
 
-impl Columns for i64 {
-    const WIDTH: usize = 1;
-    fn from_any(row: &sqlx::any::AnyRow, offset: usize) -> StoreResult<Self> {
-        Ok(row.try_get(offset)?)
-    }
-    fn from_sqlite(row: &rusqlite::Row<'_>, offset: usize) -> StoreResult<Self> {
-        Ok(row.get(offset)?)
-    }
+/// A value of one column, read as each driver decodes it.
+macro_rules! one_column {
+    ($($scalar:ty),*) => {$(
+        impl Columns for $scalar {
+            const WIDTH: usize = 1;
+            fn from_any(row: &sqlx::any::AnyRow, offset: usize) -> StoreResult<Self> {
+                Ok(row.try_get(offset)?)
+            }
+            fn from_sqlite(row: &rusqlite::Row<'_>, offset: usize) -> StoreResult<Self> {
+                Ok(row.get(offset)?)
+            }
+        }
+    )*};
 }
-
-impl Columns for String {
-    const WIDTH: usize = 1;
-    fn from_any(row: &sqlx::any::AnyRow, offset: usize) -> StoreResult<Self> {
-        Ok(row.try_get(offset)?)
-    }
-    fn from_sqlite(row: &rusqlite::Row<'_>, offset: usize) -> StoreResult<Self> {
-        Ok(row.get(offset)?)
-    }
-}
+one_column!(i64, String);
 
 /// `source, stream, external_id`.
 impl Columns for RecordKey {
@@ -463,6 +459,67 @@ struct RowsWritten {
     stale_ms: u64,
 }
 
+/// Puts each record in `rows` in its profile, in key order (which keeps the index pages they touch
+/// together); a row already as wanted is left alone. Returns how many rows were given.
+async fn upsert_members(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    mut rows: Vec<(&RecordKey, i64)>,
+) -> StoreResult<usize> {
+    rows.sort_unstable();
+    execute_rows(conn, backend, &rows, |list| {
+        format!(
+            "INSERT INTO profile_members (source, stream, external_id, profile_id) VALUES {list} \
+             ON CONFLICT (source, stream, external_id) DO UPDATE SET profile_id = excluded.profile_id \
+             WHERE profile_members.profile_id <> excluded.profile_id"
+        )
+    })
+    .await?;
+    Ok(rows.len())
+}
+
+/// Adds the identifier rows `(type, value, profile)`, in that order; a row already held is left alone.
+/// Returns how many rows were given.
+async fn insert_identifiers(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    mut rows: Vec<(&str, &str, i64)>,
+) -> StoreResult<usize> {
+    rows.sort_unstable();
+    execute_rows(conn, backend, &rows, |list| {
+        format!(
+            "INSERT INTO profile_identifiers (id_type, id_value, profile_id) VALUES {list} \
+             ON CONFLICT DO NOTHING"
+        )
+    })
+    .await?;
+    Ok(rows.len())
+}
+
+/// Takes the records `keys` out of their profiles.
+async fn delete_members(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    keys: &[RecordKey],
+) -> StoreResult<()> {
+    execute_rows(conn, backend, keys, |list| {
+        format!("DELETE FROM profile_members WHERE (source, stream, external_id) IN ({list})")
+    })
+    .await
+}
+
+/// Deletes the identifier rows `(profile, type, value)`.
+async fn delete_identifiers<K: Params>(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    rows: &[K],
+) -> StoreResult<()> {
+    execute_rows(conn, backend, rows, |list| {
+        format!("DELETE FROM profile_identifiers WHERE (profile_id, id_type, id_value) IN ({list})")
+    })
+    .await
+}
+
 /// Brings the member and identifier rows of each of `profiles` to what it lists ([`ResolutionRows::PerProfile`]).
 async fn write_profile_rows(
     conn: &mut sqlx::AnyConnection,
@@ -486,16 +543,11 @@ async fn write_profile_rows(
         .iter()
         .flat_map(|p| p.members.iter().map(move |k| (k, p.id)))
         .collect();
-    let mut members: Vec<(&RecordKey, i64)> = wanted.iter().map(|(k, id)| (*k, *id)).collect();
-    // In key order, which keeps the index pages they touch together.
-    members.sort_unstable();
-    execute_rows(conn, backend, &members, |list| {
-        format!(
-            "INSERT INTO profile_members (source, stream, external_id, profile_id) VALUES {list} \
-             ON CONFLICT (source, stream, external_id) DO UPDATE SET profile_id = excluded.profile_id \
-             WHERE profile_members.profile_id <> excluded.profile_id"
-        )
-    })
+    let members = upsert_members(
+        conn,
+        backend,
+        wanted.iter().map(|(k, id)| (*k, *id)).collect(),
+    )
     .await?;
     let members_written = started.elapsed();
     let wanted_identifiers: HashSet<(i64, &str, &str)> = profiles
@@ -506,17 +558,14 @@ async fn write_profile_rows(
                 .map(move |(kind, value)| (p.id, kind.as_str(), value.as_str()))
         })
         .collect();
-    let mut identifiers: Vec<(&str, &str, i64)> = wanted_identifiers
-        .iter()
-        .map(|(id, kind, value)| (*kind, *value, *id))
-        .collect();
-    identifiers.sort_unstable();
-    execute_rows(conn, backend, &identifiers, |list| {
-        format!(
-            "INSERT INTO profile_identifiers (id_type, id_value, profile_id) VALUES {list} \
-             ON CONFLICT DO NOTHING"
-        )
-    })
+    let identifiers = insert_identifiers(
+        conn,
+        backend,
+        wanted_identifiers
+            .iter()
+            .map(|(id, kind, value)| (*kind, *value, *id))
+            .collect(),
+    )
     .await?;
 
     let identifiers_written = started.elapsed();
@@ -546,10 +595,7 @@ async fn write_profile_rows(
     .filter(|(key, id)| wanted.get(key) != Some(id))
     .map(|(key, _)| key)
     .collect();
-    execute_rows(conn, backend, &left, |list| {
-        format!("DELETE FROM profile_members WHERE (source, stream, external_id) IN ({list})")
-    })
-    .await?;
+    delete_members(conn, backend, &left).await?;
     let stale = overfull(
         conn,
         backend,
@@ -580,15 +626,12 @@ async fn write_profile_rows(
     .into_iter()
     .filter(|(id, kind, value)| !wanted_identifiers.contains(&(*id, kind.as_str(), value.as_str())))
     .collect();
-    execute_rows(conn, backend, &dropped, |list| {
-        format!("DELETE FROM profile_identifiers WHERE (profile_id, id_type, id_value) IN ({list})")
-    })
-    .await?;
+    delete_identifiers(conn, backend, &dropped).await?;
     let rows_written = started.elapsed();
     Ok(RowsWritten {
-        members: members.len(),
+        members,
         members_left: left.len(),
-        identifiers: identifiers.len(),
+        identifiers,
         identifiers_dropped: dropped.len(),
         members_ms: members_written.as_millis() as u64,
         identifiers_ms: (identifiers_written - members_written).as_millis() as u64,
@@ -605,10 +648,7 @@ async fn write_row_changes(
     profiles: &[ProfileWrite],
     changes: &RowChanges,
 ) -> StoreResult<RowsWritten> {
-    let generation: Option<i64> = sqlx::query_scalar("SELECT MAX(generation) FROM profile_changes")
-        .fetch_one(&mut *conn)
-        .await?;
-    let generation = generation.unwrap_or(0);
+    let generation = crate::profile_changes::newest_generation(conn).await?;
     debug_assert!(
         {
             let ids: HashSet<i64> = profiles.iter().map(|p| p.id).collect();
@@ -633,48 +673,34 @@ async fn write_row_changes(
         return write_profile_rows(conn, backend, profiles, &changes.new_ids).await;
     }
     let started = std::time::Instant::now();
-    // In key order, which keeps the index pages they touch together.
-    let mut members: Vec<(&RecordKey, i64)> =
-        changes.members.iter().map(|(k, id)| (k, *id)).collect();
-    members.sort_unstable();
-    execute_rows(conn, backend, &members, |list| {
-        format!(
-            "INSERT INTO profile_members (source, stream, external_id, profile_id) VALUES {list} \
-             ON CONFLICT (source, stream, external_id) DO UPDATE SET profile_id = excluded.profile_id"
-        )
-    })
+    let members = upsert_members(
+        conn,
+        backend,
+        changes.members.iter().map(|(k, id)| (k, *id)).collect(),
+    )
     .await?;
-    execute_rows(conn, backend, &changes.members_gone, |list| {
-        format!("DELETE FROM profile_members WHERE (source, stream, external_id) IN ({list})")
-    })
-    .await?;
+    delete_members(conn, backend, &changes.members_gone).await?;
     let members_written = started.elapsed();
-    let mut identifiers: Vec<(&str, &str, i64)> = changes
-        .identifiers
-        .iter()
-        .map(|(kind, value, id)| (kind.as_str(), value.as_str(), *id))
-        .collect();
-    identifiers.sort_unstable();
-    execute_rows(conn, backend, &identifiers, |list| {
-        format!(
-            "INSERT INTO profile_identifiers (id_type, id_value, profile_id) VALUES {list} \
-             ON CONFLICT DO NOTHING"
-        )
-    })
+    let identifiers = insert_identifiers(
+        conn,
+        backend,
+        changes
+            .identifiers
+            .iter()
+            .map(|(kind, value, id)| (kind.as_str(), value.as_str(), *id))
+            .collect(),
+    )
     .await?;
     let gone: Vec<(i64, &str, &str)> = changes
         .identifiers_gone
         .iter()
         .map(|(kind, value, id)| (*id, kind.as_str(), value.as_str()))
         .collect();
-    execute_rows(conn, backend, &gone, |list| {
-        format!("DELETE FROM profile_identifiers WHERE (profile_id, id_type, id_value) IN ({list})")
-    })
-    .await?;
+    delete_identifiers(conn, backend, &gone).await?;
     Ok(RowsWritten {
-        members: members.len(),
+        members,
         members_left: changes.members_gone.len(),
-        identifiers: identifiers.len(),
+        identifiers,
         identifiers_dropped: gone.len(),
         members_ms: members_written.as_millis() as u64,
         identifiers_ms: (started.elapsed() - members_written).as_millis() as u64,

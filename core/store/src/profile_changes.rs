@@ -45,6 +45,14 @@ pub trait ProfileChangeStore: Send + Sync {
     async fn profile_changes_since(&self, after: i64) -> StoreResult<ProfileChanges>;
 }
 
+/// The newest generation as `conn` sees it (0 before the first write of profiles).
+pub(crate) async fn newest_generation(conn: &mut sqlx::AnyConnection) -> StoreResult<i64> {
+    let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(generation) FROM profile_changes")
+        .fetch_one(conn)
+        .await?;
+    Ok(newest.unwrap_or(0))
+}
+
 /// Appends one row of the log inside the writer's transaction (none when nothing was touched) and prunes
 /// rows older than [`KEEP`] generations.
 pub(crate) async fn record(
@@ -82,10 +90,7 @@ pub(crate) async fn record(
 #[async_trait]
 impl ProfileChangeStore for SqlStore {
     async fn profile_generation(&self) -> StoreResult<i64> {
-        let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(generation) FROM profile_changes")
-            .fetch_one(self.pool())
-            .await?;
-        Ok(newest.unwrap_or(0))
+        newest_generation(&mut *self.pool().acquire().await?).await
     }
 
     async fn profile_changes_since(&self, after: i64) -> StoreResult<ProfileChanges> {
