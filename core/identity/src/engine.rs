@@ -15,12 +15,14 @@
 //! values this one gives. A full pass gives the same profiles as steps would; it differs in how it reads
 //! and writes:
 //! - it reads records page by page, decoding only their identifiers (and traits for compound rules), and
-//!   keeps only what resolution needs, compactly (keys packed end to end, each distinct linking value
-//!   numbered once), then reads each chunk of profiles' records again by key, in full, to build their
-//!   documents, so it never holds every record at once;
+//!   keeps what resolution needs compactly (keys packed end to end, each distinct linking value numbered
+//!   once) and each record's payload as the JSON text it read ([`EncodedBody`]: about 300 MB for a
+//!   million records); it decodes a chunk of profiles' records in full only when it builds their
+//!   documents, so it never holds every record decoded at once, and never reads a record twice (reading
+//!   each chunk's records again by key cost a second of a million-record pass);
 //! - it writes documents chunk by chunk (about [`WRITE_RECORDS`] records each, one transaction each) in a
-//!   pipeline: the next chunk's records are read and the last chunk written by tasks of their own while
-//!   this chunk is analysed and built on every core. Member and identifier rows are not written with
+//!   pipeline: the last chunk is written by a task of its own while this chunk is decoded, analysed and
+//!   built on every core. Member and identifier rows are not written with
 //!   their chunk: the last write replaces every one of them at once, in key order
 //!   ([`ResolutionRows::Replace`]), which costs a fraction of updating each profile's rows in place (the
 //!   rows of a million records: 3.6 s instead of about 11 s). The last write also removes retired
@@ -34,8 +36,8 @@
 //!   be committing when the next one starts: each starts by waiting for it
 //!   (`IdentityStore::settle_resolution_writes`), so that it reads the state that write leaves rather
 //!   than have it land in the middle of its own reads.
-//! - a record changed by a source during the pass is resolved as first read, and its document built from
-//!   what is read later; it is pending again (its change sequence moved on), so the next step settles it.
+//! - a record changed by a source during the pass is resolved and built as first read; it is pending
+//!   again (its change sequence moved on), so the next step settles it.
 //!
 //! A step holds its records in hand and writes in one transaction, as described above, writing only the
 //! member and identifier rows that differ from those it read ([`ResolutionRows::Changes`]). It notes the
@@ -57,8 +59,8 @@ use regex::Regex;
 use spindle_config::{IdentityConfig, ProfilesConfig};
 use spindle_model::{RecordKey, StoredRecord};
 use spindle_store::{
-    AllRows, IdentityStore, ProfileChangeStore, ProfileStore, ProfileWrite, ResolutionRows,
-    ResolutionWrite, RowChanges, StoreError,
+    AllRows, EncodedBody, EncodedRecord, IdentityStore, PayloadParts, ProfileChangeStore,
+    ProfileStore, ProfileWrite, ResolutionRows, ResolutionWrite, RowChanges, StoreError,
 };
 use tracing::Instrument;
 
@@ -186,9 +188,9 @@ impl Keys {
         id
     }
 
-    fn push(&mut self, record: &StoredRecord) {
-        let (source, stream) = (self.name(&record.source), self.name(&record.record.stream));
-        self.ids.push_str(&record.record.external_id);
+    fn push(&mut self, source: &str, stream: &str, external_id: &str) {
+        let (source, stream) = (self.name(source), self.name(stream));
+        self.ids.push_str(external_id);
         self.parts.push((source, stream, self.ids.len()));
     }
 
@@ -229,15 +231,47 @@ struct ClosedSet {
     values: Values,
     /// The profile each record belonged to before, if any.
     old_of: Vec<Option<i64>>,
-    /// The records with their analyses when they are in hand (a step); `None` in a full pass, which reads
-    /// them again chunk by chunk to build documents, so that it never holds every record at once.
-    in_hand: Option<Vec<Option<(StoredRecord, Analysed)>>>,
+    /// The records, each until its profile is built.
+    held: Held,
+}
+
+/// The records of a [`ClosedSet`], by index.
+enum Held {
+    /// Decoded, with their analyses: a step's.
+    InHand(Vec<Option<(StoredRecord, Analysed)>>),
+    /// Payloads still JSON text: a full pass's, which decodes each chunk's when it builds them, so that it
+    /// never holds every record decoded at once (a million records: about 300 MB as text).
+    Encoded(Vec<Option<EncodedBody>>),
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Held::Encoded(Vec::new())
+    }
 }
 
 impl ClosedSet {
     /// Adds a record (not deleted) with its linking pairs and old profile.
     fn push(&mut self, record: &StoredRecord, links: &[(String, String)], old: Option<i64>) {
-        self.keys.push(record);
+        self.push_key(
+            (
+                &record.source,
+                &record.record.stream,
+                &record.record.external_id,
+            ),
+            links,
+            old,
+        );
+    }
+
+    /// [`push`](Self::push) by key.
+    fn push_key(
+        &mut self,
+        (source, stream, external_id): (&str, &str, &str),
+        links: &[(String, String)],
+        old: Option<i64>,
+    ) {
+        self.keys.push(source, stream, external_id);
         let mut ids: Vec<u32> = links
             .iter()
             .map(|(rule, value)| self.values.intern(rule, value))
@@ -287,13 +321,23 @@ fn on_every_core<T>(work: impl FnOnce() -> T) -> T {
 /// A record's linking pairs, `None` for a deleted record (which joins no profile).
 type Links = Option<Vec<(String, String)>>;
 
-/// Adds each record of a full pass's `page` that is not deleted to `set`, with its `links`, then frees
-/// the page.
-fn join_set(set: &mut ClosedSet, page: Vec<StoredRecord>, links: &[Links]) {
-    for (record, links) in page.iter().zip(links) {
+/// Adds each record of a full pass's `page` that is not deleted to `set`, with its `links`, keeping its
+/// encoded body and freeing the rest.
+fn join_set(set: &mut ClosedSet, page: Vec<EncodedRecord>, links: &[Links]) {
+    let mut bodies = Vec::with_capacity(page.len());
+    for (record, links) in page.into_iter().zip(links) {
         if let Some(links) = links {
-            set.push(record, links, None);
+            set.push_key(
+                (&record.source, &record.stream, &record.external_id),
+                links,
+                None,
+            );
+            bodies.push(Some(record.body));
         }
+    }
+    match &mut set.held {
+        Held::Encoded(held) => held.extend(bodies),
+        Held::InHand(_) => unreachable!("a full pass's set holds encoded records"),
     }
 }
 
@@ -323,22 +367,14 @@ fn every_row(
     }
 }
 
-/// Records of a chunk, by set member index, with their analyses when known.
-type MemberRecords = HashMap<usize, (StoredRecord, Option<Analysed>)>;
+/// Records of a chunk, by set member index, with their analyses.
+type MemberRecords = HashMap<usize, (StoredRecord, Analysed)>;
 
-/// The records of the next chunk to build: in hand, or being read.
-enum Fetch {
+/// The records of a chunk to build, taken from its set's [`Held`] records.
+enum ChunkRecords {
     InHand(MemberRecords),
-    Reading(StoreTask<MemberRecords>),
-}
-
-impl Fetch {
-    async fn records(self) -> Result<MemberRecords, IdentityError> {
-        match self {
-            Fetch::InHand(records) => Ok(records),
-            Fetch::Reading(task) => joined(task).await,
-        }
-    }
+    /// By set member index.
+    Encoded(Vec<(usize, EncodedBody)>),
 }
 
 /// The profiles a closed set had before.
@@ -716,7 +752,7 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
             kept.insert(key);
         }
         let members_gone: Vec<RecordKey> = old.into_keys().filter(|k| !kept.contains(k)).collect();
-        set.in_hand = Some(records.into_iter().map(Some).collect());
+        set.held = Held::InHand(records.into_iter().map(Some).collect());
         let old = OldState {
             sizes,
             profiles: visited,
@@ -762,28 +798,35 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         let normalizer = self.normalizer();
         let mut set = ClosedSet::default();
         let mut after = 0;
-        // Only identifiers (and traits for compound rules) are read now; documents are built from a
-        // second read of each chunk's records.
-        let traits = !self.identity.compound.is_empty();
-        let mut page = self.store.records_to_resolve(after, PAGE, traits).await?;
+        // Only identifiers (and traits for compound rules) are decoded now; the rest when documents are
+        // built.
+        let parts = if self.identity.compound.is_empty() {
+            PayloadParts::Identifiers
+        } else {
+            PayloadParts::WithoutEvents
+        };
+        let mut page = self.store.records_to_resolve(after, PAGE).await?;
         // The last page analysed, with its links, waiting to join the set.
-        let mut analysed: Option<(Vec<StoredRecord>, Vec<Links>)> = None;
+        let mut analysed: Option<(Vec<EncodedRecord>, Vec<Links>)> = None;
         // A pipeline of three stages: the next page is read by a task of its own while this one is
-        // analysed on every core and the last one joins the set (numbering values is sequential: 1.2 s of
-        // a million records) and is freed.
-        while let Some(last) = page.last().map(|r| r.seq) {
+        // decoded and analysed on every core and the last one joins the set (numbering values is
+        // sequential: 1.2 s of a million records).
+        while let Some(last) = page.last().map(|r| r.body.seq()) {
             after = last;
             let next = self.spawn_store(move |store| async move {
-                store.records_to_resolve(after, PAGE, traits).await
+                store.records_to_resolve(after, PAGE).await
             });
             let set = &mut set;
             let previous = analysed.take();
-            let links: Vec<Links> = on_every_core(|| {
+            let links: Result<Vec<Links>, StoreError> = on_every_core(|| {
                 rayon::join(
                     || {
                         page.par_iter()
                             .map(|record| {
-                                (!record.record.deleted).then(|| self.links_of(&normalizer, record))
+                                if record.body.deleted() {
+                                    return Ok(None);
+                                }
+                                Ok(Some(self.links_of(&normalizer, &record.decode(parts)?)))
                             })
                             .collect()
                     },
@@ -791,7 +834,7 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
                 )
                 .0
             });
-            analysed = Some((page, links));
+            analysed = Some((page, links?));
             page = joined(next).await?;
         }
         if let Some((page, links)) = analysed {
@@ -920,7 +963,7 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
 
         // Clusters written together: all at once when the records are in hand, else chunks of about
         // `WRITE_RECORDS` records.
-        let limit = if set.in_hand.is_some() {
+        let limit = if matches!(set.held, Held::InHand(_)) {
             usize::MAX
         } else {
             self.write_records
@@ -940,22 +983,14 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         let now = Utc::now();
         let last_chunk = chunks.len() - 1;
         let mut final_write = Some((removed, aliases));
-        // A pipeline of three stages: the records of the next chunk are read, and the last chunk
-        // written, each by a task of its own, while this chunk is built on every core.
-        let mut fetching = Some(self.fetch_members(&mut set, &clusters, chunks[0].clone()));
+        // A pipeline of two stages: the last chunk is written by a task of its own while this chunk is
+        // built on every core.
         let mut writing: Option<StoreTask<()>> = None;
         // A full pass's identifier rows, gathered chunk by chunk for its last write.
         let mut all_identifiers: Vec<(String, String, i64)> = Vec::new();
         for (n, range) in chunks.iter().cloned().enumerate() {
             let chunk_started = Instant::now();
-            let records = match fetching.take() {
-                Some(fetch) => fetch.records().await?,
-                None => MemberRecords::new(),
-            };
-            let fetched = chunk_started.elapsed();
-            fetching = chunks
-                .get(n + 1)
-                .map(|next| self.fetch_members(&mut set, &clusters, next.clone()));
+            let records = self.take_members(&mut set, &clusters, range.clone());
             let built = on_every_core(|| {
                 self.build_chunk(records, &set, &clusters, range, &ids, normalizer, now)
             });
@@ -966,8 +1001,7 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
             let (mut profiles, encoded_documents) = built?;
             tracing::debug!(
                 profiles = profiles.len(),
-                fetch_wait_ms = fetched.as_millis() as u64,
-                build_ms = (build_done - fetched).as_millis() as u64,
+                build_ms = build_done.as_millis() as u64,
                 write_wait_ms = (chunk_started.elapsed() - build_done).as_millis() as u64,
                 "identity chunk built"
             );
@@ -1038,11 +1072,11 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
     }
 
     /// The writes of the profiles `range` of `clusters` (whose ids are `ids`), built on every core from
-    /// their records (analysed here when they are not yet), and their encoded documents.
+    /// their records (decoded and analysed here when they are not yet), and their encoded documents.
     #[allow(clippy::too_many_arguments)]
     fn build_chunk(
         &self,
-        mut records: MemberRecords,
+        records: ChunkRecords,
         set: &ClosedSet,
         clusters: &Resolution,
         range: std::ops::Range<usize>,
@@ -1050,11 +1084,17 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         normalizer: &Normalizer,
         now: DateTime<Utc>,
     ) -> Result<(Vec<ProfileWrite>, Vec<String>), IdentityError> {
-        records.par_iter_mut().for_each(|(_, (record, analysed))| {
-            if analysed.is_none() {
-                *analysed = Some(self.analyse(normalizer, record));
-            }
-        });
+        let records: MemberRecords = match records {
+            ChunkRecords::InHand(records) => records,
+            ChunkRecords::Encoded(bodies) => bodies
+                .into_par_iter()
+                .map(|(member, body)| {
+                    let record = body.decode(set.keys.get(member), PayloadParts::Whole)?;
+                    let analysed = self.analyse(normalizer, &record);
+                    Ok((member, (record, analysed)))
+                })
+                .collect::<Result<_, StoreError>>()?,
+        };
         let writes = range
             .into_par_iter()
             .map(|c| {
@@ -1064,7 +1104,7 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
                     .iter()
                     .filter_map(|m| {
                         let (record, analysed) = records.get(m)?;
-                        Some((record, analysed.as_ref()?))
+                        Some((record, analysed))
                     })
                     .collect();
                 self.profile_write(ids[c], &cluster_records, clusters.links.get(c), set, now)
@@ -1077,40 +1117,27 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         Ok(writes.into_iter().unzip())
     }
 
-    /// The records of the members of the profiles `range` of `clusters`, by member index: taken from the
-    /// set when in hand (with their analyses), else read from the store by a task of its own. A record
-    /// gone from the store is left out.
-    fn fetch_members(
+    /// The records of the members of the profiles `range` of `clusters`, by member index, taken from the
+    /// set.
+    fn take_members(
         &self,
         set: &mut ClosedSet,
         clusters: &Resolution,
         range: std::ops::Range<usize>,
-    ) -> Fetch {
-        let members: Vec<usize> = range
-            .flat_map(|c| clusters.members.get(c).iter().copied())
-            .collect();
-        if let Some(in_hand) = set.in_hand.as_mut() {
-            return Fetch::InHand(
+    ) -> ChunkRecords {
+        let members = range.flat_map(|c| clusters.members.get(c).iter().copied());
+        match &mut set.held {
+            Held::InHand(records) => ChunkRecords::InHand(
                 members
-                    .iter()
-                    .filter_map(|m| {
-                        let (record, analysed) = in_hand[*m].take()?;
-                        Some((*m, (record, Some(analysed))))
-                    })
+                    .filter_map(|m| Some((m, records[m].take()?)))
                     .collect(),
-            );
+            ),
+            Held::Encoded(bodies) => ChunkRecords::Encoded(
+                members
+                    .filter_map(|m| Some((m, bodies[m].take()?)))
+                    .collect(),
+            ),
         }
-        let keys: Vec<RecordKey> = members.iter().map(|m| set.keys.key(*m)).collect();
-        Fetch::Reading(self.spawn_store(|store| async move {
-            let index: HashMap<&RecordKey, usize> = keys.iter().zip(members).collect();
-            let mut out = MemberRecords::with_capacity(keys.len());
-            for record in store.records_by_keys(&keys).await? {
-                if let Some(member) = index.get(&key_of(&record)) {
-                    out.insert(*member, (record, None));
-                }
-            }
-            Ok(out)
-        }))
     }
 
     /// The id of each cluster (kept from the old profile that covers most of its records, else new), the

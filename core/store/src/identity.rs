@@ -31,8 +31,8 @@ use sqlx::{AssertSqlSafe, Row};
 use tracing::Instrument;
 
 use crate::sql::{
-    DerivedWriteConnection, PayloadParts, RECORD_COLUMNS, SqlStore, decode_record, from_millis,
-    placeholders, to_millis,
+    DerivedWriteConnection, EncodedRecord, PayloadParts, RECORD_COLUMNS, SqlStore,
+    any_record_columns, decode_record, from_millis, placeholders, to_millis,
 };
 use crate::sqlite_reader::record_columns;
 use crate::{Backend, ProfileStore, StoreError, StoreResult};
@@ -947,15 +947,13 @@ pub trait IdentityStore: Send + Sync {
     async fn profile(&self, id: i64) -> StoreResult<Option<ProfileRow>>;
     /// Profiles whose search text contains `text` (lower-cased), by id, at most `limit`.
     async fn search_profiles(&self, text: &str, limit: u32) -> StoreResult<Vec<ProfileRow>>;
-    /// [`ProfileStore::records_since`] as a full pass of resolution first reads records: their
-    /// identifiers, their traits only when `traits` (compound rules read them), never their events, which
-    /// are left empty.
+    /// [`ProfileStore::records_since`] as a full pass of resolution reads records: each payload left as
+    /// JSON text, for the caller to decode as far as it needs when it needs.
     async fn records_to_resolve(
         &self,
         after_seq: i64,
         limit: u32,
-        traits: bool,
-    ) -> StoreResult<Vec<StoredRecord>>;
+    ) -> StoreResult<Vec<EncodedRecord>>;
     /// At most `limit` memberships `(profile, record)` ordered by the key columns, after the record
     /// `after` (from the first when `None`): a full pass reads them page by page. The order is the
     /// database's (on PostgreSQL it follows the collation, which may differ from [`RecordKey`]'s byte
@@ -1325,14 +1323,17 @@ impl IdentityStore for SqlStore {
         &self,
         after_seq: i64,
         limit: u32,
-        traits: bool,
-    ) -> StoreResult<Vec<StoredRecord>> {
-        let parts = if traits {
-            PayloadParts::WithoutEvents
-        } else {
-            PayloadParts::Identifiers
-        };
-        self.records_since_with(after_seq, limit, parts).await
+    ) -> StoreResult<Vec<EncodedRecord>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM raw_records WHERE seq > $1 ORDER BY seq LIMIT $2"
+        );
+        self.select_decoded(
+            sql,
+            (after_seq, i64::from(limit)),
+            |row| Ok(any_record_columns(row)?.encoded()),
+            |row| Ok(record_columns(row)?.encoded()),
+        )
+        .await
     }
 
     async fn memberships_after(

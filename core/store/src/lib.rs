@@ -39,7 +39,7 @@ pub use identity::{
 };
 pub use profile_changes::{KEEP as PROFILE_CHANGES_KEPT, ProfileChangeStore, ProfileChanges};
 pub use spindle_config::store_url::{Backend, StoreUrl};
-pub use sql::SqlStore;
+pub use sql::{EncodedBody, EncodedRecord, PayloadParts, SqlStore};
 pub use sync_state::{
     DeadLetter, DiffCandidates, OutboxItem, OutboxRow, Settlement, SyncStore, rejected_marker,
 };

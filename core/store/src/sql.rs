@@ -317,7 +317,7 @@ pub(crate) fn from_millis(ms: i64) -> StoreResult<DateTime<Utc>> {
 
 /// How much of a record's payload to decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PayloadParts {
+pub enum PayloadParts {
     /// Identifiers, traits and events.
     Whole,
     /// Identifiers and traits; no events.
@@ -345,7 +345,12 @@ pub(crate) fn decode_record(row: &AnyRow) -> StoreResult<StoredRecord> {
 
 /// A record with only `parts` of its payload decoded (the rest left empty).
 pub(crate) fn decode_record_parts(row: &AnyRow, parts: PayloadParts) -> StoreResult<StoredRecord> {
-    RecordColumns {
+    any_record_columns(row)?.decode(parts)
+}
+
+/// The [`RECORD_COLUMNS`] of a row of the pool.
+pub(crate) fn any_record_columns(row: &AnyRow) -> StoreResult<RecordColumns<'_>> {
+    Ok(RecordColumns {
         seq: row.try_get("seq")?,
         source: row.try_get("source")?,
         stream: row.try_get("stream")?,
@@ -356,8 +361,7 @@ pub(crate) fn decode_record_parts(row: &AnyRow, parts: PayloadParts) -> StoreRes
         payload: row.try_get("payload")?,
         first_seen_at: row.try_get("first_seen_at")?,
         observed_at: row.try_get("observed_at")?,
-    }
-    .decode(parts)
+    })
 }
 
 /// The columns of a stored record ([`RECORD_COLUMNS`]) as a driver hands them over, before the payload
@@ -382,26 +386,7 @@ pub(crate) struct RecordColumns<'r> {
 impl RecordColumns<'_> {
     /// The record, with only `parts` of its payload decoded (the rest left empty).
     pub(crate) fn decode(self, parts: PayloadParts) -> StoreResult<StoredRecord> {
-        let text = self.payload;
-        let payload = match parts {
-            PayloadParts::Whole => serde_json::from_str(text)?,
-            PayloadParts::WithoutEvents => {
-                let lean: PayloadWithoutEvents = serde_json::from_str(text)?;
-                Payload {
-                    identifiers: lean.identifiers,
-                    traits: lean.traits,
-                    events: Vec::new(),
-                }
-            }
-            PayloadParts::Identifiers => {
-                let lean: PayloadIdentifiers = serde_json::from_str(text)?;
-                Payload {
-                    identifiers: lean.identifiers,
-                    traits: Default::default(),
-                    events: Vec::new(),
-                }
-            }
-        };
+        let payload = decode_payload(self.payload, parts)?;
         Ok(StoredRecord {
             seq: self.seq,
             source: self.source,
@@ -418,6 +403,120 @@ impl RecordColumns<'_> {
                 events: payload.events,
             },
         })
+    }
+
+    /// The record with its payload left as JSON text.
+    pub(crate) fn encoded(self) -> EncodedRecord {
+        EncodedRecord {
+            source: self.source,
+            stream: self.stream,
+            external_id: self.external_id,
+            body: EncodedBody {
+                seq: self.seq,
+                version: self.version,
+                updated_at: self.updated_at,
+                deleted: self.deleted,
+                payload: self.payload.into(),
+                first_seen_at: self.first_seen_at,
+                observed_at: self.observed_at,
+            },
+        }
+    }
+}
+
+/// `parts` of a payload's JSON `text` (the rest left empty).
+fn decode_payload(text: &str, parts: PayloadParts) -> StoreResult<Payload> {
+    Ok(match parts {
+        PayloadParts::Whole => serde_json::from_str(text)?,
+        PayloadParts::WithoutEvents => {
+            let lean: PayloadWithoutEvents = serde_json::from_str(text)?;
+            Payload {
+                identifiers: lean.identifiers,
+                traits: lean.traits,
+                events: Vec::new(),
+            }
+        }
+        PayloadParts::Identifiers => {
+            let lean: PayloadIdentifiers = serde_json::from_str(text)?;
+            Payload {
+                identifiers: lean.identifiers,
+                traits: Default::default(),
+                events: Vec::new(),
+            }
+        }
+    })
+}
+
+/// A stored record as read, its payload still JSON text: identity resolution's full pass reads every
+/// record once, decodes the identifiers of each to resolve, keeps the [`EncodedBody`] (about the size of
+/// the stored payload) and decodes it in full when it builds the record's profile, instead of reading
+/// the record again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedRecord {
+    /// Source id.
+    pub source: String,
+    /// Stream.
+    pub stream: String,
+    /// Id at the source.
+    pub external_id: String,
+    /// Everything else.
+    pub body: EncodedBody,
+}
+
+/// An [`EncodedRecord`] without its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedBody {
+    seq: i64,
+    version: i64,
+    /// Milliseconds.
+    updated_at: Option<i64>,
+    deleted: bool,
+    payload: Box<str>,
+    /// Milliseconds.
+    first_seen_at: i64,
+    /// Milliseconds.
+    observed_at: i64,
+}
+
+impl EncodedBody {
+    /// The record's change sequence.
+    pub fn seq(&self) -> i64 {
+        self.seq
+    }
+
+    /// Whether the record was deleted at its source.
+    pub fn deleted(&self) -> bool {
+        self.deleted
+    }
+
+    /// The record whose key is `(source, stream, external_id)`, with only `parts` of its payload decoded
+    /// (the rest left empty).
+    pub fn decode(
+        &self,
+        (source, stream, external_id): (&str, &str, &str),
+        parts: PayloadParts,
+    ) -> StoreResult<StoredRecord> {
+        RecordColumns {
+            seq: self.seq,
+            source: source.to_owned(),
+            stream: stream.to_owned(),
+            external_id: external_id.to_owned(),
+            version: self.version,
+            updated_at: self.updated_at,
+            deleted: self.deleted,
+            payload: &self.payload,
+            first_seen_at: self.first_seen_at,
+            observed_at: self.observed_at,
+        }
+        .decode(parts)
+    }
+}
+
+impl EncodedRecord {
+    /// [`EncodedBody::decode`] with this record's key.
+    pub fn decode(&self, parts: PayloadParts) -> StoreResult<StoredRecord> {
+        self.body
+            .decode((&self.source, &self.stream, &self.external_id), parts)
     }
 }
 

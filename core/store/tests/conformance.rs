@@ -15,8 +15,8 @@ use spindle_model::{
     QuarantinedRecord, RawRecord, RecordKey,
 };
 use spindle_store::{
-    AllRows, Backend, IdentityStore, OpenOptions, ProfileChangeStore, ProfileStore, ProfileWrite,
-    ResolutionRows, ResolutionWrite, RowChanges, SourceBatch, SqlStore,
+    AllRows, Backend, IdentityStore, OpenOptions, PayloadParts, ProfileChangeStore, ProfileStore,
+    ProfileWrite, ResolutionRows, ResolutionWrite, RowChanges, SourceBatch, SqlStore,
 };
 
 spindle_testkit::store_backends!(
@@ -34,7 +34,7 @@ spindle_testkit::store_backends!(
     large_batches_mix_inserts_updates_and_repeats,
     profile_writes_are_logged_by_generation,
     memberships_are_paged_in_key_order,
-    records_to_resolve_leave_out_what_resolution_does_not_read,
+    records_to_resolve_decode_as_far_as_asked,
     a_new_resolution_waits_for_a_resolution_write_in_progress,
     replaced_rows_take_the_place_of_every_row,
     row_changes_are_written_unless_profiles_were_written_since,
@@ -855,7 +855,7 @@ async fn memberships_are_paged_in_key_order(store: &SqlStore) {
     );
 }
 
-async fn records_to_resolve_leave_out_what_resolution_does_not_read(store: &SqlStore) {
+async fn records_to_resolve_decode_as_far_as_asked(store: &SqlStore) {
     let mut with_event = record("1", 1, "a@x.io");
     with_event.events = vec![Event {
         name: "order_completed".into(),
@@ -869,20 +869,36 @@ async fn records_to_resolve_leave_out_what_resolution_does_not_read(store: &SqlS
     let whole = store.records_since(0, 10).await.unwrap();
     assert_eq!(whole[0].record, with_event);
 
-    let lean = store.records_to_resolve(0, 10, false).await.unwrap();
+    let encoded = store.records_to_resolve(0, 10).await.unwrap();
+    assert_eq!(encoded.len(), 1);
     assert_eq!(
-        (lean[0].seq, &lean[0].source),
-        (whole[0].seq, &whole[0].source)
+        (encoded[0].body.seq(), encoded[0].body.deleted()),
+        (whole[0].seq, false)
     );
-    assert_eq!(lean[0].record.identifiers, with_event.identifiers);
-    assert!(lean[0].record.traits.is_empty() && lean[0].record.events.is_empty());
+    assert_eq!(encoded[0].decode(PayloadParts::Whole).unwrap(), whole[0]);
+    // The body decodes under any key it is given (the caller keeps keys apart).
+    let elsewhere = encoded[0]
+        .body
+        .decode(("shop", "orders", "9"), PayloadParts::Whole)
+        .unwrap();
+    assert_eq!(
+        (elsewhere.source.as_str(), elsewhere.record.stream.as_str()),
+        ("shop", "orders")
+    );
+    assert_eq!(elsewhere.record.external_id, "9");
+    assert_eq!(elsewhere.record.events, with_event.events);
 
-    let with_traits = store.records_to_resolve(0, 10, true).await.unwrap();
-    assert_eq!(with_traits[0].record.traits, with_event.traits);
-    assert!(with_traits[0].record.events.is_empty());
+    let lean = encoded[0].decode(PayloadParts::Identifiers).unwrap();
+    assert_eq!((lean.seq, &lean.source), (whole[0].seq, &whole[0].source));
+    assert_eq!(lean.record.identifiers, with_event.identifiers);
+    assert!(lean.record.traits.is_empty() && lean.record.events.is_empty());
+
+    let with_traits = encoded[0].decode(PayloadParts::WithoutEvents).unwrap();
+    assert_eq!(with_traits.record.traits, with_event.traits);
+    assert!(with_traits.record.events.is_empty());
     assert!(
         store
-            .records_to_resolve(whole[0].seq, 10, true)
+            .records_to_resolve(whole[0].seq, 10)
             .await
             .unwrap()
             .is_empty()
