@@ -755,11 +755,17 @@ impl ProfileStore for SqlStore {
     }
 
     async fn count_records(&self, source: Option<&str>) -> StoreResult<u64> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM raw_records WHERE $1 IS NULL OR source = $1")
-                .bind(source)
-                .fetch_one(&self.pool)
-                .await?;
+        // Two statements rather than `$1 IS NULL OR source = $1`, which SQLite answered by reading the
+        // whole table (every payload) instead of counting an index.
+        let n: i64 = match source {
+            None => sqlx::query_scalar("SELECT COUNT(*) FROM raw_records"),
+            Some(source) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM raw_records WHERE source = $1")
+                    .bind(source)
+            }
+        }
+        .fetch_one(&self.pool)
+        .await?;
         Ok(u64::try_from(n).unwrap_or_default())
     }
 
