@@ -264,6 +264,30 @@ impl ClosedSet {
         );
     }
 
+    /// Makes room for `total` records like those of `page` (with their `links`): a full pass's set grows
+    /// to hundreds of megabytes, and growing by doubling copied it over and over into fresh memory, which
+    /// the kernel clears first (a third of the first read's time).
+    fn reserve_like(&mut self, page: &[EncodedRecord], links: &[Links], total: usize) {
+        if page.is_empty() {
+            return;
+        }
+        let per_record = |bytes: usize| bytes.div_ceil(page.len()) * total;
+        let id_bytes: usize = page.iter().map(|r| r.external_id.len()).sum();
+        let linked = links.iter().flatten();
+        let (link_count, value_bytes) = linked.flatten().fold((0, 0), |(n, bytes), (_, value)| {
+            (n + 1, bytes + value.len())
+        });
+        self.keys.parts.reserve(total);
+        self.keys.ids.reserve(per_record(id_bytes));
+        self.links.reserve(total, per_record(link_count));
+        self.values
+            .reserve(per_record(link_count), per_record(value_bytes));
+        self.old_of.reserve(total);
+        if let Held::Encoded(bodies) = &mut self.held {
+            bodies.reserve(total);
+        }
+    }
+
     /// [`push`](Self::push) by key.
     fn push_key(
         &mut self,
@@ -805,12 +829,14 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         } else {
             PayloadParts::WithoutEvents
         };
+        let total = usize::try_from(self.store.count_records(None).await?).unwrap_or(usize::MAX);
         let mut page = self.store.records_to_resolve(after, PAGE).await?;
         // The last page analysed, with its links, waiting to join the set.
         let mut analysed: Option<(Vec<EncodedRecord>, Vec<Links>)> = None;
         // A pipeline of three stages: the next page is read by a task of its own while this one is
         // decoded and analysed on every core and the last one joins the set (numbering values is
         // sequential: 1.2 s of a million records).
+        let mut first_page = true;
         while let Some(last) = page.last().map(|r| r.body.seq()) {
             after = last;
             let next = self.spawn_store(move |store| async move {
@@ -834,7 +860,12 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
                 )
                 .0
             });
-            analysed = Some((page, links?));
+            let links = links?;
+            if first_page {
+                set.reserve_like(&page, &links, total);
+                first_page = false;
+            }
+            analysed = Some((page, links));
             page = joined(next).await?;
         }
         if let Some((page, links)) = analysed {
@@ -843,12 +874,9 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         // Old memberships, matched to the records read by key.
         let mut sizes: HashMap<i64, usize> = HashMap::new();
         {
-            let index: HashMap<(u32, u32, &str), usize> = (0..set.keys.len())
-                .map(|i| {
-                    let (source, stream, _) = set.keys.parts[i];
-                    ((source, stream, set.keys.get(i).2), i)
-                })
-                .collect();
+            // Built when the first membership comes (a first build has none).
+            let mut index: Option<HashMap<(u32, u32, &str), usize, foldhash::fast::RandomState>> =
+                None;
             // Page by page: a million memberships held at once as owned keys would cost about 200 MB.
             let mut after: Option<RecordKey> = None;
             loop {
@@ -856,6 +884,18 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
                     .store
                     .memberships_after(after.as_ref(), MEMBERSHIP_PAGE)
                     .await?;
+                let index = match &mut index {
+                    Some(index) => &*index,
+                    None if page.is_empty() => break,
+                    None => index.insert(
+                        (0..set.keys.len())
+                            .map(|i| {
+                                let (source, stream, _) = set.keys.parts[i];
+                                ((source, stream, set.keys.get(i).2), i)
+                            })
+                            .collect(),
+                    ),
+                };
                 for (id, key) in &page {
                     *sizes.entry(*id).or_default() += 1;
                     let found = set

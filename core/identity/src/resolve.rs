@@ -67,10 +67,12 @@ pub(crate) struct Values {
     entries: Vec<(u32, usize)>,
     rules: Vec<String>,
     rule_ids: HashMap<String, u32>,
-    hasher: std::hash::RandomState,
+    /// foldhash rather than the standard SipHash: a million values are numbered in a full pass, and
+    /// SipHash took a tenth of that (seeded per process, so crafted values cannot aim at one bucket).
+    hasher: foldhash::quality::RandomState,
     /// Values by the hash of `(type number, text)`; the rare second value with the same hash goes to
     /// `collisions`.
-    by_hash: HashMap<u64, u32>,
+    by_hash: HashMap<u64, u32, foldhash::fast::RandomState>,
     collisions: HashMap<(u32, String), u32>,
 }
 
@@ -103,6 +105,13 @@ impl Values {
                 id
             }
         }
+    }
+
+    /// Makes room for `values` more values of `bytes` bytes of text in all.
+    pub(crate) fn reserve(&mut self, values: usize, bytes: usize) {
+        self.text.reserve(bytes);
+        self.entries.reserve(values);
+        self.by_hash.reserve(values);
     }
 
     fn push(&mut self, rule: u32, value: &str) -> u32 {
@@ -147,6 +156,12 @@ impl<T> Default for Lists<T> {
 }
 
 impl<T> Lists<T> {
+    /// Makes room for `lists` more lists of `items` items in all.
+    pub(crate) fn reserve(&mut self, lists: usize, items: usize) {
+        self.starts.reserve(lists);
+        self.items.reserve(items);
+    }
+
     /// Ends the list being filled with `items`.
     pub(crate) fn push(&mut self, items: impl IntoIterator<Item = T>) {
         self.items.extend(items);
