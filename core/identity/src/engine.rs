@@ -124,13 +124,29 @@ impl ResolveReport {
 }
 
 /// One record as seen by identity: its linking pairs and every identifier, normalised or refused.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Analysed {
     pub links: Vec<(String, String)>,
     /// `(type, normalised, raw)`.
     pub identifiers: Vec<(String, String, String)>,
     pub rejected: Vec<RejectedIdentifier>,
 }
+
+/// How one identifier normalises: its value and whether it links records, or why it is refused.
+type Outcome = Result<(String, bool), String>;
+
+/// What a full pass's first read keeps of a record until it joins the set: each identifier (in the
+/// record's order) as `(type, normalised value)` when it links records, `None` otherwise (refused, or of
+/// a type that does not link, or blocked), and the compound keys.
+struct FirstRead {
+    identifiers: Vec<Option<(String, String)>>,
+    compound: Vec<(String, String)>,
+}
+
+/// The number a full pass keeps for an identifier that does not link records: it is normalised again
+/// when its profile is built (a refusal for its reason; the rest are few, or cheap to normalise, like
+/// vendor ids), which keeps them out of the values resolution numbers and sorts.
+const NORMALISE_AGAIN: u32 = u32::MAX;
 
 /// Resolves records into profiles with the configured rules.
 pub struct IdentityEngine<'a, S> {
@@ -239,27 +255,40 @@ struct ClosedSet {
 enum Held {
     /// Decoded, with their analyses: a step's.
     InHand(Vec<Option<(StoredRecord, Analysed)>>),
-    /// Payloads still JSON text: a full pass's, which decodes each chunk's when it builds them, so that it
-    /// never holds every record decoded at once (a million records: about 300 MB as text).
-    Encoded(Vec<Option<EncodedBody>>),
+    /// A full pass's: payloads still JSON text, decoded chunk by chunk when their profiles are built, so
+    /// that it never holds every record decoded at once (a million records: about 300 MB as text), and
+    /// each record's identifiers as its first read normalised them, numbered in the set's `values` (in
+    /// the record's order; [`NORMALISE_AGAIN`] for one that does not link), so that they are not
+    /// normalised again.
+    Encoded {
+        bodies: Vec<Option<EncodedBody>>,
+        identifiers: Lists<u32>,
+    },
 }
 
 impl Default for Held {
     fn default() -> Self {
-        Held::Encoded(Vec::new())
+        Held::Encoded {
+            bodies: Vec::new(),
+            identifiers: Lists::default(),
+        }
     }
 }
 
 impl ClosedSet {
     /// Adds a record (not deleted) with its linking pairs and old profile.
     fn push(&mut self, record: &StoredRecord, links: &[(String, String)], old: Option<i64>) {
+        let ids: Vec<u32> = links
+            .iter()
+            .map(|(rule, value)| self.values.intern(rule, value))
+            .collect();
         self.push_key(
             (
                 &record.source,
                 &record.record.stream,
                 &record.record.external_id,
             ),
-            links,
+            ids,
             old,
         );
     }
@@ -267,24 +296,33 @@ impl ClosedSet {
     /// Makes room for `total` records like those of `page` (with their `links`): a full pass's set grows
     /// to hundreds of megabytes, and growing by doubling copied it over and over into fresh memory, which
     /// the kernel clears first (a third of the first read's time).
-    fn reserve_like(&mut self, page: &[EncodedRecord], links: &[Links], total: usize) {
+    fn reserve_like(&mut self, page: &[EncodedRecord], read: &[Option<FirstRead>], total: usize) {
         if page.is_empty() {
             return;
         }
         let per_record = |bytes: usize| bytes.div_ceil(page.len()) * total;
         let id_bytes: usize = page.iter().map(|r| r.external_id.len()).sum();
-        let linked = links.iter().flatten();
-        let (link_count, value_bytes) = linked.flatten().fold((0, 0), |(n, bytes), (_, value)| {
-            (n + 1, bytes + value.len())
-        });
+        let read = read.iter().flatten();
+        let identifier_count: usize = read.clone().map(|r| r.identifiers.len()).sum();
+        let (value_count, value_bytes) = read
+            .flat_map(|r| {
+                let identifiers = r.identifiers.iter().flatten().map(|(_, v)| v);
+                identifiers.chain(r.compound.iter().map(|(_, v)| v))
+            })
+            .fold((0, 0), |(n, bytes), value| (n + 1, bytes + value.len()));
         self.keys.parts.reserve(total);
         self.keys.ids.reserve(per_record(id_bytes));
-        self.links.reserve(total, per_record(link_count));
+        self.links.reserve(total, per_record(value_count));
         self.values
-            .reserve(per_record(link_count), per_record(value_bytes));
+            .reserve(per_record(value_count), per_record(value_bytes));
         self.old_of.reserve(total);
-        if let Held::Encoded(bodies) = &mut self.held {
+        if let Held::Encoded {
+            bodies,
+            identifiers,
+        } = &mut self.held
+        {
             bodies.reserve(total);
+            identifiers.reserve(total, per_record(identifier_count));
         }
     }
 
@@ -292,17 +330,13 @@ impl ClosedSet {
     fn push_key(
         &mut self,
         (source, stream, external_id): (&str, &str, &str),
-        links: &[(String, String)],
+        mut links: Vec<u32>,
         old: Option<i64>,
     ) {
         self.keys.push(source, stream, external_id);
-        let mut ids: Vec<u32> = links
-            .iter()
-            .map(|(rule, value)| self.values.intern(rule, value))
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        self.links.push(ids);
+        links.sort_unstable();
+        links.dedup();
+        self.links.push(links);
         self.old_of.push(old);
     }
 }
@@ -342,27 +376,44 @@ fn on_every_core<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
-/// A record's linking pairs, `None` for a deleted record (which joins no profile).
-type Links = Option<Vec<(String, String)>>;
-
-/// Adds each record of a full pass's `page` that is not deleted to `set`, with its `links`, keeping its
-/// encoded body and freeing the rest.
-fn join_set(set: &mut ClosedSet, page: Vec<EncodedRecord>, links: &[Links]) {
-    let mut bodies = Vec::with_capacity(page.len());
-    for (record, links) in page.into_iter().zip(links) {
-        if let Some(links) = links {
-            set.push_key(
-                (&record.source, &record.stream, &record.external_id),
-                links,
-                None,
-            );
-            bodies.push(Some(record.body));
-        }
+/// Adds each record of a full pass's `page` that is not deleted (`read` is `None` for those) to `set`,
+/// with what its first read kept: its encoded body and its identifiers, numbered.
+fn join_set(set: &mut ClosedSet, page: Vec<EncodedRecord>, read: Vec<Option<FirstRead>>) {
+    let Held::Encoded {
+        mut bodies,
+        mut identifiers,
+    } = std::mem::take(&mut set.held)
+    else {
+        unreachable!("a full pass's set holds encoded records");
+    };
+    for (record, read) in page.into_iter().zip(read) {
+        let Some(read) = read else { continue };
+        let mut links = Vec::new();
+        let ids = read.identifiers.iter().map(|identifier| {
+            let Some((kind, value)) = identifier else {
+                return NORMALISE_AGAIN;
+            };
+            let id = set.values.intern(kind, value);
+            links.push(id);
+            id
+        });
+        identifiers.push(ids.collect::<Vec<u32>>());
+        links.extend(
+            read.compound
+                .iter()
+                .map(|(rule, value)| set.values.intern(rule, value)),
+        );
+        set.push_key(
+            (&record.source, &record.stream, &record.external_id),
+            links,
+            None,
+        );
+        bodies.push(Some(record.body));
     }
-    match &mut set.held {
-        Held::Encoded(held) => held.extend(bodies),
-        Held::InHand(_) => unreachable!("a full pass's set holds encoded records"),
-    }
+    set.held = Held::Encoded {
+        bodies,
+        identifiers,
+    };
 }
 
 /// Every member and identifier row of a full pass: each record (`by_key` lists them in key order) in the
@@ -557,61 +608,43 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
     }
 
     pub(crate) fn analyse(&self, normalizer: &Normalizer, record: &StoredRecord) -> Analysed {
-        self.analyse_parts(normalizer, record, true)
+        let outcomes = record
+            .record
+            .identifiers
+            .iter()
+            .map(|identifier| self.outcome(normalizer, &identifier.kind, &identifier.value));
+        self.assemble(record, outcomes)
     }
 
-    /// A record's linking pairs alone: what a full pass's first read needs.
-    fn links_of(&self, normalizer: &Normalizer, record: &StoredRecord) -> Vec<(String, String)> {
-        self.analyse_parts(normalizer, record, false).links
+    /// How one identifier normalises: its value and whether it links records, or why it is refused.
+    fn outcome(&self, normalizer: &Normalizer, kind: &str, raw: &str) -> Outcome {
+        let value = normalizer.normalize(kind, raw)?;
+        let links = self.link_on.contains(kind) && !self.is_blocked(&value);
+        Ok((value, links))
     }
 
-    /// [`analyse`](Self::analyse), leaving out identifiers and refusals unless `everything`.
-    fn analyse_parts(
-        &self,
-        normalizer: &Normalizer,
-        record: &StoredRecord,
-        everything: bool,
-    ) -> Analysed {
+    /// The analysis of `record` whose identifiers (in its order) normalised to `outcomes`.
+    fn assemble(&self, record: &StoredRecord, outcomes: impl Iterator<Item = Outcome>) -> Analysed {
         let mut links = Vec::new();
         let mut identifiers = Vec::new();
         let mut rejected = Vec::new();
-        for identifier in &record.record.identifiers {
-            match normalizer.normalize(&identifier.kind, &identifier.value) {
-                Ok(value) => {
-                    let links_on =
-                        self.link_on.contains(&identifier.kind) && !self.is_blocked(&value);
-                    if everything {
-                        if links_on {
-                            links.push((identifier.kind.clone(), value.clone()));
-                        }
-                        identifiers.push((
-                            identifier.kind.clone(),
-                            value,
-                            identifier.value.clone(),
-                        ));
-                    } else if links_on {
-                        links.push((identifier.kind.clone(), value));
+        for (identifier, outcome) in record.record.identifiers.iter().zip(outcomes) {
+            match outcome {
+                Ok((value, links_on)) => {
+                    if links_on {
+                        links.push((identifier.kind.clone(), value.clone()));
                     }
+                    identifiers.push((identifier.kind.clone(), value, identifier.value.clone()));
                 }
-                Err(reason) if everything => rejected.push(RejectedIdentifier {
+                Err(reason) => rejected.push(RejectedIdentifier {
                     kind: identifier.kind.clone(),
                     raw: identifier.value.clone(),
                     reason,
                     record: key_of(record),
                 }),
-                Err(_) => {}
             }
         }
-        for rule in &self.identity.compound {
-            let values: Option<Vec<String>> = rule
-                .fields
-                .iter()
-                .map(|f| compound_value(record, f))
-                .collect();
-            if let Some(values) = values {
-                links.push((format!("compound:{}", rule.name), values.join("|")));
-            }
-        }
+        links.extend(self.compound_keys(record));
         links.sort();
         links.dedup();
         Analysed {
@@ -619,6 +652,70 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
             identifiers,
             rejected,
         }
+    }
+
+    /// The record's `(compound:<rule>, key)` pairs, for each compound rule whose fields it has.
+    fn compound_keys(&self, record: &StoredRecord) -> Vec<(String, String)> {
+        self.identity
+            .compound
+            .iter()
+            .filter_map(|rule| {
+                let values: Option<Vec<String>> = rule
+                    .fields
+                    .iter()
+                    .map(|f| compound_value(record, f))
+                    .collect();
+                Some((format!("compound:{}", rule.name), values?.join("|")))
+            })
+            .collect()
+    }
+
+    /// What a full pass's first read keeps of a record: each identifier normalised (see [`FirstRead`]).
+    fn first_read(&self, normalizer: &Normalizer, record: &StoredRecord) -> FirstRead {
+        FirstRead {
+            identifiers: record
+                .record
+                .identifiers
+                .iter()
+                .map(|identifier| {
+                    let (value, links) = self
+                        .outcome(normalizer, &identifier.kind, &identifier.value)
+                        .ok()?;
+                    links.then(|| (identifier.kind.clone(), value))
+                })
+                .collect(),
+            compound: self.compound_keys(record),
+        }
+    }
+
+    /// [`analyse`](Self::analyse) of member `member` of a full pass's `set`, from what its first read
+    /// kept: only identifiers that do not link are normalised again.
+    fn analyse_again(
+        &self,
+        normalizer: &Normalizer,
+        record: &StoredRecord,
+        set: &ClosedSet,
+        identifiers: &Lists<u32>,
+        member: usize,
+    ) -> Analysed {
+        let outcomes = record
+            .record
+            .identifiers
+            .iter()
+            .zip(identifiers.get(member))
+            .map(|(identifier, id)| {
+                if *id == NORMALISE_AGAIN {
+                    return self.outcome(normalizer, &identifier.kind, &identifier.value);
+                }
+                Ok((set.values.value(*id).to_owned(), true))
+            });
+        let analysed = self.assemble(record, outcomes);
+        debug_assert_eq!(
+            analysed,
+            self.analyse(normalizer, record),
+            "a full pass analyses a record as its first read did"
+        );
+        analysed
     }
 
     /// Resolves every record changed since the last step; returns what changed.
@@ -832,7 +929,7 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         let total = usize::try_from(self.store.count_records(None).await?).unwrap_or(usize::MAX);
         let mut page = self.store.records_to_resolve(after, PAGE).await?;
         // The last page analysed, with its links, waiting to join the set.
-        let mut analysed: Option<(Vec<EncodedRecord>, Vec<Links>)> = None;
+        let mut analysed: Option<(Vec<EncodedRecord>, Vec<Option<FirstRead>>)> = None;
         // A pipeline of three stages: the next page is read by a task of its own while this one is
         // decoded and analysed on every core and the last one joins the set (numbering values is
         // sequential: 1.2 s of a million records).
@@ -844,7 +941,7 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
             });
             let set = &mut set;
             let previous = analysed.take();
-            let links: Result<Vec<Links>, StoreError> = on_every_core(|| {
+            let read: Result<Vec<Option<FirstRead>>, StoreError> = on_every_core(|| {
                 rayon::join(
                     || {
                         page.par_iter()
@@ -852,24 +949,24 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
                                 if record.body.deleted() {
                                     return Ok(None);
                                 }
-                                Ok(Some(self.links_of(&normalizer, &record.decode(parts)?)))
+                                Ok(Some(self.first_read(&normalizer, &record.decode(parts)?)))
                             })
                             .collect()
                     },
-                    || previous.map(|(page, links)| join_set(set, page, &links)),
+                    || previous.map(|(page, read)| join_set(set, page, read)),
                 )
                 .0
             });
-            let links = links?;
+            let read = read?;
             if first_page {
-                set.reserve_like(&page, &links, total);
+                set.reserve_like(&page, &read, total);
                 first_page = false;
             }
-            analysed = Some((page, links));
+            analysed = Some((page, read));
             page = joined(next).await?;
         }
-        if let Some((page, links)) = analysed {
-            join_set(&mut set, page, &links);
+        if let Some((page, read)) = analysed {
+            join_set(&mut set, page, read);
         }
         // Old memberships, matched to the records read by key.
         let mut sizes: HashMap<i64, usize> = HashMap::new();
@@ -1126,14 +1223,20 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
     ) -> Result<(Vec<ProfileWrite>, Vec<String>), IdentityError> {
         let records: MemberRecords = match records {
             ChunkRecords::InHand(records) => records,
-            ChunkRecords::Encoded(bodies) => bodies
-                .into_par_iter()
-                .map(|(member, body)| {
-                    let record = body.decode(set.keys.get(member), PayloadParts::Whole)?;
-                    let analysed = self.analyse(normalizer, &record);
-                    Ok((member, (record, analysed)))
-                })
-                .collect::<Result<_, StoreError>>()?,
+            ChunkRecords::Encoded(bodies) => {
+                let Held::Encoded { identifiers, .. } = &set.held else {
+                    unreachable!("a full pass's set holds encoded records");
+                };
+                bodies
+                    .into_par_iter()
+                    .map(|(member, body)| {
+                        let record = body.decode(set.keys.get(member), PayloadParts::Whole)?;
+                        let analysed =
+                            self.analyse_again(normalizer, &record, set, identifiers, member);
+                        Ok((member, (record, analysed)))
+                    })
+                    .collect::<Result<_, StoreError>>()?
+            }
         };
         let writes = range
             .into_par_iter()
@@ -1172,7 +1275,7 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
                     .filter_map(|m| Some((m, records[m].take()?)))
                     .collect(),
             ),
-            Held::Encoded(bodies) => ChunkRecords::Encoded(
+            Held::Encoded { bodies, .. } => ChunkRecords::Encoded(
                 members
                     .filter_map(|m| Some((m, bodies[m].take()?)))
                     .collect(),
