@@ -172,6 +172,17 @@ where
 }
 
 /// Loads `generated` per source in batches of [`BATCH`].
+/// Waits for the checkpoint that follows a resolution (copying the write-ahead log into the database
+/// file, beside whatever comes next), so that each figure is measured on a store at rest.
+async fn settle(store: &SqlStore, after: &str) {
+    let started = Instant::now();
+    store.settle_checkpoints().await;
+    eprintln!(
+        "{after}: its checkpoint finished {:.2} s after it",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 async fn load(store: &SqlStore, generated: impl IntoIterator<Item = Generated>) -> usize {
     let mut pending: BTreeMap<&'static str, Vec<RawRecord>> = BTreeMap::new();
     let mut count = 0;
@@ -271,6 +282,7 @@ async fn main() {
         ((), what)
     })
     .await;
+    settle(&store, "full build").await;
     eprintln!(
         "full build: {} profiles",
         store.count_profiles().await.expect("count profiles")
@@ -313,6 +325,7 @@ async fn main() {
     })
     .await;
 
+    settle(&store, "incremental").await;
     measure("rebuild", Duration::from_secs(10), async || {
         let report = engine.rebuild().await.expect("rebuild");
         (

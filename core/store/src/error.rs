@@ -40,6 +40,12 @@ pub enum StoreError {
     /// A read running on a thread of its own was cancelled: the runtime is shutting down.
     #[error("a read of the store was cancelled: the runtime is shutting down")]
     Cancelled,
+    /// Another full pass of identity resolution began staging its rows after this one did: this one
+    /// stops rather than put rows of two passes in place.
+    #[error(
+        "another full pass of identity resolution started while this one ran; this one stopped (run it again once the other has finished)"
+    )]
+    StagingTaken,
     /// A stored value could not be decoded.
     #[error("corrupt value in the store: {0}")]
     Corrupt(String),

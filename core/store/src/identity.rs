@@ -105,13 +105,28 @@ pub enum ResolutionRows {
     /// are not trusted, and each written profile's rows are brought to what its [`ProfileWrite`] lists
     /// instead, as [`PerProfile`](Self::PerProfile) does.
     Changes(RowChanges),
-    /// None are written: a later write of the same resolution replaces them all (a chunk of a full pass).
-    Later,
-    /// Every member and identifier row the store holds is replaced by these (the last write of a full
-    /// pass). Written into emptied tables in key order, with the indexes by profile built afterwards,
-    /// which costs a fraction of bringing each profile's rows up to date one by one. Readers see the old
-    /// rows until the write commits, then the new ones. Profile changes are logged as "everything".
-    Replace(AllRows),
+    /// Rows of a full pass, written with each of its chunks into tables of their own (see
+    /// [`StagedRows`]); the pass's last write puts them in place of every live row.
+    Staged(StagedRows),
+}
+
+/// A full pass's rows, staged ([`ResolutionRows::Staged`]): each write of the pass adds its share to
+/// staging tables that [`IdentityStore::begin_staged_rows`] created empty, and the last one puts them in
+/// place of the live tables. Rows go in sorted, so that every insert appends; on SQLite the indexes by
+/// profile are built after, by sorting. Written with the chunks' documents, they cost the pass's end a
+/// fraction of replacing a million rows at once (the pass's serial tail). Readers see the old rows
+/// until the last write commits, then the new ones, whose change is logged as "everything". A write
+/// whose `token` is no longer the newest staging's (another full pass began since) fails with
+/// [`StoreError::StagingTaken`], writing nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagedRows {
+    /// What [`IdentityStore::begin_staged_rows`] returned for this pass.
+    pub token: i64,
+    /// Rows to add: members after those of the pass's earlier writes in key order, identifiers sorted
+    /// among themselves (rows out of order are taken, only slower).
+    pub rows: AllRows,
+    /// Whether this is the pass's last write: the staged rows replace the live ones.
+    pub last: bool,
 }
 
 impl Default for ResolutionRows {
@@ -157,6 +172,23 @@ pub struct AllRows {
 const HIGH_WATER: &str = "identity_seq";
 /// The counter holding the version of identifier normalisation the profiles were built with.
 const NORMALIZER: &str = "identity_normalizer";
+/// The counter numbering full passes' stagings of rows ([`IdentityStore::begin_staged_rows`]).
+const STAGING: &str = "identity_staging";
+
+/// Each table of rows a full pass stages: the staging table, the live table it replaces, and the live
+/// table's index by profile (as the migrations create it).
+const STAGED_TABLES: [(&str, &str, &str); 2] = [
+    (
+        "profile_members_staged",
+        "profile_members",
+        "profile_members_by_profile",
+    ),
+    (
+        "profile_identifiers_staged",
+        "profile_identifiers",
+        "profile_identifiers_by_profile",
+    ),
+];
 
 /// Keys per `IN` list; every backend accepts this many parameters.
 pub(crate) const CHUNK: usize = 300;
@@ -271,7 +303,7 @@ impl<A: Params, B: Params, C: Params> Params for (A, B, C) {
 
 /// A value read from the leading columns of a row, from either driver: what a lookup through
 /// [`SqlStore::select_in`] returns. Tuples read their parts from consecutive columns.
-trait Columns: Sized + Send + 'static {
+pub(crate) trait Columns: Sized + Send + 'static {
     /// Columns it spans.
     const WIDTH: usize;
     /// Reads it from the columns from `offset` of a row of the pool.
@@ -708,57 +740,104 @@ async fn write_row_changes(
     })
 }
 
-/// Replaces every member and identifier row with `rows` ([`ResolutionRows::Replace`]): the tables are
-/// emptied and filled in key order, so that every insert appends. On SQLite the indexes by profile are
-/// dropped first and built again at the end, by sorting, rather than each taking a million scattered
-/// inserts; PostgreSQL keeps them (dropping one would lock the table against readers until the commit).
-async fn replace_rows(
+/// Creates a full pass's staging tables, empty, in place of any left by an earlier pass: on SQLite with the
+/// live table's own definition (its key and `WITHOUT ROWID`, as the migrations left it) and no index by
+/// profile; on PostgreSQL with the live table's columns and no key or index (the rows come distinct).
+async fn create_staging_tables(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
-    rows: &AllRows,
-) -> StoreResult<RowsWritten> {
-    /// The indexes by profile, as the migrations create them.
-    const BY_PROFILE: [(&str, &str); 2] = [
-        ("profile_members_by_profile", "profile_members"),
-        ("profile_identifiers_by_profile", "profile_identifiers"),
-    ];
-    let started = std::time::Instant::now();
-    let rebuild_indexes = backend == Backend::Sqlite;
-    for (index, table) in BY_PROFILE {
-        if rebuild_indexes {
-            sqlx::query(AssertSqlSafe(format!("DROP INDEX IF EXISTS {index}")))
-                .execute(&mut *conn)
+) -> StoreResult<()> {
+    for (staged, live, _) in STAGED_TABLES {
+        sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {staged}")))
+            .execute(&mut *conn)
+            .await?;
+        let create = match backend {
+            Backend::Sqlite => {
+                let definition: String = sqlx::query_scalar(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1",
+                )
+                .bind(live)
+                .fetch_one(&mut *conn)
                 .await?;
-        }
-        sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
+                let columns = definition
+                    .find('(')
+                    .map(|at| &definition[at..])
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "unexpected definition of table {live}: {definition}"
+                        ))
+                    })?;
+                format!("CREATE TABLE {staged} {columns}")
+            }
+            Backend::Postgres => {
+                format!("CREATE TABLE {staged} (LIKE {live} INCLUDING DEFAULTS)")
+            }
+        };
+        sqlx::query(AssertSqlSafe(create))
             .execute(&mut *conn)
             .await?;
     }
-    let members: Vec<(&RecordKey, i64)> = rows.members.iter().map(|(k, id)| (k, *id)).collect();
+    Ok(())
+}
+
+/// Adds `staged`'s rows to the staging tables ([`ResolutionRows::Staged`]) and, on the pass's last write,
+/// puts them in place of the live tables. Fails, writing nothing, when another pass began staging since.
+async fn write_staged_rows(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    staged: &StagedRows,
+) -> StoreResult<RowsWritten> {
+    let started = std::time::Instant::now();
+    let newest: Option<i64> = sqlx::query_scalar("SELECT value FROM counters WHERE name = $1")
+        .bind(STAGING)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if newest != Some(staged.token) {
+        return Err(StoreError::StagingTaken);
+    }
+    let [(members_table, ..), (identifiers_table, ..)] = STAGED_TABLES;
+    let members: Vec<(&RecordKey, i64)> =
+        staged.rows.members.iter().map(|(k, id)| (k, *id)).collect();
     execute_rows(conn, backend, &members, |list| {
         format!(
-            "INSERT INTO profile_members (source, stream, external_id, profile_id) VALUES {list}"
+            "INSERT INTO {members_table} (source, stream, external_id, profile_id) VALUES {list}"
         )
     })
     .await?;
     let members_written = started.elapsed();
-    let identifiers: Vec<(&str, &str, i64)> = rows
+    let identifiers: Vec<(&str, &str, i64)> = staged
+        .rows
         .identifiers
         .iter()
         .map(|(kind, value, id)| (kind.as_str(), value.as_str(), *id))
         .collect();
     execute_rows(conn, backend, &identifiers, |list| {
-        format!("INSERT INTO profile_identifiers (id_type, id_value, profile_id) VALUES {list}")
+        format!("INSERT INTO {identifiers_table} (id_type, id_value, profile_id) VALUES {list}")
     })
     .await?;
     let identifiers_written = started.elapsed();
-    if rebuild_indexes {
-        for (index, table) in BY_PROFILE {
-            sqlx::query(AssertSqlSafe(format!(
-                "CREATE INDEX {index} ON {table} (profile_id)"
-            )))
-            .execute(&mut *conn)
-            .await?;
+    if staged.last {
+        for (staged, live, index) in STAGED_TABLES {
+            let statements = match backend {
+                // The live table goes with its index; the staged one takes its name and gets the index,
+                // built by sorting.
+                Backend::Sqlite => vec![
+                    format!("DROP TABLE {live}"),
+                    format!("ALTER TABLE {staged} RENAME TO {live}"),
+                    format!("CREATE INDEX {index} ON {live} (profile_id)"),
+                ],
+                // The live table keeps its key and indexes (and any reader's lock on it stays short).
+                Backend::Postgres => vec![
+                    format!("DELETE FROM {live}"),
+                    format!("INSERT INTO {live} SELECT * FROM {staged}"),
+                    format!("DROP TABLE {staged}"),
+                ],
+            };
+            for statement in statements {
+                sqlx::query(AssertSqlSafe(statement))
+                    .execute(&mut *conn)
+                    .await?;
+            }
         }
     }
     Ok(RowsWritten {
@@ -820,7 +899,7 @@ const PROFILE_COLUMNS: &str = "id, document, record_count, created_at, updated_a
 impl SqlStore {
     /// The rows `sql` selects with `params` bound: through the SQLite reader on SQLite, on a connection
     /// of the pool on PostgreSQL.
-    async fn select<P, T>(&self, sql: String, params: P) -> StoreResult<Vec<T>>
+    pub(crate) async fn select<P, T>(&self, sql: String, params: P) -> StoreResult<Vec<T>>
     where
         P: Params + Send + 'static,
         T: Columns,
@@ -938,6 +1017,9 @@ pub trait IdentityStore: Send + Sync {
     /// a commit it already handed to the database: a new resolution calls this first, so that it reads
     /// after that commit, not before it lands.
     async fn settle_resolution_writes(&self) -> StoreResult<()>;
+    /// Begins staging a full pass's rows ([`StagedRows`]): creates the staging tables empty (dropping any
+    /// an interrupted pass left) and returns the token of this staging, which every later one supersedes.
+    async fn begin_staged_rows(&self) -> StoreResult<i64>;
     /// The version of identifier normalisation the profiles were last built with in full (0 before
     /// any).
     async fn normalizer_version(&self) -> StoreResult<i64>;
@@ -988,6 +1070,13 @@ pub trait IdentityStore: Send + Sync {
     async fn profiles_by_ids(&self, ids: &[i64]) -> StoreResult<Vec<ProfileRow>>;
 }
 
+/// The count a `SELECT COUNT(*)` returned.
+pub(crate) fn count_of(rows: &[i64]) -> u64 {
+    rows.first()
+        .and_then(|n| u64::try_from(*n).ok())
+        .unwrap_or_default()
+}
+
 fn decode_profile(row: &sqlx::any::AnyRow) -> StoreResult<ProfileRow> {
     Ok(ProfileRow {
         id: row.try_get("id")?,
@@ -1031,8 +1120,8 @@ impl SqlStore {
         let conn: &mut sqlx::AnyConnection = &mut tx;
         lock_resolution_writes(conn, backend).await?;
         let removed = &write.removed;
-        // Removed profiles take their rows with them (all rows go when they are replaced).
-        if !matches!(write.rows, ResolutionRows::Replace(_)) {
+        // Removed profiles take their rows with them (a full pass's rows replace them all).
+        if !matches!(write.rows, ResolutionRows::Staged(_)) {
             for table in ["profile_members", "profile_identifiers"] {
                 execute_rows(conn, backend, removed, |list| {
                     format!("DELETE FROM {table} WHERE profile_id IN ({list})")
@@ -1090,7 +1179,7 @@ impl SqlStore {
         }
 
         let documents_written = started.elapsed();
-        let everything = matches!(write.rows, ResolutionRows::Replace(_));
+        let everything = matches!(&write.rows, ResolutionRows::Staged(staged) if staged.last);
         let rows = match &write.rows {
             ResolutionRows::PerProfile { new_ids } => {
                 write_profile_rows(conn, backend, &write.profiles, new_ids).await?
@@ -1098,8 +1187,7 @@ impl SqlStore {
             ResolutionRows::Changes(changes) => {
                 write_row_changes(conn, backend, &write.profiles, changes).await?
             }
-            ResolutionRows::Later => RowsWritten::default(),
-            ResolutionRows::Replace(all) => replace_rows(conn, backend, all).await?,
+            ResolutionRows::Staged(staged) => write_staged_rows(conn, backend, staged).await?,
         };
         let rows_written = started.elapsed();
         for (old, new) in &write.aliases {
@@ -1232,7 +1320,7 @@ impl IdentityStore for SqlStore {
         // Profiles, members and identifiers are derived from the records the store holds.
         let mut connection = self.derived_write_connection().await?;
         let last = write.high_water.is_some();
-        if last {
+        if last || matches!(write.rows, ResolutionRows::Staged(_)) {
             connection.defer_checkpoints().await?;
         }
         let written = self.write_resolution_on(&mut connection, write).await;
@@ -1240,8 +1328,10 @@ impl IdentityStore for SqlStore {
             // The write has committed and is seen by every reader: copying the log into the database
             // file (a fifth of an incremental step's time) runs beside whatever comes next. A checkpoint
             // that fails or is cut short (the process ends) only leaves the log for the next one.
+            let running = self.checkpoint_running();
             tokio::spawn(
                 async move {
+                    let _running = running;
                     let started = std::time::Instant::now();
                     match connection.checkpoint().await {
                         Ok(complete) => tracing::debug!(
@@ -1261,6 +1351,28 @@ impl IdentityStore for SqlStore {
             connection.release().await;
         }
         written
+    }
+
+    async fn begin_staged_rows(&self) -> StoreResult<i64> {
+        let mut connection = self.derived_write_connection().await?;
+        let backend = self.backend();
+        let token = async {
+            let mut tx = connection.begin().await?;
+            lock_resolution_writes(&mut tx, backend).await?;
+            let token: i64 = sqlx::query_scalar(
+                "INSERT INTO counters (name, value) VALUES ($1, 1) \
+                 ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value",
+            )
+            .bind(STAGING)
+            .fetch_one(&mut *tx)
+            .await?;
+            create_staging_tables(&mut tx, backend).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(token)
+        }
+        .await;
+        connection.release().await;
+        token
     }
 
     async fn settle_resolution_writes(&self) -> StoreResult<()> {
@@ -1364,11 +1476,13 @@ impl IdentityStore for SqlStore {
     }
 
     async fn count_records_since(&self, after_seq: i64) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM raw_records WHERE seq > $1")
-            .bind(after_seq)
-            .fetch_one(self.pool())
+        let n = self
+            .select::<_, i64>(
+                "SELECT COUNT(*) FROM raw_records WHERE seq > $1".to_owned(),
+                after_seq,
+            )
             .await?;
-        Ok(u64::try_from(n).unwrap_or_default())
+        Ok(count_of(&n))
     }
 
     async fn count_profiles(&self) -> StoreResult<u64> {

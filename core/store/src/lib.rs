@@ -36,6 +36,7 @@ pub use collector::{CollectedOutcome, CollectedRecord, CollectorConnection, Stor
 pub use error::StoreError;
 pub use identity::{
     AllRows, IdentityStore, ProfileRow, ProfileWrite, ResolutionRows, ResolutionWrite, RowChanges,
+    StagedRows,
 };
 pub use profile_changes::{KEEP as PROFILE_CHANGES_KEPT, ProfileChangeStore, ProfileChanges};
 pub use spindle_config::store_url::{Backend, StoreUrl};

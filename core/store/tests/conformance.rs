@@ -16,7 +16,8 @@ use spindle_model::{
 };
 use spindle_store::{
     AllRows, Backend, IdentityStore, OpenOptions, PayloadParts, ProfileChangeStore, ProfileStore,
-    ProfileWrite, ResolutionRows, ResolutionWrite, RowChanges, SourceBatch, SqlStore,
+    ProfileWrite, ResolutionRows, ResolutionWrite, RowChanges, SourceBatch, SqlStore, StagedRows,
+    StoreError,
 };
 
 spindle_testkit::store_backends!(
@@ -36,7 +37,7 @@ spindle_testkit::store_backends!(
     memberships_are_paged_in_key_order,
     records_to_resolve_decode_as_far_as_asked,
     a_new_resolution_waits_for_a_resolution_write_in_progress,
-    replaced_rows_take_the_place_of_every_row,
+    staged_rows_take_the_place_of_every_row,
     row_changes_are_written_unless_profiles_were_written_since,
 );
 
@@ -576,12 +577,17 @@ async fn profile_writes_are_logged_by_generation(store: &SqlStore) {
     assert!(none.ids.is_empty() && !none.everything);
 
     // A full pass replaces every row: readers reload.
+    let token = store.begin_staged_rows().await.unwrap();
     store
         .write_resolution(ResolutionWrite {
             profiles: vec![profile(1)],
-            rows: ResolutionRows::Replace(AllRows {
-                members: vec![(key("p1"), 1)],
-                identifiers: vec![("email".into(), "p1@example.com".into(), 1)],
+            rows: ResolutionRows::Staged(StagedRows {
+                token,
+                rows: AllRows {
+                    members: vec![(key("p1"), 1)],
+                    identifiers: vec![("email".into(), "p1@example.com".into(), 1)],
+                },
+                last: true,
             }),
             ..ResolutionWrite::default()
         })
@@ -609,7 +615,7 @@ async fn profile_writes_are_logged_by_generation(store: &SqlStore) {
     assert_eq!(recent.ids.into_iter().collect::<Vec<_>>(), vec![1]);
 }
 
-async fn replaced_rows_take_the_place_of_every_row(store: &SqlStore) {
+async fn staged_rows_take_the_place_of_every_row(store: &SqlStore) {
     let email = |value: &str| ("email".to_owned(), value.to_owned());
     let mut one = profile(1);
     one.members = vec![key("a"), key("b")];
@@ -625,34 +631,62 @@ async fn replaced_rows_take_the_place_of_every_row(store: &SqlStore) {
         .await
         .unwrap();
 
-    // A chunk of a full pass writes its documents only; the last write replaces every row.
+    // A chunk of a full pass stages its rows; the last write puts every staged row in place. A staging
+    // left by an interrupted pass is dropped when the next one begins.
+    let interrupted = store.begin_staged_rows().await.unwrap();
+    let staged = |token: i64, rows: AllRows, last: bool| ResolutionWrite {
+        rows: ResolutionRows::Staged(StagedRows { token, rows, last }),
+        ..ResolutionWrite::default()
+    };
+    let stray = AllRows {
+        members: vec![(key("stray"), 9)],
+        identifiers: vec![("email".into(), "stray@example.com".into(), 9)],
+    };
+    store
+        .write_resolution(staged(interrupted, stray.clone(), false))
+        .await
+        .unwrap();
+    let token = store.begin_staged_rows().await.unwrap();
+    assert!(token > interrupted);
     let mut three = profile(3);
     three.members = vec![key("c")];
     three.identifiers = vec![email("z@example.com")];
     store
         .write_resolution(ResolutionWrite {
             profiles: vec![three],
-            rows: ResolutionRows::Later,
-            ..ResolutionWrite::default()
+            ..staged(
+                token,
+                AllRows {
+                    members: vec![(key("a"), 1)],
+                    identifiers: vec![("email".into(), "x@example.com".into(), 1)],
+                },
+                false,
+            )
         })
         .await
         .unwrap();
     assert_eq!(
         store.memberships_after(None, 10).await.unwrap(),
         vec![(1, key("a")), (1, key("b")), (2, key("c"))],
-        "rows written later are not written yet"
+        "staged rows are not in place yet"
     );
+    // The interrupted pass cannot write again: its staging is gone.
+    let refused = store
+        .write_resolution(staged(interrupted, stray, true))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::StagingTaken), "{refused}");
     store
         .write_resolution(ResolutionWrite {
             removed: vec![2],
-            rows: ResolutionRows::Replace(AllRows {
-                members: vec![(key("a"), 1), (key("c"), 3)],
-                identifiers: vec![
-                    ("email".into(), "x@example.com".into(), 1),
-                    ("email".into(), "z@example.com".into(), 3),
-                ],
-            }),
-            ..ResolutionWrite::default()
+            ..staged(
+                token,
+                AllRows {
+                    members: vec![(key("c"), 3)],
+                    identifiers: vec![("email".into(), "z@example.com".into(), 3)],
+                },
+                true,
+            )
         })
         .await
         .unwrap();
@@ -702,6 +736,22 @@ async fn replaced_rows_take_the_place_of_every_row(store: &SqlStore) {
     .await
     .unwrap();
     assert_eq!(indexes, 2);
+    let staging_tables: i64 = match store.backend() {
+        Backend::Sqlite => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'profile_%_staged'",
+        ),
+        Backend::Postgres => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() \
+             AND tablename LIKE 'profile_%_staged'",
+        ),
+    }
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        staging_tables, 0,
+        "the staging tables took the live ones' place"
+    );
     let mut three = profile(3);
     three.members = vec![key("c"), key("d")];
     three.identifiers = vec![email("z@example.com")];
