@@ -1114,10 +1114,14 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         // A full pass stages every member and identifier row with its chunks.
         let mut staged = match old.rows {
             Some(_) => None,
-            None => Some((
-                self.store.begin_staged_rows().await?,
-                on_every_core(|| RowSlices::new(&set, std::mem::take(&mut order), &clusters, &ids)),
-            )),
+            None => {
+                let begin =
+                    self.spawn_store(|store| async move { store.begin_staged_rows().await });
+                let slices = on_every_core(|| {
+                    RowSlices::new(&set, std::mem::take(&mut order), &clusters, &ids)
+                });
+                Some((joined(begin).await?, slices))
+            }
         };
         set.links = Lists::default();
         let assigned: HashSet<i64> = ids.iter().copied().collect();
@@ -1181,8 +1185,15 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         for (n, range) in chunks.iter().cloned().enumerate() {
             let chunk_started = Instant::now();
             let records = self.take_members(&mut set, &clusters, range.clone());
-            let built = on_every_core(|| {
-                self.build_chunk(records, &set, &clusters, range, &ids, normalizer, now)
+            // A full pass's slice of rows is cut beside the build, while the last chunk is written.
+            let (built, slice) = on_every_core(|| {
+                rayon::join(
+                    || self.build_chunk(records, &set, &clusters, range, &ids, normalizer, now),
+                    || {
+                        let (_, slices) = staged.as_ref()?;
+                        Some(slices.slice(&set, n, chunks.len()))
+                    },
+                )
             });
             let build_done = chunk_started.elapsed();
             if let Some(write) = writing.take() {
@@ -1200,7 +1211,7 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
             } else {
                 Default::default()
             };
-            let rows = if let Some((token, slices)) = &staged {
+            let rows = if let (Some((token, _)), Some(mut rows)) = (&staged, slice) {
                 // Identifiers that do not link are not among the slices: each chunk's are added to
                 // its own.
                 let mut others: Vec<(String, String, i64)> = Vec::new();
@@ -1213,7 +1224,6 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
                             .map(|(kind, value)| (kind, value, id)),
                     );
                 }
-                let mut rows = on_every_core(|| slices.slice(&set, n, chunks.len()));
                 others.sort_unstable();
                 rows.identifiers.extend(others);
                 ResolutionRows::Staged(StagedRows {
