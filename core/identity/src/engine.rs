@@ -1107,8 +1107,11 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         on_every_core(|| {
             order.par_sort_unstable_by(|a, b| set.keys.get(*a).cmp(&set.keys.get(*b)))
         });
-        let clusters = resolve_values(&order, &set.links, &set.values, &self.rules);
+        let sorted = started.elapsed();
+        let clusters =
+            on_every_core(|| resolve_values(&order, &set.links, &set.values, &self.rules));
         let resolved = started.elapsed();
+        eprintln!("TIMING sort {:?} resolve {:?}", sorted, resolved - sorted);
 
         let (ids, new_ids, report) = self.assign_ids(&clusters.members, &set.old_of, old).await?;
         // A full pass stages every member and identifier row with its chunks.
@@ -1120,6 +1123,7 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
                 let slices = on_every_core(|| {
                     RowSlices::new(&set, std::mem::take(&mut order), &clusters, &ids)
                 });
+                eprintln!("TIMING slices new {:?}", started.elapsed());
                 Some((joined(begin).await?, slices))
             }
         };
@@ -1501,7 +1505,7 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
                 search.push(value.to_lowercase());
             }
         }
-        let encoded = serde_json::to_string(&document)?;
+        let encoded = document.to_stored_json()?;
         Ok((
             ProfileWrite {
                 id,

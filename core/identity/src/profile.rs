@@ -66,8 +66,9 @@ pub struct TraitValue {
     pub from: RecordKey,
 }
 
-/// Everything stored about one customer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Everything stored about one customer. Stored in a compact form ([`to_stored_json`](Self::to_stored_json),
+/// module `stored`); `Deserialize` reads either form, `Serialize` writes the full one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProfileDocument {
     /// Traits chosen by survivorship.
     pub traits: BTreeMap<String, TraitValue>,
@@ -358,6 +359,8 @@ pub fn build(
         event_count: event_count as u64,
     }
 }
+
+mod stored;
 
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,8 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 
+use rayon::slice::ParallelSliceMut;
+
 /// One record as resolution sees it: its position and the `(type, normalised value)` pairs that may link it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node<K> {
@@ -301,7 +303,7 @@ pub(crate) fn resolve_values(
     }
     drop(next);
     let mut canonical: Vec<u32> = (0..values.len() as u32).collect();
-    canonical.sort_unstable_by(|x, y| {
+    canonical.par_sort_unstable_by(|x, y| {
         let key = |id: u32| {
             (
                 rule_order[values.entries[id as usize].0 as usize],

@@ -38,8 +38,9 @@ pub struct ProfileView {
     /// Consent purpose → granted.
     #[schema(value_type = Object)]
     pub consent: std::collections::BTreeMap<String, bool>,
-    /// The whole stored profile document: traits with their source records, identifiers with spellings and
-    /// sources, rejected identifiers, member records, links, first and last seen.
+    /// The whole profile document: traits with their source records, identifiers with spellings and
+    /// sources, rejected identifiers, member records, links, first and last seen (records written out in
+    /// full, whatever the stored form).
     #[schema(value_type = Object)]
     pub document: Value,
 }
@@ -182,7 +183,9 @@ async fn view(state: &AdminState, row: ProfileRow, doc: ProfileDocument) -> ApiR
             .collect(),
         computed,
         consent: doc.consent.clone(),
-        document: row.document,
+        document: serde_json::to_value(&doc).map_err(|e| {
+            ApiError::Internal(format!("profile {} cannot be written out: {e}", row.id))
+        })?,
     })
 }
 
