@@ -191,6 +191,9 @@ const WRITE_RECORDS: usize = 20_000;
 struct Keys {
     names: Vec<String>,
     name_ids: HashMap<String, u32>,
+    /// The source and stream numbers of the record pushed last: records come in runs of one source
+    /// and stream, so hashing their names for each is mostly avoided.
+    last_pair: Option<(u32, u32)>,
     /// Per record: its source's and stream's numbers and where its external id ends in `ids`.
     parts: Vec<(u32, u32, usize)>,
     ids: String,
@@ -208,7 +211,15 @@ impl Keys {
     }
 
     fn push(&mut self, source: &str, stream: &str, external_id: &str) {
-        let (source, stream) = (self.name(source), self.name(stream));
+        let (source, stream) = match self.last_pair {
+            Some((s, t))
+                if self.names[s as usize] == source && self.names[t as usize] == stream =>
+            {
+                (s, t)
+            }
+            _ => (self.name(source), self.name(stream)),
+        };
+        self.last_pair = Some((source, stream));
         self.ids.push_str(external_id);
         self.parts.push((source, stream, self.ids.len()));
     }
@@ -380,8 +391,9 @@ fn on_every_core<T>(work: impl FnOnce() -> T) -> T {
 }
 
 /// Adds each record of a full pass's `page` that is not deleted (`read` is `None` for those) to `set`,
-/// with what its first read kept: its encoded body and its identifiers, numbered.
-fn join_set(set: &mut ClosedSet, page: Vec<EncodedRecord>, read: Vec<Option<FirstRead>>) {
+/// with what its first read kept: its encoded body and its identifiers, numbered. The rest is freed by
+/// the thread pool: this runs on one thread, beside the analysis of the next page.
+fn join_set(set: &mut ClosedSet, mut page: Vec<EncodedRecord>, read: Vec<Option<FirstRead>>) {
     let Held::Encoded {
         mut bodies,
         mut identifiers,
@@ -389,7 +401,7 @@ fn join_set(set: &mut ClosedSet, page: Vec<EncodedRecord>, read: Vec<Option<Firs
     else {
         unreachable!("a full pass's set holds encoded records");
     };
-    for (record, read) in page.into_iter().zip(read) {
+    for (record, read) in page.iter_mut().zip(&read) {
         let Some(read) = read else { continue };
         let mut links = Vec::new();
         let ids = read.identifiers.iter().map(|identifier| {
@@ -411,12 +423,13 @@ fn join_set(set: &mut ClosedSet, page: Vec<EncodedRecord>, read: Vec<Option<Firs
             links,
             None,
         );
-        bodies.push(Some(record.body));
+        bodies.push(Some(std::mem::take(&mut record.body)));
     }
     set.held = Held::Encoded {
         bodies,
         identifiers,
     };
+    rayon::spawn(move || drop((page, read)));
 }
 
 /// A full pass's member and identifier rows, cut into one slice per chunk so that each chunk's write stages

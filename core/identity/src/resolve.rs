@@ -68,7 +68,6 @@ pub(crate) struct Values {
     /// Per value: its type's number and where its text ends in `text` (it starts where the previous ends).
     entries: Vec<(u32, usize)>,
     rules: Vec<String>,
-    rule_ids: HashMap<String, u32>,
     /// foldhash rather than the standard SipHash: a million values are numbered in a full pass, and
     /// SipHash took a tenth of that (seeded per process, so crafted values cannot aim at one bucket).
     hasher: foldhash::quality::RandomState,
@@ -81,13 +80,12 @@ pub(crate) struct Values {
 impl Values {
     /// The number of `(rule, value)`, given on first sight.
     pub(crate) fn intern(&mut self, rule: &str, value: &str) -> u32 {
-        let rule_id = match self.rule_ids.get(rule) {
-            Some(id) => *id,
+        // Types are few (those configured to link, and compound rules): a scan beats hashing the name.
+        let rule_id = match self.rules.iter().position(|known| known == rule) {
+            Some(id) => id as u32,
             None => {
-                let id = self.rules.len() as u32;
                 self.rules.push(rule.to_owned());
-                self.rule_ids.insert(rule.to_owned(), id);
-                id
+                (self.rules.len() - 1) as u32
             }
         };
         let hash = self.hasher.hash_one((rule_id, value));

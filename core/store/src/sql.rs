@@ -494,8 +494,8 @@ pub struct EncodedRecord {
     pub body: EncodedBody,
 }
 
-/// An [`EncodedRecord`] without its key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An [`EncodedRecord`] without its key (the default: an empty payload, which does not decode).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EncodedBody {
     seq: i64,
     version: i64,
