@@ -445,9 +445,49 @@ struct RowSlices {
     linking: Vec<(u32, i64)>,
 }
 
+/// Each value's place in the order of `(type, value)` texts, as identifier rows sort.
+fn text_places(values: &Values) -> Vec<u32> {
+    let mut by_text: Vec<u32> = (0..values.len() as u32).collect();
+    by_text.par_sort_unstable_by(|a, b| {
+        (values.rule(*a), values.value(*a)).cmp(&(values.rule(*b), values.value(*b)))
+    });
+    let mut places = vec![0u32; values.len()];
+    for (at, value) in by_text.into_iter().enumerate() {
+        places[value as usize] = at as u32;
+    }
+    places
+}
+
+/// A full pass's [`RowSlices`], laid out when first needed (beside the first chunk's build) from the
+/// records in key order and the values' [`text_places`].
+enum StagedSlices {
+    Unmade(Vec<usize>, Vec<u32>),
+    Made(RowSlices),
+}
+
+impl StagedSlices {
+    fn made(&mut self, set: &ClosedSet, clusters: &Resolution, ids: &[i64]) -> &RowSlices {
+        if let StagedSlices::Unmade(order, places) = self {
+            let (order, places) = (std::mem::take(order), std::mem::take(places));
+            *self = StagedSlices::Made(RowSlices::new(set, order, &places, clusters, ids));
+        }
+        match self {
+            StagedSlices::Made(slices) => slices,
+            StagedSlices::Unmade(..) => unreachable!("made just above"),
+        }
+    }
+}
+
 impl RowSlices {
-    /// The rows of `set` resolved into `clusters` with ids `ids`; `order` lists its records in key order.
-    fn new(set: &ClosedSet, order: Vec<usize>, clusters: &Resolution, ids: &[i64]) -> Self {
+    /// The rows of `set` resolved into `clusters` with ids `ids`; `order` lists its records in key order,
+    /// `places` its values in row order ([`text_places`]).
+    fn new(
+        set: &ClosedSet,
+        order: Vec<usize>,
+        places: &[u32],
+        clusters: &Resolution,
+        ids: &[i64],
+    ) -> Self {
         let mut profile_of = vec![0; set.keys.len()];
         let mut linking = Vec::with_capacity(set.values.len());
         for (members, id) in clusters.members.iter().zip(ids) {
@@ -456,17 +496,7 @@ impl RowSlices {
                 linking.extend(set.links.get(*member).iter().map(|value| (*value, *id)));
             }
         }
-        // Each value's place in the order of `(type, value)` texts, so that the rows sort by numbers.
-        let values = &set.values;
-        let mut by_text: Vec<u32> = (0..values.len() as u32).collect();
-        by_text.par_sort_unstable_by(|a, b| {
-            (values.rule(*a), values.value(*a)).cmp(&(values.rule(*b), values.value(*b)))
-        });
-        let mut place = vec![0u32; values.len()];
-        for (at, value) in by_text.into_iter().enumerate() {
-            place[value as usize] = at as u32;
-        }
-        linking.par_sort_unstable_by_key(|(value, id)| (place[*value as usize], *id));
+        linking.par_sort_unstable_by_key(|(value, id)| (places[*value as usize], *id));
         linking.dedup();
         Self {
             order,
@@ -1120,27 +1150,30 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         on_every_core(|| {
             order.par_sort_unstable_by(|a, b| set.keys.get(*a).cmp(&set.keys.get(*b)))
         });
-        let sorted = started.elapsed();
-        let clusters =
-            on_every_core(|| resolve_values(&order, &set.links, &set.values, &self.rules));
+        // A full pass orders the values as its identifier rows sort, beside the resolution (mostly
+        // sequential).
+        let full_pass = old.rows.is_none();
+        let (clusters, places) = on_every_core(|| {
+            rayon::join(
+                || resolve_values(&order, &set.links, &set.values, &self.rules),
+                || full_pass.then(|| text_places(&set.values)),
+            )
+        });
         let resolved = started.elapsed();
-        eprintln!("TIMING sort {:?} resolve {:?}", sorted, resolved - sorted);
 
         let (ids, new_ids, report) = self.assign_ids(&clusters.members, &set.old_of, old).await?;
-        // A full pass stages every member and identifier row with its chunks.
-        let mut staged = match old.rows {
-            Some(_) => None,
+        // A full pass stages every member and identifier row with its chunks (its rows are laid out
+        // beside the first chunk's build).
+        let mut staged = match places {
+            Some(places) => Some((
+                self.store.begin_staged_rows().await?,
+                StagedSlices::Unmade(std::mem::take(&mut order), places),
+            )),
             None => {
-                let begin =
-                    self.spawn_store(|store| async move { store.begin_staged_rows().await });
-                let slices = on_every_core(|| {
-                    RowSlices::new(&set, std::mem::take(&mut order), &clusters, &ids)
-                });
-                eprintln!("TIMING slices new {:?}", started.elapsed());
-                Some((joined(begin).await?, slices))
+                set.links = Lists::default();
+                None
             }
         };
-        set.links = Lists::default();
         let assigned: HashSet<i64> = ids.iter().copied().collect();
         // For each retired id, how many of its records each new profile took.
         let mut takers: HashMap<i64, BTreeMap<i64, usize>> = HashMap::new();
@@ -1207,11 +1240,14 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
                 rayon::join(
                     || self.build_chunk(records, &set, &clusters, range, &ids, normalizer, now),
                     || {
-                        let (_, slices) = staged.as_ref()?;
-                        Some(slices.slice(&set, n, chunks.len()))
+                        let (_, slices) = staged.as_mut()?;
+                        Some(slices.made(&set, &clusters, &ids).slice(&set, n, chunks.len()))
                     },
                 )
             });
+            if n == 0 && full_pass {
+                set.links = Lists::default();
+            }
             let build_done = chunk_started.elapsed();
             if let Some(write) = writing.take() {
                 joined(write).await?;
