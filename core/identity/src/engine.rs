@@ -1241,7 +1241,11 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
                     || self.build_chunk(records, &set, &clusters, range, &ids, normalizer, now),
                     || {
                         let (_, slices) = staged.as_mut()?;
-                        Some(slices.made(&set, &clusters, &ids).slice(&set, n, chunks.len()))
+                        Some(
+                            slices
+                                .made(&set, &clusters, &ids)
+                                .slice(&set, n, chunks.len()),
+                        )
                     },
                 )
             });
