@@ -175,19 +175,10 @@ const NORMALIZER: &str = "identity_normalizer";
 /// The counter numbering full passes' stagings of rows ([`IdentityStore::begin_staged_rows`]).
 const STAGING: &str = "identity_staging";
 
-/// Each table of rows a full pass stages: the staging table, the live table it replaces, and the live
-/// table's index by profile (as the migrations create it).
-const STAGED_TABLES: [(&str, &str, &str); 2] = [
-    (
-        "profile_members_staged",
-        "profile_members",
-        "profile_members_by_profile",
-    ),
-    (
-        "profile_identifiers_staged",
-        "profile_identifiers",
-        "profile_identifiers_by_profile",
-    ),
+/// Each table of rows a full pass stages: the staging table and the live table it replaces.
+const STAGED_TABLES: [(&str, &str); 2] = [
+    ("profile_members_staged", "profile_members"),
+    ("profile_identifiers_staged", "profile_identifiers"),
 ];
 
 /// Keys per `IN` list; every backend accepts this many parameters.
@@ -747,7 +738,7 @@ async fn create_staging_tables(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
 ) -> StoreResult<()> {
-    for (staged, live, _) in STAGED_TABLES {
+    for (staged, live) in STAGED_TABLES {
         sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {staged}")))
             .execute(&mut *conn)
             .await?;
@@ -795,7 +786,7 @@ async fn write_staged_rows(
     if newest != Some(staged.token) {
         return Err(StoreError::StagingTaken);
     }
-    let [(members_table, ..), (identifiers_table, ..)] = STAGED_TABLES;
+    let [(members_table, _), (identifiers_table, _)] = STAGED_TABLES;
     let members: Vec<(&RecordKey, i64)> =
         staged.rows.members.iter().map(|(k, id)| (k, *id)).collect();
     execute_rows(conn, backend, &members, |list| {
@@ -817,15 +808,25 @@ async fn write_staged_rows(
     .await?;
     let identifiers_written = started.elapsed();
     if staged.last {
-        for (staged, live, index) in STAGED_TABLES {
+        for (staged, live) in STAGED_TABLES {
             let statements = match backend {
-                // The live table goes with its index; the staged one takes its name and gets the index,
-                // built by sorting.
-                Backend::Sqlite => vec![
-                    format!("DROP TABLE {live}"),
-                    format!("ALTER TABLE {staged} RENAME TO {live}"),
-                    format!("CREATE INDEX {index} ON {live} (profile_id)"),
-                ],
+                // The live table goes with its indexes; the staged one takes its name and gets the same
+                // indexes (as the migrations left them), built by sorting.
+                Backend::Sqlite => {
+                    let indexes: Vec<String> = sqlx::query_scalar(
+                        "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = $1 \
+                         AND sql IS NOT NULL ORDER BY name",
+                    )
+                    .bind(live)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    let mut statements = vec![
+                        format!("DROP TABLE {live}"),
+                        format!("ALTER TABLE {staged} RENAME TO {live}"),
+                    ];
+                    statements.extend(indexes);
+                    statements
+                }
                 // The live table keeps its key and indexes (and any reader's lock on it stays short).
                 Backend::Postgres => vec![
                     format!("DELETE FROM {live}"),
