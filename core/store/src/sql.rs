@@ -1098,3 +1098,38 @@ fn decode_cursor(row: &AnyRow) -> StoreResult<Cursor> {
         position: serde_json::from_str(row.try_get::<&str, _>("position")?)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{OpenOptions, SqlStore, StoreUrl};
+
+    #[tokio::test]
+    async fn settling_checkpoints_waits_for_every_running_one() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let url = StoreUrl::parse("sqlite://store.db", dir.path(), None).expect("url");
+        let store = SqlStore::open(&url, &OpenOptions::default())
+            .await
+            .expect("open");
+        // Nothing running: settles at once.
+        tokio::time::timeout(Duration::from_secs(5), store.settle_checkpoints())
+            .await
+            .expect("no checkpoint runs");
+
+        let (first, second) = (store.checkpoint_running(), store.checkpoint_running());
+        let settling = tokio::spawn({
+            let store = store.clone();
+            async move { store.settle_checkpoints().await }
+        });
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!settling.is_finished(), "one checkpoint still runs");
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(5), settling)
+            .await
+            .expect("settled once both ended")
+            .expect("the waiting task");
+        store.close().await;
+    }
+}
