@@ -255,29 +255,31 @@ impl SqlStore {
         Ok(version.unwrap_or_default())
     }
 
-    /// Profiles, records per source and segment sizes.
+    /// Profiles, records per source and segment sizes. Counted from indexes, through the SQLite reader
+    /// (which maps nothing: counts scan index pages all over the file).
     pub async fn store_counts(&self) -> StoreResult<StoreCounts> {
-        let profiles: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM profiles")
-            .fetch_one(self.pool())
-            .await?;
-        let pairs = |rows: Vec<sqlx::any::AnyRow>| -> StoreResult<Vec<(String, u64)>> {
-            rows.iter()
-                .map(|row| Ok((row.try_get::<String, _>(0)?, count(row.try_get(1)?))))
-                .collect()
+        let profiles = crate::IdentityStore::count_profiles(self).await?;
+        let pairs = |rows: Vec<(String, i64)>| -> Vec<(String, u64)> {
+            rows.into_iter().map(|(name, n)| (name, count(n))).collect()
         };
-        let records =
-            sqlx::query("SELECT source, COUNT(*) FROM raw_records GROUP BY source ORDER BY source")
-                .fetch_all(self.pool())
-                .await?;
-        let segments = sqlx::query(
-            "SELECT segment, COUNT(*) FROM segment_members GROUP BY segment ORDER BY segment",
-        )
-        .fetch_all(self.pool())
-        .await?;
+        let records = self
+            .select::<_, (String, i64)>(
+                "SELECT source, COUNT(*) FROM raw_records GROUP BY source ORDER BY source"
+                    .to_owned(),
+                (),
+            )
+            .await?;
+        let segments = self
+            .select::<_, (String, i64)>(
+                "SELECT segment, COUNT(*) FROM segment_members GROUP BY segment ORDER BY segment"
+                    .to_owned(),
+                (),
+            )
+            .await?;
         Ok(StoreCounts {
-            profiles: count(profiles),
-            records_by_source: pairs(records)?,
-            segment_sizes: pairs(segments)?,
+            profiles,
+            records_by_source: pairs(records),
+            segment_sizes: pairs(segments),
         })
     }
 }

@@ -1487,10 +1487,10 @@ impl IdentityStore for SqlStore {
     }
 
     async fn count_profiles(&self) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM profiles")
-            .fetch_one(self.pool())
+        let n = self
+            .select::<_, i64>("SELECT COUNT(*) FROM profiles".to_owned(), ())
             .await?;
-        Ok(u64::try_from(n).unwrap_or_default())
+        Ok(count_of(&n))
     }
 
     async fn profiles_page(&self, after_id: i64, limit: u32) -> StoreResult<Vec<ProfileRow>> {

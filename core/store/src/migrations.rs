@@ -61,6 +61,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0008_identity_normalizer.sql"),
         include_str!("../migrations/postgres/0008_identity_normalizer.sql"),
     ),
+    (
+        9,
+        "profiles_by_creation",
+        include_str!("../migrations/sqlite/0009_profiles_by_creation.sql"),
+        include_str!("../migrations/postgres/0009_profiles_by_creation.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.

@@ -1106,6 +1106,25 @@ mod tests {
     use crate::{OpenOptions, SqlStore, StoreUrl};
 
     #[tokio::test]
+    async fn counting_profiles_reads_an_index_not_the_documents() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let url = StoreUrl::parse("sqlite://store.db", dir.path(), None).expect("url");
+        let store = SqlStore::open(&url, &OpenOptions::default())
+            .await
+            .expect("open");
+        let plan: String = sqlx::query("EXPLAIN QUERY PLAN SELECT COUNT(*) FROM profiles")
+            .fetch_one(store.pool())
+            .await
+            .map(|row| sqlx::Row::get::<String, _>(&row, 3))
+            .expect("a plan");
+        assert!(
+            plan.contains("COVERING INDEX profiles_by_creation"),
+            "{plan}"
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn settling_checkpoints_waits_for_every_running_one() {
         let dir = tempfile::tempdir().expect("temporary folder");
         let url = StoreUrl::parse("sqlite://store.db", dir.path(), None).expect("url");
