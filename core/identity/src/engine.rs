@@ -1323,7 +1323,6 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         if let Some(write) = writing {
             joined(write).await?;
         }
-        drop(staged.take());
         tracing::debug!(
             records = report.records,
             profiles = report.profiles_written,

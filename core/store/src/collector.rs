@@ -16,7 +16,7 @@ use chrono::Utc;
 use spindle_model::RawRecord;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
-use crate::sql::{Prepared, begin_write_on, to_millis};
+use crate::sql::{Prepared, begin_write_on, count, to_millis};
 use crate::sql::{param, placeholders};
 use crate::{Backend, ProfileStore, SqlStore, StoreError, StoreResult};
 
@@ -68,10 +68,6 @@ pub struct StoreCounts {
     pub records_by_source: Vec<(String, u64)>,
     /// Members per segment, ordered by segment.
     pub segment_sizes: Vec<(String, u64)>,
-}
-
-fn count(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or_default()
 }
 
 /// Rows per multi-row upsert (10 parameters each, plus the window); full chunks reuse one cached statement.

@@ -32,7 +32,8 @@ use tracing::Instrument;
 
 use crate::sql::{
     DerivedWriteConnection, EncodedRecord, PayloadParts, RECORD_COLUMNS, SqlStore,
-    any_record_columns, decode_record, from_millis, placeholders, to_millis,
+    any_record_columns, count, decode_record, from_millis, placeholders, records_after_seq_sql,
+    to_millis,
 };
 use crate::sqlite_reader::record_columns;
 use crate::{Backend, ProfileStore, StoreError, StoreResult};
@@ -345,6 +346,17 @@ impl Columns for StoredRecord {
     }
 }
 
+/// A whole row of [`RECORD_COLUMNS`], its payload left as JSON text (only at offset 0).
+impl Columns for EncodedRecord {
+    const WIDTH: usize = 10;
+    fn from_any(row: &sqlx::any::AnyRow, _offset: usize) -> StoreResult<Self> {
+        Ok(any_record_columns(row)?.encoded())
+    }
+    fn from_sqlite(row: &rusqlite::Row<'_>, _offset: usize) -> StoreResult<Self> {
+        Ok(record_columns(row)?.encoded())
+    }
+}
+
 /// A whole row of [`PROFILE_COLUMNS`] (only at offset 0).
 impl Columns for ProfileRow {
     const WIDTH: usize = 5;
@@ -470,7 +482,7 @@ async fn lock_resolution_writes(
     Ok(())
 }
 
-/// What [`write_profile_rows`] or [`replace_rows`] wrote, for the write's log line.
+/// What a resolution write did to member and identifier rows, for its log line.
 #[derive(Debug, Default)]
 struct RowsWritten {
     members: usize,
@@ -480,6 +492,8 @@ struct RowsWritten {
     members_ms: u64,
     identifiers_ms: u64,
     stale_ms: u64,
+    /// Putting a full pass's staged rows in place.
+    swap_ms: u64,
 }
 
 /// Puts each record in `rows` in its profile, in key order (which keeps the index pages they touch
@@ -659,6 +673,7 @@ async fn write_profile_rows(
         members_ms: members_written.as_millis() as u64,
         identifiers_ms: (identifiers_written - members_written).as_millis() as u64,
         stale_ms: (rows_written - identifiers_written).as_millis() as u64,
+        ..RowsWritten::default()
     })
 }
 
@@ -727,7 +742,7 @@ async fn write_row_changes(
         identifiers_dropped: gone.len(),
         members_ms: members_written.as_millis() as u64,
         identifiers_ms: (started.elapsed() - members_written).as_millis() as u64,
-        stale_ms: 0,
+        ..RowsWritten::default()
     })
 }
 
@@ -846,7 +861,7 @@ async fn write_staged_rows(
         identifiers: identifiers.len(),
         members_ms: members_written.as_millis() as u64,
         identifiers_ms: (identifiers_written - members_written).as_millis() as u64,
-        stale_ms: (started.elapsed() - identifiers_written).as_millis() as u64,
+        swap_ms: (started.elapsed() - identifiers_written).as_millis() as u64,
         ..RowsWritten::default()
     })
 }
@@ -1073,9 +1088,7 @@ pub trait IdentityStore: Send + Sync {
 
 /// The count a `SELECT COUNT(*)` returned.
 pub(crate) fn count_of(rows: &[i64]) -> u64 {
-    rows.first()
-        .and_then(|n| u64::try_from(*n).ok())
-        .unwrap_or_default()
+    rows.first().map_or(0, |n| count(*n))
 }
 
 fn decode_profile(row: &sqlx::any::AnyRow) -> StoreResult<ProfileRow> {
@@ -1237,6 +1250,7 @@ impl SqlStore {
             members_ms = rows.members_ms,
             identifiers_ms = rows.identifiers_ms,
             stale_ms = rows.stale_ms,
+            swap_ms = rows.swap_ms,
             aliases_ms = (before_commit - rows_written).as_millis() as u64,
             commit_ms = (started.elapsed() - before_commit).as_millis() as u64,
             "resolution written"
@@ -1437,16 +1451,8 @@ impl IdentityStore for SqlStore {
         after_seq: i64,
         limit: u32,
     ) -> StoreResult<Vec<EncodedRecord>> {
-        let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM raw_records WHERE seq > $1 ORDER BY seq LIMIT $2"
-        );
-        self.select_decoded(
-            sql,
-            (after_seq, i64::from(limit)),
-            |row| Ok(any_record_columns(row)?.encoded()),
-            |row| Ok(record_columns(row)?.encoded()),
-        )
-        .await
+        self.select(records_after_seq_sql(), (after_seq, i64::from(limit)))
+            .await
     }
 
     async fn memberships_after(

@@ -21,7 +21,7 @@ use spindle_model::{
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Executor, Row};
 
-use crate::sqlite_reader::{SqliteReader, record_columns};
+use crate::sqlite_reader::SqliteReader;
 use crate::{
     Backend, OpenOptions, ProfileStore, SourceBatch, StoreError, StoreResult, StoreUrl,
     StoredQuarantine, migrations,
@@ -218,25 +218,6 @@ impl SqlStore {
         CheckpointRunning(Arc::clone(&self.checkpoints))
     }
 
-    /// [`ProfileStore::records_since`], decoding `parts` of each payload.
-    pub(crate) async fn records_since_with(
-        &self,
-        after_seq: i64,
-        limit: u32,
-        parts: PayloadParts,
-    ) -> StoreResult<Vec<StoredRecord>> {
-        let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM raw_records WHERE seq > $1 ORDER BY seq LIMIT $2"
-        );
-        self.select_decoded(
-            sql,
-            (after_seq, i64::from(limit)),
-            move |row| decode_record_parts(row, parts),
-            move |row| record_columns(row)?.decode(parts),
-        )
-        .await
-    }
-
     pub(crate) async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
         Ok(match self.url.backend() {
             Backend::Sqlite => self.pool.begin_with(SQLITE_BEGIN_WRITE).await?,
@@ -371,12 +352,17 @@ struct PayloadIdentifiers {
 }
 
 pub(crate) fn decode_record(row: &AnyRow) -> StoreResult<StoredRecord> {
-    decode_record_parts(row, PayloadParts::Whole)
+    any_record_columns(row)?.decode(PayloadParts::Whole)
 }
 
-/// A record with only `parts` of its payload decoded (the rest left empty).
-pub(crate) fn decode_record_parts(row: &AnyRow, parts: PayloadParts) -> StoreResult<StoredRecord> {
-    any_record_columns(row)?.decode(parts)
+/// At most `$2` records changed after the change sequence `$1`, in change order.
+pub(crate) fn records_after_seq_sql() -> String {
+    format!("SELECT {RECORD_COLUMNS} FROM raw_records WHERE seq > $1 ORDER BY seq LIMIT $2")
+}
+
+/// A count as SQL gives it (never negative).
+pub(crate) fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or_default()
 }
 
 /// The [`RECORD_COLUMNS`] of a row of the pool.
@@ -781,7 +767,7 @@ impl ProfileStore for SqlStore {
     }
 
     async fn records_since(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<StoredRecord>> {
-        self.records_since_with(after_seq, limit, PayloadParts::Whole)
+        self.select(records_after_seq_sql(), (after_seq, i64::from(limit)))
             .await
     }
 
@@ -1105,13 +1091,17 @@ mod tests {
 
     use crate::{OpenOptions, SqlStore, StoreUrl};
 
+    async fn store(dir: &std::path::Path) -> SqlStore {
+        let url = StoreUrl::parse("sqlite://store.db", dir, None).expect("url");
+        SqlStore::open(&url, &OpenOptions::default())
+            .await
+            .expect("open")
+    }
+
     #[tokio::test]
     async fn counting_profiles_reads_an_index_not_the_documents() {
         let dir = tempfile::tempdir().expect("temporary folder");
-        let url = StoreUrl::parse("sqlite://store.db", dir.path(), None).expect("url");
-        let store = SqlStore::open(&url, &OpenOptions::default())
-            .await
-            .expect("open");
+        let store = store(dir.path()).await;
         let plan: String = sqlx::query("EXPLAIN QUERY PLAN SELECT COUNT(*) FROM profiles")
             .fetch_one(store.pool())
             .await
@@ -1127,10 +1117,7 @@ mod tests {
     #[tokio::test]
     async fn settling_checkpoints_waits_for_every_running_one() {
         let dir = tempfile::tempdir().expect("temporary folder");
-        let url = StoreUrl::parse("sqlite://store.db", dir.path(), None).expect("url");
-        let store = SqlStore::open(&url, &OpenOptions::default())
-            .await
-            .expect("open");
+        let store = store(dir.path()).await;
         // Nothing running: settles at once.
         tokio::time::timeout(Duration::from_secs(5), store.settle_checkpoints())
             .await
