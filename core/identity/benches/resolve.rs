@@ -12,6 +12,9 @@
 //!   customers), then `resolve_pending()`;
 //! - rebuild: `rebuild()` once.
 //!
+//! `SPINDLE_BENCH_STEPS=N` (default 1) applies N incremental batches one after the other, each measured
+//! on its own, before the rebuild.
+//!
 //! The full build and the rebuild are full passes (most records are pending); the incremental batch is one
 //! step, which resolves its changed records together with every record of the profiles they reach; each
 //! line gives the records resolved and profiles written beside the records loaded.
@@ -288,44 +291,49 @@ async fn main() {
         store.count_profiles().await.expect("count profiles")
     );
 
-    // A new batch: half new customers, half new records of customers already resolved.
+    // New batches: half new customers, half new records of customers already resolved.
     let incremental = (INCREMENTAL * scale).round() as usize;
-    let mut batch = Vec::with_capacity(incremental + 8);
-    while batch.len() < incremental / 2 {
-        batch.extend(generator.next_customer());
-    }
+    let steps: usize = std::env::var("SPINDLE_BENCH_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let mut rng = Rng::new(SEED ^ 0x1C2E);
-    while batch.len() < incremental {
-        batch.push(generator.revisit(rng.below(customers)));
+    for _ in 0..steps {
+        let mut batch = Vec::with_capacity(incremental + 8);
+        while batch.len() < incremental / 2 {
+            batch.extend(generator.next_customer());
+        }
+        while batch.len() < incremental {
+            batch.push(generator.revisit(rng.below(customers)));
+        }
+        let started = Instant::now();
+        let mut by_source: BTreeMap<&'static str, Vec<RawRecord>> = BTreeMap::new();
+        for record in batch {
+            by_source
+                .entry(record.source)
+                .or_default()
+                .push(record.record);
+        }
+        for (source, records) in by_source {
+            apply_records(&store, source, records).await;
+        }
+        eprintln!(
+            "loading: {incremental} new records in {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+        measure("incremental", Duration::from_millis(500), async || {
+            let report = engine.resolve_pending().await.expect("incremental step");
+            (
+                (),
+                format!(
+                    "{incremental} records -> {} profiles written ({} record resolutions, {} new, {} merged)",
+                    report.profiles_written, report.records, report.created, report.merged
+                ),
+            )
+        })
+        .await;
+        settle(&store, "incremental").await;
     }
-    let started = Instant::now();
-    let mut by_source: BTreeMap<&'static str, Vec<RawRecord>> = BTreeMap::new();
-    for record in batch {
-        by_source
-            .entry(record.source)
-            .or_default()
-            .push(record.record);
-    }
-    for (source, records) in by_source {
-        apply_records(&store, source, records).await;
-    }
-    eprintln!(
-        "loading: {incremental} new records in {:.2} s",
-        started.elapsed().as_secs_f64()
-    );
-    measure("incremental", Duration::from_millis(500), async || {
-        let report = engine.resolve_pending().await.expect("incremental step");
-        (
-            (),
-            format!(
-                "{incremental} records -> {} profiles written ({} record resolutions, {} new, {} merged)",
-                report.profiles_written, report.records, report.created, report.merged
-            ),
-        )
-    })
-    .await;
-
-    settle(&store, "incremental").await;
     measure("rebuild", Duration::from_secs(10), async || {
         let report = engine.rebuild().await.expect("rebuild");
         (

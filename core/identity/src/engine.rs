@@ -1063,54 +1063,63 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         if let Some((page, read)) = analysed {
             join_set(&mut set, page, read);
         }
-        // Old memberships, matched to the records read by key.
+        // Old memberships, matched to the records read by key. Every old id is read beside them: those
+        // with members, and any profile left without one.
+        let profile_ids = self.spawn_store(|store| async move { store.profile_ids().await });
         let mut sizes: HashMap<i64, usize> = HashMap::new();
         {
             // Built when the first membership comes (a first build has none).
             let mut index: Option<HashMap<(u32, u32, &str), usize, foldhash::fast::RandomState>> =
                 None;
-            // Page by page: a million memberships held at once as owned keys would cost about 200 MB.
-            let mut after: Option<RecordKey> = None;
-            loop {
-                let page = self
-                    .store
-                    .memberships_after(after.as_ref(), MEMBERSHIP_PAGE)
-                    .await?;
-                let index = match &mut index {
-                    Some(index) => &*index,
-                    None if page.is_empty() => break,
-                    None => index.insert(
-                        (0..set.keys.len())
-                            .map(|i| {
-                                let (source, stream, _) = set.keys.parts[i];
-                                ((source, stream, set.keys.get(i).2), i)
-                            })
-                            .collect(),
-                    ),
-                };
-                for (id, key) in &page {
+            // Page by page (a million memberships held at once as owned keys would cost about 200 MB),
+            // each read by a task of its own while the last one is matched on every core.
+            let read_after = |after: Option<RecordKey>| {
+                self.spawn_store(move |store| async move {
+                    store
+                        .memberships_after(after.as_ref(), MEMBERSHIP_PAGE)
+                        .await
+                })
+            };
+            let mut next = Some(read_after(None));
+            while let Some(task) = next.take() {
+                let page = joined(task).await?;
+                if page.len() >= MEMBERSHIP_PAGE as usize {
+                    next = Some(read_after(page.last().map(|(_, key)| key.clone())));
+                }
+                if page.is_empty() {
+                    break;
+                }
+                let keys = &set.keys;
+                let index = &*index.get_or_insert_with(|| {
+                    (0..keys.len())
+                        .map(|i| {
+                            let (source, stream, _) = keys.parts[i];
+                            ((source, stream, keys.get(i).2), i)
+                        })
+                        .collect()
+                });
+                let found: Vec<Option<usize>> = on_every_core(|| {
+                    page.par_iter()
+                        .map(|(_, key)| {
+                            let source = keys.name_ids.get(&key.source)?;
+                            let stream = keys.name_ids.get(&key.stream)?;
+                            index
+                                .get(&(*source, *stream, key.external_id.as_str()))
+                                .copied()
+                        })
+                        .collect()
+                });
+                for ((id, _), found) in page.iter().zip(found) {
                     *sizes.entry(*id).or_default() += 1;
-                    let found = set
-                        .keys
-                        .name_ids
-                        .get(&key.source)
-                        .zip(set.keys.name_ids.get(&key.stream))
-                        .and_then(|(source, stream)| {
-                            index.get(&(*source, *stream, key.external_id.as_str()))
-                        });
                     if let Some(i) = found {
-                        set.old_of[*i] = Some(*id);
+                        set.old_of[i] = Some(*id);
                     }
                 }
-                match page.into_iter().last() {
-                    Some((_, key)) => after = Some(key),
-                    None => break,
-                }
+                rayon::spawn(move || drop(page));
             }
         }
-        // Every old id: those with members, and any profile left without one.
         let mut profiles: BTreeSet<i64> = sizes.keys().copied().collect();
-        profiles.extend(self.store.profile_ids().await?);
+        profiles.extend(joined(profile_ids).await?);
         let high_water = after.max(self.store.identity_high_water().await?);
         tracing::debug!(
             records = set.keys.len(),
