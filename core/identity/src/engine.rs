@@ -528,12 +528,11 @@ impl RowSlices {
 }
 
 /// Records of a chunk, by set member index, with their analyses.
-type MemberRecords = HashMap<usize, (StoredRecord, Analysed)>;
-
-/// The records of a chunk to build, taken from its set's [`Held`] records.
-enum ChunkRecords {
-    InHand(MemberRecords),
-    /// By set member index.
+/// The records of one profile of a chunk to build, in its member order, taken from its set's [`Held`]
+/// records.
+enum ClusterRecords {
+    InHand(Vec<(StoredRecord, Analysed)>),
+    /// With their set member indexes.
     Encoded(Vec<(usize, EncodedBody)>),
 }
 
@@ -1350,7 +1349,7 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
     #[allow(clippy::too_many_arguments)]
     fn build_chunk(
         &self,
-        records: ChunkRecords,
+        records: Vec<ClusterRecords>,
         set: &ClosedSet,
         clusters: &Resolution,
         range: std::ops::Range<usize>,
@@ -1358,66 +1357,68 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         normalizer: &Normalizer,
         now: DateTime<Utc>,
     ) -> Result<(Vec<ProfileWrite>, Vec<String>), IdentityError> {
-        let records: MemberRecords = match records {
-            ChunkRecords::InHand(records) => records,
-            ChunkRecords::Encoded(bodies) => {
-                let Held::Encoded { identifiers, .. } = &set.held else {
-                    unreachable!("a full pass's set holds encoded records");
-                };
-                bodies
-                    .into_par_iter()
-                    .map(|(member, body)| {
-                        let record = body.decode(set.keys.get(member), PayloadParts::Whole)?;
-                        let analysed =
-                            self.analyse_again(normalizer, &record, set, identifiers, member);
-                        Ok((member, (record, analysed)))
-                    })
-                    .collect::<Result<_, StoreError>>()?
-            }
-        };
+        // Each profile's records are decoded, built from and freed on one thread: freeing memory on the
+        // thread that allocated it is the allocator's fast path, and the records are still in its cache.
         let writes = range
             .into_par_iter()
-            .map(|c| {
-                let cluster_records: Vec<(&StoredRecord, &Analysed)> = clusters
-                    .members
-                    .get(c)
+            .zip(records)
+            .map(|(c, records)| {
+                let records = match records {
+                    ClusterRecords::InHand(records) => records,
+                    ClusterRecords::Encoded(bodies) => {
+                        let Held::Encoded { identifiers, .. } = &set.held else {
+                            unreachable!("a full pass's set holds encoded records");
+                        };
+                        bodies
+                            .into_iter()
+                            .map(|(member, body)| {
+                                let record =
+                                    body.decode(set.keys.get(member), PayloadParts::Whole)?;
+                                let analysed = self.analyse_again(
+                                    normalizer,
+                                    &record,
+                                    set,
+                                    identifiers,
+                                    member,
+                                );
+                                Ok((record, analysed))
+                            })
+                            .collect::<Result<Vec<_>, StoreError>>()?
+                    }
+                };
+                let cluster_records: Vec<(&StoredRecord, &Analysed)> = records
                     .iter()
-                    .filter_map(|m| {
-                        let (record, analysed) = records.get(m)?;
-                        Some((record, analysed))
-                    })
+                    .map(|(record, analysed)| (record, analysed))
                     .collect();
                 self.profile_write(ids[c], &cluster_records, clusters.links.get(c), set, now)
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        // Freeing a chunk's records (payloads, traits, analyses) takes tens of milliseconds: it is left to
-        // the pool, beside the next chunk's work, rather than done here, where both cores would wait
-        // (0.5 s of a million-record full pass).
-        rayon::spawn(move || drop(records));
+            .collect::<Result<Vec<_>, IdentityError>>()?;
         Ok(writes.into_iter().unzip())
     }
 
-    /// The records of the members of the profiles `range` of `clusters`, by member index, taken from the
-    /// set.
+    /// The records of each of the profiles `range` of `clusters`, taken from the set.
     fn take_members(
         &self,
         set: &mut ClosedSet,
         clusters: &Resolution,
         range: std::ops::Range<usize>,
-    ) -> ChunkRecords {
-        let members = range.flat_map(|c| clusters.members.get(c).iter().copied());
-        match &mut set.held {
-            Held::InHand(records) => ChunkRecords::InHand(
-                members
-                    .filter_map(|m| Some((m, records[m].take()?)))
-                    .collect(),
-            ),
-            Held::Encoded { bodies, .. } => ChunkRecords::Encoded(
-                members
-                    .filter_map(|m| Some((m, bodies[m].take()?)))
-                    .collect(),
-            ),
-        }
+    ) -> Vec<ClusterRecords> {
+        let held = &mut set.held;
+        range
+            .map(|c| {
+                let members = clusters.members.get(c).iter().copied();
+                match held {
+                    Held::InHand(records) => {
+                        ClusterRecords::InHand(members.filter_map(|m| records[m].take()).collect())
+                    }
+                    Held::Encoded { bodies, .. } => ClusterRecords::Encoded(
+                        members
+                            .filter_map(|m| Some((m, bodies[m].take()?)))
+                            .collect(),
+                    ),
+                }
+            })
+            .collect()
     }
 
     /// The id of each cluster (kept from the old profile that covers most of its records, else new), the
