@@ -1125,7 +1125,7 @@ impl SqlStore {
     async fn write_resolution_on(
         &self,
         connection: &mut DerivedWriteConnection,
-        write: ResolutionWrite,
+        mut write: ResolutionWrite,
     ) -> StoreResult<()> {
         let started = std::time::Instant::now();
         let now = to_millis(Utc::now());
@@ -1148,43 +1148,40 @@ impl SqlStore {
         })
         .await?;
 
-        // Documents are always written.
-        let encoded: &[String] = if write.encoded_documents.len() == write.profiles.len() {
-            &write.encoded_documents
+        // Documents are always written. Each encoded document moves into its statement's arguments
+        // (binding a `&str` would copy it, and a full pass writes hundreds of megabytes of them).
+        let mut encoded = if write.encoded_documents.len() == write.profiles.len() {
+            std::mem::take(&mut write.encoded_documents)
         } else {
-            &[]
-        };
-        let mut first = 0;
-        for chunk in write.profiles.chunks(WRITE_PARAMS / 6) {
-            let sql = format!(
+            Vec::new()
+        }
+        .into_iter();
+        let per_statement = WRITE_PARAMS / 6;
+        let statement = |rows: usize| {
+            format!(
                 "INSERT INTO profiles (id, document, search_text, record_count, created_at, updated_at) VALUES {} \
                  ON CONFLICT (id) DO UPDATE SET document = excluded.document, search_text = excluded.search_text, \
                  record_count = excluded.record_count, \
                  updated_at = CASE WHEN excluded.updated_at > profiles.updated_at THEN excluded.updated_at ELSE profiles.updated_at + 1 END",
-                placeholders(backend, 1, chunk.len(), 6)
-            );
-            // Every document of the statement in one buffer: one growing allocation instead of one per
-            // document.
-            let mut buffer = Vec::new();
-            let mut ends = Vec::with_capacity(chunk.len());
-            for (n, profile) in chunk.iter().enumerate() {
-                match encoded.get(first + n) {
-                    Some(text) => buffer.extend_from_slice(text.as_bytes()),
-                    None => serde_json::to_writer(&mut buffer, &profile.document)?,
-                }
-                ends.push(buffer.len());
-            }
-            first += chunk.len();
-            let text = String::from_utf8(buffer).map_err(|err| {
-                StoreError::Corrupt(format!("a profile document is not UTF-8: {err}"))
-            })?;
+                placeholders(backend, 1, rows, 6)
+            )
+        };
+        let full = (write.profiles.len() >= per_statement).then(|| statement(per_statement));
+        for chunk in write.profiles.chunks(per_statement) {
+            let sql = match &full {
+                Some(full) if chunk.len() == per_statement => full.clone(),
+                _ => statement(chunk.len()),
+            };
             let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (n, profile) in chunk.iter().enumerate() {
-                let start = n.checked_sub(1).map_or(0, |previous| ends[previous]);
+            for profile in chunk {
+                let document = match encoded.next() {
+                    Some(text) => text,
+                    None => serde_json::to_string(&profile.document)?,
+                };
                 query = query
                     .bind(profile.id)
-                    .bind(&text[start..ends[n]])
-                    .bind(&profile.search_text)
+                    .bind(document)
+                    .bind(profile.search_text.as_str())
                     .bind(i64::try_from(profile.members.len()).unwrap_or(i64::MAX))
                     .bind(now)
                     .bind(now);
