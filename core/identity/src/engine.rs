@@ -157,8 +157,8 @@ pub struct IdentityEngine<'a, S> {
     identity: &'a IdentityConfig,
     profiles: &'a ProfilesConfig,
     rules: Rules,
-    link_on: HashSet<String>,
-    blocked: HashSet<String>,
+    link_on: HashSet<String, foldhash::fast::RandomState>,
+    blocked: HashSet<String, foldhash::fast::RandomState>,
     patterns: Vec<Regex>,
     /// Records read per incremental step ([`STEP`]; smaller in tests).
     step: u32,
@@ -239,6 +239,21 @@ impl Keys {
             &self.names[stream as usize],
             &self.ids[start..end],
         )
+    }
+
+    /// Every record, in key order (as [`get`](Self::get) orders them), sorted on every core. Sources and
+    /// streams compare by their names' rank, so that only external ids are compared as text.
+    fn in_key_order(&self) -> Vec<usize> {
+        let rank = ranks(&self.names);
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.par_sort_unstable_by(|a, b| {
+            let ((source_a, stream_a, _), (source_b, stream_b, _)) =
+                (self.parts[*a], self.parts[*b]);
+            (rank[source_a as usize], rank[stream_a as usize])
+                .cmp(&(rank[source_b as usize], rank[stream_b as usize]))
+                .then_with(|| self.get(*a).2.cmp(self.get(*b).2))
+        });
+        order
     }
 
     fn key(&self, i: usize) -> RecordKey {
@@ -445,11 +460,25 @@ struct RowSlices {
     linking: Vec<(u32, i64)>,
 }
 
-/// Each value's place in the order of `(type, value)` texts, as identifier rows sort.
+/// The rank of each of `names` in their text order.
+fn ranks(names: &[String]) -> Vec<u32> {
+    let mut by_text: Vec<usize> = (0..names.len()).collect();
+    by_text.sort_unstable_by(|a, b| names[*a].cmp(&names[*b]));
+    let mut rank = vec![0u32; names.len()];
+    for (at, name) in by_text.into_iter().enumerate() {
+        rank[name] = at as u32;
+    }
+    rank
+}
+
+/// Each value's place in the order of `(type, value)` texts, as identifier rows sort (types compare by
+/// their names' rank).
 fn text_places(values: &Values) -> Vec<u32> {
+    let rank = ranks(values.rule_names());
     let mut by_text: Vec<u32> = (0..values.len() as u32).collect();
     by_text.par_sort_unstable_by(|a, b| {
-        (values.rule(*a), values.value(*a)).cmp(&(values.rule(*b), values.value(*b)))
+        (rank[values.rule_number(*a) as usize], values.value(*a))
+            .cmp(&(rank[values.rule_number(*b) as usize], values.value(*b)))
     });
     let mut places = vec![0u32; values.len()];
     for (at, value) in by_text.into_iter().enumerate() {
@@ -1155,10 +1184,7 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         let started = Instant::now();
         let record_count = set.keys.len() as u64;
         // Resolution orders records by key.
-        let mut order: Vec<usize> = (0..set.keys.len()).collect();
-        on_every_core(|| {
-            order.par_sort_unstable_by(|a, b| set.keys.get(*a).cmp(&set.keys.get(*b)))
-        });
+        let mut order = on_every_core(|| set.keys.in_key_order());
         // A full pass orders the values as its identifier rows sort, beside the resolution (mostly
         // sequential).
         let full_pass = old.rows.is_none();

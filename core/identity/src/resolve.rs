@@ -130,6 +130,16 @@ impl Values {
         &self.rules[self.entries[id as usize].0 as usize]
     }
 
+    /// The number of value `id`'s type, its place in [`rule_names`](Self::rule_names).
+    pub(crate) fn rule_number(&self, id: u32) -> u32 {
+        self.entries[id as usize].0
+    }
+
+    /// The types' names, by number.
+    pub(crate) fn rule_names(&self) -> &[String] {
+        &self.rules
+    }
+
     /// The text of value `id`.
     pub(crate) fn value(&self, id: u32) -> &str {
         let start = (id as usize)

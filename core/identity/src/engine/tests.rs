@@ -15,7 +15,7 @@ use spindle_testkit::store::apply_records;
 
 use rayon::prelude::*;
 
-use super::{IdentityEngine, StoreTask};
+use super::{IdentityEngine, Keys, StoreTask};
 use crate::profile::ProfileDocument;
 
 spindle_testkit::store_backends!(
@@ -248,4 +248,30 @@ async fn a_dropped_store_task_is_aborted() {
     drop(task);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!finished.load(Ordering::SeqCst));
+}
+
+#[test]
+fn records_come_in_the_order_of_their_keys_whatever_order_their_names_came_in() {
+    let mut keys = Keys::default();
+    let pushed = [
+        ("shop", "orders", "2"),
+        ("crm", "contacts", "9"),
+        ("crm", "contacts", "10"),
+        ("crm", "accounts", "7"),
+        ("shop", "customers", "1"),
+        ("crm", "contacts", "1"),
+    ];
+    for (source, stream, id) in pushed {
+        keys.push(source, stream, id);
+    }
+    let ordered: Vec<RecordKey> = keys
+        .in_key_order()
+        .into_iter()
+        .map(|i| keys.key(i))
+        .collect();
+    let mut expected: Vec<RecordKey> = (0..pushed.len()).map(|i| keys.key(i)).collect();
+    expected.sort();
+    assert_eq!(ordered, expected);
+    assert_eq!(ordered[0].stream, "accounts");
+    assert_eq!(ordered[5].stream, "orders");
 }
