@@ -556,7 +556,6 @@ impl RowSlices {
     }
 }
 
-/// Records of a chunk, by set member index, with their analyses.
 /// The records of one profile of a chunk to build, in its member order, taken from its set's [`Held`]
 /// records.
 enum ClusterRecords {
