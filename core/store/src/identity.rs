@@ -1335,6 +1335,9 @@ impl IdentityStore for SqlStore {
         if last || matches!(write.rows, ResolutionRows::Staged(_)) {
             connection.defer_checkpoints().await?;
         }
+        if !matches!(write.rows, ResolutionRows::Staged(_)) {
+            connection.journal_statements_in_memory().await?;
+        }
         let written = self.write_resolution_on(&mut connection, write).await;
         if written.is_ok() && last {
             // The write has committed and is seen by every reader: copying the log into the database

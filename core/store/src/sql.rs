@@ -43,8 +43,10 @@ pub(crate) async fn begin_write_on(
 }
 
 /// How every SQLite connection of the pool commits: synced to disk, checkpointing the write-ahead log
-/// past 1,000 pages (4 MiB, SQLite's default).
-const POOL_DURABILITY: &str = "PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 1000";
+/// past 1,000 pages (4 MiB, SQLite's default), with temporary files as SQLite was built to keep them
+/// (a derived write may keep them in memory meanwhile).
+const POOL_DURABILITY: &str =
+    "PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 1000; PRAGMA temp_store = DEFAULT";
 /// How a connection for derived writes commits (see [`SqlStore::derived_write_connection`]).
 const DERIVED_DURABILITY: &str = "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 65536";
 
@@ -273,6 +275,16 @@ impl DerivedWriteConnection {
     /// Begins the write transaction as every writer does.
     pub(crate) async fn begin(&mut self) -> StoreResult<sqlx::Transaction<'_, sqlx::Any>> {
         begin_write_on(&mut self.conn, self.backend).await
+    }
+
+    /// Keeps statement journals in memory (SQLite; nothing on PostgreSQL) until the connection is
+    /// released: each multi-row statement of an incremental step's write copies every page it changes
+    /// into one, which past 64 KiB SQLite otherwise writes to a temporary file, a system call per page.
+    pub(crate) async fn journal_statements_in_memory(&mut self) -> StoreResult<()> {
+        if self.backend == Backend::Sqlite {
+            self.conn.execute("PRAGMA temp_store = MEMORY").await?;
+        }
+        Ok(())
     }
 
     /// Leaves every checkpoint to [`checkpoint`](Self::checkpoint) (SQLite; nothing on PostgreSQL): a

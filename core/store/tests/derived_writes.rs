@@ -1,5 +1,6 @@
-//! Resolution writes relax SQLite's durability on their own connection only: every connection the pool
-//! hands out afterwards, whether the write succeeded or failed, syncs its commits as before.
+//! Resolution writes relax SQLite's durability (and keep statement journals in memory) on their own
+//! connection only: every connection the pool hands out afterwards, whether the write succeeded or
+//! failed, syncs its commits and journals as before.
 #![allow(clippy::unwrap_used)] // a test file: a failed unwrap is a failed assertion
 
 use spindle_model::RecordKey;
@@ -7,8 +8,8 @@ use spindle_store::{
     IdentityStore, OpenOptions, ProfileWrite, ResolutionRows, ResolutionWrite, SqlStore, StoreUrl,
 };
 
-/// `(synchronous, wal_autocheckpoint)` of the pool's only connection.
-async fn durability(store: &SqlStore) -> (i64, i64) {
+/// `(synchronous, wal_autocheckpoint, temp_store)` of the pool's only connection.
+async fn durability(store: &SqlStore) -> (i64, i64, i64) {
     let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
         .fetch_one(store.pool())
         .await
@@ -17,7 +18,11 @@ async fn durability(store: &SqlStore) -> (i64, i64) {
         .fetch_one(store.pool())
         .await
         .unwrap();
-    (synchronous, checkpoint)
+    let temp_store: i64 = sqlx::query_scalar("PRAGMA temp_store")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    (synchronous, checkpoint, temp_store)
 }
 
 fn profile(id: i64) -> ProfileWrite {
@@ -43,8 +48,9 @@ async fn the_pool_keeps_full_durability_around_resolution_writes() {
         ..OpenOptions::default()
     };
     let store = SqlStore::open(&url, &options).await.unwrap();
-    // FULL is 2; SQLite's default checkpoint threshold is 1,000 pages.
-    assert_eq!(durability(&store).await, (2, 1000));
+    // FULL is 2; SQLite's default checkpoint threshold is 1,000 pages; temporary files as compiled (0),
+    // where a resolution step's write keeps its statement journals in memory.
+    assert_eq!(durability(&store).await, (2, 1000, 0));
 
     store
         .write_resolution(ResolutionWrite {
@@ -54,7 +60,7 @@ async fn the_pool_keeps_full_durability_around_resolution_writes() {
         })
         .await
         .unwrap();
-    assert_eq!(durability(&store).await, (2, 1000));
+    assert_eq!(durability(&store).await, (2, 1000, 0));
     assert_eq!(store.identity_high_water().await.unwrap(), 1);
 
     // A write that fails midway (its aliases have nowhere to go) leaves the pool as it was, and
@@ -73,7 +79,7 @@ async fn the_pool_keeps_full_durability_around_resolution_writes() {
         })
         .await;
     assert!(failed.is_err());
-    assert_eq!(durability(&store).await, (2, 1000));
+    assert_eq!(durability(&store).await, (2, 1000, 0));
     assert_eq!(store.identity_high_water().await.unwrap(), 1);
     assert_eq!(store.count_profiles().await.unwrap(), 1);
 }
