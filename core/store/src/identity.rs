@@ -444,25 +444,41 @@ async fn execute_rows<K: Params>(
 }
 
 /// One query per chunk of `per_statement` rows: `sql(list)`, where `list` holds the chunk's placeholders,
-/// with the chunk's values bound. Every chunk but the last has the same statement, built once.
+/// with the chunk's values bound (see [`chunk_statements`]).
 fn chunked_queries<'q, K: Params>(
     backend: Backend,
     rows: &'q [K],
     per_statement: usize,
     sql: impl Fn(&str) -> String,
 ) -> impl Iterator<Item = AnyQuery<'q>> {
-    let full = (rows.len() >= per_statement)
-        .then(|| sql(&placeholders(backend, 1, per_statement, K::WIDTH)));
-    rows.chunks(per_statement).map(move |chunk| {
-        let text = match &full {
-            Some(full) if chunk.len() == per_statement => full.clone(),
-            _ => sql(&placeholders(backend, 1, chunk.len(), K::WIDTH)),
-        };
-        chunk
-            .iter()
-            .fold(sqlx::query(AssertSqlSafe(text)), |query, row| {
-                row.bind_to(query)
-            })
+    chunk_statements(backend, rows.len(), per_statement, K::WIDTH, sql)
+        .zip(rows.chunks(per_statement))
+        .map(|(text, chunk)| {
+            chunk
+                .iter()
+                .fold(sqlx::query(AssertSqlSafe(text)), |query, row| {
+                    row.bind_to(query)
+                })
+        })
+}
+
+/// The statement of each chunk of `per_statement` of `rows` rows of `width` values: `sql(list)`, where
+/// `list` holds the chunk's placeholders. Every chunk but the last has the same statement, built once.
+fn chunk_statements(
+    backend: Backend,
+    rows: usize,
+    per_statement: usize,
+    width: usize,
+    sql: impl Fn(&str) -> String,
+) -> impl Iterator<Item = String> {
+    let full =
+        (rows >= per_statement).then(|| sql(&placeholders(backend, 1, per_statement, width)));
+    (0..rows).step_by(per_statement).map(move |first| {
+        let count = per_statement.min(rows - first);
+        match &full {
+            Some(full) if count == per_statement => full.clone(),
+            _ => sql(&placeholders(backend, 1, count, width)),
+        }
     })
 }
 
@@ -1157,21 +1173,21 @@ impl SqlStore {
         }
         .into_iter();
         let per_statement = WRITE_PARAMS / 6;
-        let statement = |rows: usize| {
-            format!(
-                "INSERT INTO profiles (id, document, search_text, record_count, created_at, updated_at) VALUES {} \
+        let statements = chunk_statements(
+            backend,
+            write.profiles.len(),
+            per_statement,
+            6,
+            |list| {
+                format!(
+                    "INSERT INTO profiles (id, document, search_text, record_count, created_at, updated_at) VALUES {list} \
                  ON CONFLICT (id) DO UPDATE SET document = excluded.document, search_text = excluded.search_text, \
                  record_count = excluded.record_count, \
-                 updated_at = CASE WHEN excluded.updated_at > profiles.updated_at THEN excluded.updated_at ELSE profiles.updated_at + 1 END",
-                placeholders(backend, 1, rows, 6)
-            )
-        };
-        let full = (write.profiles.len() >= per_statement).then(|| statement(per_statement));
-        for chunk in write.profiles.chunks(per_statement) {
-            let sql = match &full {
-                Some(full) if chunk.len() == per_statement => full.clone(),
-                _ => statement(chunk.len()),
-            };
+                 updated_at = CASE WHEN excluded.updated_at > profiles.updated_at THEN excluded.updated_at ELSE profiles.updated_at + 1 END"
+                )
+            },
+        );
+        for (sql, chunk) in statements.zip(write.profiles.chunks(per_statement)) {
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for profile in chunk {
                 let document = match encoded.next() {
