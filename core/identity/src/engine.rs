@@ -1290,7 +1290,7 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
             if let Some(write) = writing.take() {
                 joined(write).await?;
             }
-            let (mut profiles, encoded_documents) = built?;
+            let (profiles, encoded_documents) = built?;
             tracing::debug!(
                 profiles = profiles.len(),
                 build_ms = build_done.as_millis() as u64,
@@ -1304,15 +1304,16 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
             };
             let rows = if let (Some((token, _)), Some(mut rows)) = (&staged, slice) {
                 // Identifiers that do not link are not among the slices: each chunk's are added to
-                // its own.
+                // its own. Each profile keeps its own, which the store lists with its document.
                 let mut others: Vec<(String, String, i64)> = Vec::new();
-                for profile in &mut profiles {
+                for profile in &profiles {
                     let id = profile.id;
                     others.extend(
-                        std::mem::take(&mut profile.identifiers)
-                            .into_iter()
+                        profile
+                            .identifiers
+                            .iter()
                             .filter(|(kind, value)| !self.row_links(kind, value))
-                            .map(|(kind, value)| (kind, value, id)),
+                            .map(|(kind, value)| (kind.clone(), value.clone(), id)),
                     );
                 }
                 others.sort_unstable();

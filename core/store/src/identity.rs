@@ -3,13 +3,15 @@
 //! Contract:
 //! - `profiles` holds one JSON document per customer; `profile_members` maps every resolved record to its
 //!   profile; `profile_identifiers` maps every normalised identifier a profile holds to it; `profile_aliases`
-//!   remembers ids that were merged into another so old ids keep answering.
+//!   remembers ids that were merged into another so old ids keep answering. Each profile also lists the
+//!   member and identifier rows it holds (`held_rows`, see [`held_rows`]), which is how a profile's rows
+//!   are found: the two row tables are indexed by their keys only.
 //! - [`IdentityStore::write_resolution`] replaces the given profiles (members, identifiers, document),
 //!   deletes the removed ones, records aliases and advances the identity high-water mark, all in one
 //!   transaction: readers see the state before or after a resolution step, never half of it. It writes only
-//!   the member and identifier rows that differ from what the given profiles hold (read in the same
-//!   transaction): a record that left them without joining another loses its membership, one that joins
-//!   moves to its new profile. Documents are always written, from their JSON text when the caller gives it
+//!   the member and identifier rows that differ from what the given profiles hold (read from their lists
+//!   in the same transaction): a record that left them without joining another loses its membership, one
+//!   that joins moves to its new profile (and leaves the list of the profile it left). Documents are always written, from their JSON text when the caller gives it
 //!   ([`ResolutionWrite::encoded_documents`]). Profiles it gives out for the first time
 //!   ([`ResolutionWrite::new_ids`]) are not searched for stale rows.
 //! - Every resolution write holds one lock until it ends (SQLite's write lock; on PostgreSQL the row of
@@ -37,6 +39,10 @@ use crate::sql::{
 };
 use crate::sqlite_reader::record_columns;
 use crate::{Backend, ProfileStore, StoreError, StoreResult};
+
+mod held_rows;
+
+use held_rows::HeldRows;
 
 /// A profile as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,10 +119,10 @@ pub enum ResolutionRows {
 
 /// A full pass's rows, staged ([`ResolutionRows::Staged`]): each write of the pass adds its share to
 /// staging tables that [`IdentityStore::begin_staged_rows`] created empty, and the last one puts them in
-/// place of the live tables. Rows go in sorted, so that every insert appends; on SQLite the indexes by
-/// profile are built after, by sorting. Written with the chunks' documents, they cost the pass's end a
-/// fraction of replacing a million rows at once (the pass's serial tail). Readers see the old rows
-/// until the last write commits, then the new ones, whose change is logged as "everything". A write
+/// place of the live tables. Rows go in sorted, so that every insert appends. The pass writes every
+/// profile it keeps, each listing the rows staged for it (profiles not written keep their old lists).
+/// Written with the chunks' documents, they cost the pass's end a fraction of replacing a million rows
+/// at once (the pass's serial tail). Readers see the old rows until the last write commits, then the new ones, whose change is logged as "everything". A write
 /// whose `token` is no longer the newest staging's (another full pass began since) fails with
 /// [`StoreError::StagingTaken`], writing nothing.
 #[derive(Debug, Clone, PartialEq)]
@@ -561,6 +567,21 @@ async fn delete_members(
     .await
 }
 
+/// Deletes the member rows `(record, profile)`: each record leaves that profile (and stays where it is
+/// if it has moved to another).
+async fn delete_members_of(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    rows: &[(&RecordKey, i64)],
+) -> StoreResult<()> {
+    execute_rows(conn, backend, rows, |list| {
+        format!(
+            "DELETE FROM profile_members WHERE (source, stream, external_id, profile_id) IN ({list})"
+        )
+    })
+    .await
+}
+
 /// Deletes the identifier rows `(profile, type, value)`.
 async fn delete_identifiers<K: Params>(
     conn: &mut sqlx::AnyConnection,
@@ -573,29 +594,27 @@ async fn delete_identifiers<K: Params>(
     .await
 }
 
-/// Brings the member and identifier rows of each of `profiles` to what it lists ([`ResolutionRows::PerProfile`]).
+/// Brings the member and identifier rows of each of `profiles` to what it lists, given what the
+/// existing ones among them held before (`held_before`, read in the same transaction): how
+/// [`ResolutionRows::PerProfile`] writes, and [`ResolutionRows::Changes`] when its changes are not trusted.
+/// `removed` are the write's removed profiles.
 async fn write_profile_rows(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
     profiles: &[ProfileWrite],
-    new_ids: &[i64],
+    held_before: &[(i64, HeldRows)],
+    removed: &[i64],
 ) -> StoreResult<RowsWritten> {
-    // The written profiles that may hold rows from before.
-    let new_ids: HashSet<i64> = new_ids.iter().copied().collect();
-    let existing: Vec<i64> = profiles
-        .iter()
-        .map(|p| p.id)
-        .filter(|id| !new_ids.contains(id))
-        .collect();
-    // Member and identifier rows. Every wanted row is written, but a row already as wanted is left
-    // alone (the upsert's `WHERE`, `DO NOTHING`): only the difference reaches the tables' pages. Rows
-    // the written profiles should no longer hold are found by counting (a profile holding more rows
-    // than wanted has stale ones), which reads one row per profile instead of every row.
+    // Every wanted row is written, but a row already as wanted is left alone (the upsert's `WHERE`,
+    // `DO NOTHING`): only the difference reaches the tables' pages. Rows the profiles held and no longer
+    // hold are deleted.
     let started = std::time::Instant::now();
     let wanted: HashMap<&RecordKey, i64> = profiles
         .iter()
         .flat_map(|p| p.members.iter().map(move |k| (k, p.id)))
         .collect();
+    let keys: Vec<&RecordKey> = wanted.keys().copied().collect();
+    release_taken_members(conn, backend, &keys, profiles, removed).await?;
     let members = upsert_members(
         conn,
         backend,
@@ -620,65 +639,22 @@ async fn write_profile_rows(
             .collect(),
     )
     .await?;
-
     let identifiers_written = started.elapsed();
-    let mut member_counts: HashMap<i64, i64> = HashMap::new();
-    for id in wanted.values() {
-        *member_counts.entry(*id).or_default() += 1;
-    }
-    let mut identifier_counts: HashMap<i64, i64> = HashMap::new();
-    for (id, _, _) in &wanted_identifiers {
-        *identifier_counts.entry(*id).or_default() += 1;
-    }
-    let stale = overfull(conn, backend, "profile_members", &existing, &member_counts).await?;
-    let left: Vec<RecordKey> = select_in(
-        conn,
-        backend,
-        &stale,
-        |list| {
-            format!(
-                "SELECT source, stream, external_id, profile_id FROM profile_members \
-                 WHERE profile_id IN ({list})"
-            )
-        },
-        |row| Ok((decode_key(row, 0)?, row.try_get::<i64, _>(3)?)),
-    )
-    .await?
-    .into_iter()
-    .filter(|(key, id)| wanted.get(key) != Some(id))
-    .map(|(key, _)| key)
-    .collect();
-    delete_members(conn, backend, &left).await?;
-    let stale = overfull(
-        conn,
-        backend,
-        "profile_identifiers",
-        &existing,
-        &identifier_counts,
-    )
-    .await?;
-    let dropped: Vec<(i64, String, String)> = select_in(
-        conn,
-        backend,
-        &stale,
-        |list| {
-            format!(
-                "SELECT profile_id, id_type, id_value FROM profile_identifiers \
-                 WHERE profile_id IN ({list})"
-            )
-        },
-        |row| {
-            Ok((
-                row.try_get::<i64, _>(0)?,
-                row.try_get::<String, _>(1)?,
-                row.try_get::<String, _>(2)?,
-            ))
-        },
-    )
-    .await?
-    .into_iter()
-    .filter(|(id, kind, value)| !wanted_identifiers.contains(&(*id, kind.as_str(), value.as_str())))
-    .collect();
+    let left: Vec<(&RecordKey, i64)> = held_before
+        .iter()
+        .flat_map(|(id, held)| held.members.iter().map(move |k| (k, *id)))
+        .filter(|(k, _)| !wanted.contains_key(k))
+        .collect();
+    delete_members_of(conn, backend, &left).await?;
+    let dropped: Vec<(i64, &str, &str)> = held_before
+        .iter()
+        .flat_map(|(id, held)| {
+            held.identifiers
+                .iter()
+                .map(move |(kind, value)| (*id, kind.as_str(), value.as_str()))
+        })
+        .filter(|row| !wanted_identifiers.contains(row))
+        .collect();
     delete_identifiers(conn, backend, &dropped).await?;
     let rows_written = started.elapsed();
     Ok(RowsWritten {
@@ -693,16 +669,68 @@ async fn write_profile_rows(
     })
 }
 
-/// Writes `changes` ([`ResolutionRows::Changes`]) when no write of profiles committed since they were
-/// computed, else brings each of `profiles`' rows to what it lists, as [`write_profile_rows`] does.
-/// `conn` holds the resolution write lock, so no write can come between the check and the rows.
+/// Takes the records among `keys` that a profile outside the write holds (neither among `profiles` nor
+/// `removed`) off that profile's list of held rows: the write moves them to one of its profiles. Only a
+/// write compared in full can meet such a record (another write of profiles came between the
+/// resolution's read and its write); a trusted step's records move only between its own profiles.
+async fn release_taken_members(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    keys: &[&RecordKey],
+    profiles: &[ProfileWrite],
+    removed: &[i64],
+) -> StoreResult<()> {
+    let written: HashSet<i64> = profiles
+        .iter()
+        .map(|p| p.id)
+        .chain(removed.iter().copied())
+        .collect();
+    let mut taken: HashMap<i64, HashSet<RecordKey>> = HashMap::new();
+    for (key, id) in select_in(
+        conn,
+        backend,
+        keys,
+        |list| {
+            format!(
+                "SELECT source, stream, external_id, profile_id FROM profile_members \
+                 WHERE (source, stream, external_id) IN ({list})"
+            )
+        },
+        |row| <(RecordKey, i64)>::from_any(row, 0),
+    )
+    .await?
+    {
+        if !written.contains(&id) {
+            taken.entry(id).or_default().insert(key);
+        }
+    }
+    if taken.is_empty() {
+        return Ok(());
+    }
+    let holders: Vec<i64> = taken.keys().copied().collect();
+    for (id, mut held) in held_rows::read_on(conn, backend, &holders).await? {
+        held.members.retain(|k| !taken[&id].contains(k));
+        tracing::debug!(
+            profile = id,
+            "records moved away from a profile written since this resolution read it"
+        );
+        sqlx::query("UPDATE profiles SET held_rows = $1 WHERE id = $2")
+            .bind(held_rows::encode(&held.members, &held.identifiers))
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Writes `changes` ([`ResolutionRows::Changes`]), which the caller checked no write of profiles came
+/// after.
 async fn write_row_changes(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
     profiles: &[ProfileWrite],
     changes: &RowChanges,
 ) -> StoreResult<RowsWritten> {
-    let generation = crate::profile_changes::newest_generation(conn).await?;
     debug_assert!(
         {
             let ids: HashSet<i64> = profiles.iter().map(|p| p.id).collect();
@@ -718,14 +746,6 @@ async fn write_row_changes(
         },
         "row changes outside the written profiles"
     );
-    if generation != changes.generation {
-        tracing::debug!(
-            read_at = changes.generation,
-            now = generation,
-            "profiles were written since this resolution read them: its rows are compared in full"
-        );
-        return write_profile_rows(conn, backend, profiles, &changes.new_ids).await;
-    }
     let started = std::time::Instant::now();
     let members = upsert_members(
         conn,
@@ -763,8 +783,8 @@ async fn write_row_changes(
 }
 
 /// Creates a full pass's staging tables, empty, in place of any left by an earlier pass: on SQLite with the
-/// live table's own definition (its key and `WITHOUT ROWID`, as the migrations left it) and no index by
-/// profile; on PostgreSQL with the live table's columns and no key or index (the rows come distinct).
+/// live table's own definition (its key and `WITHOUT ROWID`, as the migrations left it); on PostgreSQL
+/// with the live table's columns and no key or index (the rows come distinct).
 async fn create_staging_tables(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
@@ -880,33 +900,6 @@ async fn write_staged_rows(
         swap_ms: (started.elapsed() - identifiers_written).as_millis() as u64,
         ..RowsWritten::default()
     })
-}
-
-/// The profiles among `profiles` that hold more rows of `table` than `wanted` gives them (none: zero).
-async fn overfull(
-    conn: &mut sqlx::AnyConnection,
-    backend: Backend,
-    table: &str,
-    profiles: &[i64],
-    wanted: &HashMap<i64, i64>,
-) -> StoreResult<Vec<i64>> {
-    let held = select_in(
-        conn,
-        backend,
-        profiles,
-        |list| {
-            format!(
-                "SELECT profile_id, COUNT(*) FROM {table} WHERE profile_id IN ({list}) GROUP BY profile_id"
-            )
-        },
-        |row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)),
-    )
-    .await?;
-    Ok(held
-        .into_iter()
-        .filter(|(id, n)| *n > wanted.get(id).copied().unwrap_or(0))
-        .map(|(id, _)| id)
-        .collect())
 }
 
 /// Runs `sql` with `params` on a connection of the SQLite reader, adding each row, decoded, to `out`.
@@ -1150,14 +1143,66 @@ impl SqlStore {
         let conn: &mut sqlx::AnyConnection = &mut tx;
         lock_resolution_writes(conn, backend).await?;
         let removed = &write.removed;
-        // Removed profiles take their rows with them (a full pass's rows replace them all).
-        if !matches!(write.rows, ResolutionRows::Staged(_)) {
-            for table in ["profile_members", "profile_identifiers"] {
-                execute_rows(conn, backend, removed, |list| {
-                    format!("DELETE FROM {table} WHERE profile_id IN ({list})")
-                })
-                .await?;
+        // Decided under the lock, so no write comes between the check and the rows.
+        let compare_in_full = match &write.rows {
+            ResolutionRows::PerProfile { .. } => true,
+            ResolutionRows::Changes(changes) => {
+                let generation = crate::profile_changes::newest_generation(conn).await?;
+                if generation != changes.generation {
+                    tracing::debug!(
+                        read_at = changes.generation,
+                        now = generation,
+                        "profiles were written since this resolution read them: its rows are compared in full"
+                    );
+                }
+                generation != changes.generation
             }
+            ResolutionRows::Staged(_) => false,
+        };
+        // What the profiles removed and, compared in full, the profiles rewritten held before this write
+        // (a full pass's rows replace every row instead).
+        let staged = matches!(write.rows, ResolutionRows::Staged(_));
+        let held_by_removed = if staged {
+            Vec::new()
+        } else {
+            held_rows::read_on(conn, backend, removed).await?
+        };
+        let held_by_rewritten = if compare_in_full {
+            let new_ids: HashSet<i64> = match &write.rows {
+                ResolutionRows::PerProfile { new_ids } => new_ids.iter().copied().collect(),
+                ResolutionRows::Changes(changes) => changes.new_ids.iter().copied().collect(),
+                ResolutionRows::Staged(_) => HashSet::new(),
+            };
+            let existing: Vec<i64> = write
+                .profiles
+                .iter()
+                .map(|p| p.id)
+                .filter(|id| !new_ids.contains(id))
+                .collect();
+            held_rows::read_on(conn, backend, &existing).await?
+        } else {
+            Vec::new()
+        };
+        // Removed profiles take their rows with them, but for records a written profile takes: their
+        // rows move in place below.
+        if !held_by_removed.is_empty() {
+            let taken: HashSet<&RecordKey> =
+                write.profiles.iter().flat_map(|p| &p.members).collect();
+            let members: Vec<(&RecordKey, i64)> = held_by_removed
+                .iter()
+                .flat_map(|(id, held)| held.members.iter().map(move |k| (k, *id)))
+                .filter(|(k, _)| !taken.contains(k))
+                .collect();
+            delete_members_of(conn, backend, &members).await?;
+            let identifiers: Vec<(i64, &str, &str)> = held_by_removed
+                .iter()
+                .flat_map(|(id, held)| {
+                    held.identifiers
+                        .iter()
+                        .map(move |(kind, value)| (*id, kind.as_str(), value.as_str()))
+                })
+                .collect();
+            delete_identifiers(conn, backend, &identifiers).await?;
         }
         execute_rows(conn, backend, removed, |list| {
             format!("DELETE FROM profiles WHERE id IN ({list})")
@@ -1172,17 +1217,17 @@ impl SqlStore {
             Vec::new()
         }
         .into_iter();
-        let per_statement = WRITE_PARAMS / 6;
+        let per_statement = WRITE_PARAMS / 7;
         let statements = chunk_statements(
             backend,
             write.profiles.len(),
             per_statement,
-            6,
+            7,
             |list| {
                 format!(
-                    "INSERT INTO profiles (id, document, search_text, record_count, created_at, updated_at) VALUES {list} \
+                    "INSERT INTO profiles (id, document, search_text, record_count, created_at, updated_at, held_rows) VALUES {list} \
                  ON CONFLICT (id) DO UPDATE SET document = excluded.document, search_text = excluded.search_text, \
-                 record_count = excluded.record_count, \
+                 record_count = excluded.record_count, held_rows = excluded.held_rows, \
                  updated_at = CASE WHEN excluded.updated_at > profiles.updated_at THEN excluded.updated_at ELSE profiles.updated_at + 1 END"
                 )
             },
@@ -1200,7 +1245,8 @@ impl SqlStore {
                     .bind(profile.search_text.as_str())
                     .bind(i64::try_from(profile.members.len()).unwrap_or(i64::MAX))
                     .bind(now)
-                    .bind(now);
+                    .bind(now)
+                    .bind(held_rows::encode(&profile.members, &profile.identifiers));
             }
             query.execute(&mut *conn).await?;
         }
@@ -1208,13 +1254,14 @@ impl SqlStore {
         let documents_written = started.elapsed();
         let everything = matches!(&write.rows, ResolutionRows::Staged(staged) if staged.last);
         let rows = match &write.rows {
-            ResolutionRows::PerProfile { new_ids } => {
-                write_profile_rows(conn, backend, &write.profiles, new_ids).await?
-            }
-            ResolutionRows::Changes(changes) => {
+            ResolutionRows::Staged(staged) => write_staged_rows(conn, backend, staged).await?,
+            ResolutionRows::Changes(changes) if !compare_in_full => {
                 write_row_changes(conn, backend, &write.profiles, changes).await?
             }
-            ResolutionRows::Staged(staged) => write_staged_rows(conn, backend, staged).await?,
+            _ => {
+                write_profile_rows(conn, backend, &write.profiles, &held_by_rewritten, removed)
+                    .await?
+            }
         };
         let rows_written = started.elapsed();
         for (old, new) in &write.aliases {
@@ -1322,26 +1369,28 @@ impl IdentityStore for SqlStore {
     }
 
     async fn profile_members(&self, profiles: &[i64]) -> StoreResult<Vec<(i64, RecordKey)>> {
-        self.select_in(profiles, |list| {
-            format!(
-                "SELECT profile_id, source, stream, external_id FROM profile_members \
-                 WHERE profile_id IN ({list}) ORDER BY profile_id, source, stream, external_id"
-            )
-        })
-        .await
+        let held: Vec<(i64, HeldRows)> = self.select_in(profiles, held_rows::select_sql).await?;
+        let mut members: Vec<(i64, RecordKey)> = held
+            .into_iter()
+            .flat_map(|(id, held)| held.members.into_iter().map(move |k| (id, k)))
+            .collect();
+        members.sort_unstable();
+        Ok(members)
     }
 
     async fn profile_identifiers(
         &self,
         profiles: &[i64],
     ) -> StoreResult<Vec<(i64, String, String)>> {
-        self.select_in(profiles, |list| {
-            format!(
-                "SELECT profile_id, id_type, id_value FROM profile_identifiers \
-                 WHERE profile_id IN ({list})"
-            )
-        })
-        .await
+        let held: Vec<(i64, HeldRows)> = self.select_in(profiles, held_rows::select_sql).await?;
+        Ok(held
+            .into_iter()
+            .flat_map(|(id, held)| {
+                held.identifiers
+                    .into_iter()
+                    .map(move |(kind, value)| (id, kind, value))
+            })
+            .collect())
     }
 
     async fn write_resolution(&self, write: ResolutionWrite) -> StoreResult<()> {

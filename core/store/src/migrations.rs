@@ -67,6 +67,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0009_profiles_by_creation.sql"),
         include_str!("../migrations/postgres/0009_profiles_by_creation.sql"),
     ),
+    (
+        10,
+        "profiles_hold_their_rows",
+        include_str!("../migrations/sqlite/0010_profiles_hold_their_rows.sql"),
+        include_str!("../migrations/postgres/0010_profiles_hold_their_rows.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.
@@ -134,7 +140,9 @@ mod tests {
             sqlx::query(statement).execute(&pool).await.unwrap();
         }
 
-        migrator(Backend::Sqlite).run(&pool).await.unwrap();
+        let mut through_nine = migrator(Backend::Sqlite);
+        through_nine.migrations.to_mut().retain(|m| m.version <= 9);
+        through_nine.run(&pool).await.unwrap();
 
         let members: Vec<(String, String, String, i64)> = sqlx::query_as(
             "SELECT source, stream, external_id, profile_id FROM profile_members ORDER BY source",
@@ -182,5 +190,60 @@ mod tests {
             .unwrap();
             assert_eq!(indexes, 1, "{table} keeps its index by profile");
         }
+    }
+
+    /// A store at schema 9 gets each profile's list of held rows from its rows through migration 10,
+    /// which then drops the indexes by profile.
+    #[tokio::test]
+    async fn profiles_list_the_rows_they_held_before_migration_10() {
+        sqlx::any::install_default_drivers();
+        let folder = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            folder.path().join("store.db").display()
+        );
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        let mut before = migrator(Backend::Sqlite);
+        before.migrations.to_mut().retain(|m| m.version <= 9);
+        before.run(&pool).await.unwrap();
+        for statement in [
+            "INSERT INTO profiles (id, document, search_text, record_count, created_at, updated_at) \
+             VALUES (7, '{}', '', 2, 0, 0), (8, '{}', '', 0, 0, 0)",
+            "INSERT INTO profile_members VALUES ('shop', 'orders', '9', 7), ('crm', 'contacts', '1', 7)",
+            "INSERT INTO profile_identifiers VALUES ('phone', '+33612345678', 7), ('email', 'a@x.io', 7)",
+        ] {
+            sqlx::query(statement).execute(&pool).await.unwrap();
+        }
+
+        migrator(Backend::Sqlite).run(&pool).await.unwrap();
+
+        let held: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, held_rows FROM profiles ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            held,
+            vec![
+                (
+                    7,
+                    r#"{"members":[["crm","contacts","1"],["shop","orders","9"]],"identifiers":[["email","a@x.io"],["phone","+33612345678"]]}"#
+                        .to_owned()
+                ),
+                (8, r#"{"members":[],"identifiers":[]}"#.to_owned()),
+            ]
+        );
+        let indexes: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' \
+             AND tbl_name IN ('profile_members', 'profile_identifiers')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(indexes, 0, "the indexes by profile are gone");
     }
 }

@@ -648,12 +648,16 @@ async fn staged_rows_take_the_place_of_every_row(store: &SqlStore) {
         .unwrap();
     let token = store.begin_staged_rows().await.unwrap();
     assert!(token > interrupted);
+    // The pass writes every profile it keeps, each listing the rows it stages for it.
+    let mut one = profile(1);
+    one.members = vec![key("a")];
+    one.identifiers = vec![email("x@example.com")];
     let mut three = profile(3);
     three.members = vec![key("c")];
     three.identifiers = vec![email("z@example.com")];
     store
         .write_resolution(ResolutionWrite {
-            profiles: vec![three],
+            profiles: vec![one, three],
             ..staged(
                 token,
                 AllRows {
@@ -721,7 +725,8 @@ async fn staged_rows_take_the_place_of_every_row(store: &SqlStore) {
         "a replacement of every row is logged as such"
     );
 
-    // The indexes by profile are back, and a step's write goes on from the replaced rows.
+    // No index by profile is built (each profile lists its rows), and a step's write goes on from the
+    // replaced rows.
     let indexes: i64 = match store.backend() {
         Backend::Sqlite => sqlx::query_scalar(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' \
@@ -735,7 +740,7 @@ async fn staged_rows_take_the_place_of_every_row(store: &SqlStore) {
     .fetch_one(store.pool())
     .await
     .unwrap();
-    assert_eq!(indexes, 2);
+    assert_eq!(indexes, 0);
     let staging_tables: i64 = match store.backend() {
         Backend::Sqlite => sqlx::query_scalar(
             "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'profile_%_staged'",
@@ -821,13 +826,16 @@ async fn row_changes_are_written_unless_profiles_were_written_since(store: &SqlS
     assert_eq!(identifiers, expected_identifiers);
 
     // Changes computed before a write of profiles are not trusted: changes that would only add a row
-    // to profile 1 leave it with what its write lists instead (its extra row goes).
-    sqlx::query(
-        "INSERT INTO profile_identifiers (id_type, id_value, profile_id) VALUES ('email', 'stray@example.com', 1)",
-    )
-    .execute(store.pool())
-    .await
-    .unwrap();
+    // to profile 1 leave it with what its write lists instead (the row another write gave it goes).
+    let mut strayed = one.clone();
+    strayed.identifiers.push(email("stray@example.com"));
+    store
+        .write_resolution(ResolutionWrite {
+            profiles: vec![strayed],
+            ..ResolutionWrite::default()
+        })
+        .await
+        .unwrap();
     let stale = RowChanges {
         generation: read_at,
         members: vec![(key("e"), 1)],
@@ -849,6 +857,13 @@ async fn row_changes_are_written_unless_profiles_were_written_since(store: &SqlS
     let mut identifiers = store.profile_identifiers(&[1, 2]).await.unwrap();
     identifiers.sort();
     assert_eq!(identifiers, expected_identifiers, "the stray row is gone");
+    assert!(
+        store
+            .profiles_with_identifiers(&[email("stray@example.com")])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Changes of the current generation are written as they are.
     let current = RowChanges {
@@ -873,6 +888,62 @@ async fn row_changes_are_written_unless_profiles_were_written_since(store: &SqlS
             (2, "email".to_owned(), "b@example.com".to_owned()),
             (2, "email".to_owned(), "c@example.com".to_owned()),
         ]
+    );
+
+    // A write compared in full can take a record from a profile outside it (one written after the
+    // resolution read): that profile no longer lists it.
+    let mut taking = one.clone();
+    taking.members.push(key("c"));
+    store
+        .write_resolution(ResolutionWrite {
+            profiles: vec![taking],
+            ..ResolutionWrite::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.profile_members(&[1, 2]).await.unwrap(),
+        vec![(1, key("a")), (1, key("c")), (2, key("b"))]
+    );
+
+    // A removed profile's rows go with it, but for the records a written profile takes.
+    let mut merged = profile(1);
+    merged.members = vec![key("a"), key("b"), key("c")];
+    merged.identifiers = vec![email("a@example.com"), email("b@example.com")];
+    let merge = RowChanges {
+        generation: store.profile_generation().await.unwrap(),
+        members: vec![(key("b"), 1)],
+        identifiers: vec![row("b@example.com", 1)],
+        ..RowChanges::default()
+    };
+    store
+        .write_resolution(ResolutionWrite {
+            removed: vec![2],
+            profiles: vec![merged],
+            rows: ResolutionRows::Changes(merge),
+            ..ResolutionWrite::default()
+        })
+        .await
+        .unwrap();
+    let everyone = vec![(1, key("a")), (1, key("b")), (1, key("c"))];
+    assert_eq!(store.profile_members(&[1, 2]).await.unwrap(), everyone);
+    assert_eq!(store.memberships_after(None, 10).await.unwrap(), everyone);
+    let mut identifiers = store.profile_identifiers(&[1, 2]).await.unwrap();
+    identifiers.sort();
+    assert_eq!(
+        identifiers,
+        vec![
+            (1, "email".to_owned(), "a@example.com".to_owned()),
+            (1, "email".to_owned(), "b@example.com".to_owned()),
+        ]
+    );
+    assert!(
+        store
+            .profiles_with_identifiers(&[email("c@example.com")])
+            .await
+            .unwrap()
+            .is_empty(),
+        "the removed profile's identifier rows went with it"
     );
 }
 

@@ -1,0 +1,16 @@
+-- Each profile lists the member and identifier rows it holds (`held_rows`, JSON), written with its
+-- document. Resolution finds a profile's rows from that list, so the two indexes by profile go: every
+-- step touched a page of each for every profile it wrote, and a full pass spent a second building them.
+-- Existing profiles get their lists from the rows, through those indexes, before the indexes go.
+
+ALTER TABLE profiles ADD COLUMN held_rows TEXT NOT NULL DEFAULT '{}';
+UPDATE profiles SET held_rows = json_object(
+    'members', json((SELECT json_group_array(json_array(source, stream, external_id))
+                     FROM (SELECT source, stream, external_id FROM profile_members
+                           WHERE profile_id = profiles.id ORDER BY source, stream, external_id))),
+    'identifiers', json((SELECT json_group_array(json_array(id_type, id_value))
+                         FROM (SELECT id_type, id_value FROM profile_identifiers
+                               WHERE profile_id = profiles.id ORDER BY id_type, id_value)))
+);
+DROP INDEX profile_members_by_profile;
+DROP INDEX profile_identifiers_by_profile;
