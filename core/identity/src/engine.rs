@@ -922,14 +922,18 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         // Every identifier row of every profile reached (each profile's are read in the round after it
         // is reached).
         let mut old_identifiers: HashMap<i64, HashSet<(String, String)>> = HashMap::new();
+        // Every member of every profile reached, read with its identifiers.
+        let mut old_members: Vec<(i64, RecordKey)> = Vec::new();
         loop {
             // Identifiers of profiles reached in the last round may lead to further profiles.
-            let reached = self.store.profile_identifiers(&to_expand).await?;
-            for (id, kind, value) in reached {
-                if self.row_links(&kind, &value) {
-                    frontier.insert((kind.clone(), value.clone()));
+            for (id, held) in self.store.profile_rows(&to_expand).await? {
+                old_members.extend(held.members.into_iter().map(|key| (id, key)));
+                for (kind, value) in held.identifiers {
+                    if self.row_links(&kind, &value) {
+                        frontier.insert((kind.clone(), value.clone()));
+                    }
+                    old_identifiers.entry(id).or_default().insert((kind, value));
                 }
-                old_identifiers.entry(id).or_default().insert((kind, value));
             }
             let fresh: Vec<(String, String)> = frontier
                 .iter()
@@ -955,7 +959,6 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         }
         let expanded = started.elapsed();
         let visited: Vec<i64> = visited.into_iter().collect();
-        let old_members = self.store.profile_members(&visited).await?;
         // The changed records are in hand (and analysed); only the other members of the profiles reached
         // are read.
         let in_hand: HashSet<&RecordKey> = changed_keys.iter().collect();

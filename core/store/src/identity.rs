@@ -42,7 +42,7 @@ use crate::{Backend, ProfileStore, StoreError, StoreResult};
 
 mod held_rows;
 
-use held_rows::HeldRows;
+pub use held_rows::HeldRows;
 
 /// A profile as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -1029,13 +1029,36 @@ pub trait IdentityStore: Send + Sync {
         &self,
         identifiers: &[(String, String)],
     ) -> StoreResult<Vec<(String, String, i64)>>;
-    /// Members of the given profiles.
-    async fn profile_members(&self, profiles: &[i64]) -> StoreResult<Vec<(i64, RecordKey)>>;
+    /// The member and identifier rows each of the given profiles holds, `(profile, rows)` (missing
+    /// profiles are skipped).
+    async fn profile_rows(&self, profiles: &[i64]) -> StoreResult<Vec<(i64, HeldRows)>>;
+    /// Members of the given profiles, by profile then key.
+    async fn profile_members(&self, profiles: &[i64]) -> StoreResult<Vec<(i64, RecordKey)>> {
+        let mut members: Vec<(i64, RecordKey)> = self
+            .profile_rows(profiles)
+            .await?
+            .into_iter()
+            .flat_map(|(id, held)| held.members.into_iter().map(move |k| (id, k)))
+            .collect();
+        members.sort_unstable();
+        Ok(members)
+    }
     /// Identifiers of the given profiles, `(profile, type, value)`.
     async fn profile_identifiers(
         &self,
         profiles: &[i64],
-    ) -> StoreResult<Vec<(i64, String, String)>>;
+    ) -> StoreResult<Vec<(i64, String, String)>> {
+        Ok(self
+            .profile_rows(profiles)
+            .await?
+            .into_iter()
+            .flat_map(|(id, held)| {
+                held.identifiers
+                    .into_iter()
+                    .map(move |(kind, value)| (id, kind, value))
+            })
+            .collect())
+    }
     /// Writes a resolution step atomically.
     async fn write_resolution(&self, write: ResolutionWrite) -> StoreResult<()>;
     /// Waits until no resolution write is in progress. A resolution that was cancelled cannot take back
@@ -1368,29 +1391,8 @@ impl IdentityStore for SqlStore {
         .await
     }
 
-    async fn profile_members(&self, profiles: &[i64]) -> StoreResult<Vec<(i64, RecordKey)>> {
-        let held: Vec<(i64, HeldRows)> = self.select_in(profiles, held_rows::select_sql).await?;
-        let mut members: Vec<(i64, RecordKey)> = held
-            .into_iter()
-            .flat_map(|(id, held)| held.members.into_iter().map(move |k| (id, k)))
-            .collect();
-        members.sort_unstable();
-        Ok(members)
-    }
-
-    async fn profile_identifiers(
-        &self,
-        profiles: &[i64],
-    ) -> StoreResult<Vec<(i64, String, String)>> {
-        let held: Vec<(i64, HeldRows)> = self.select_in(profiles, held_rows::select_sql).await?;
-        Ok(held
-            .into_iter()
-            .flat_map(|(id, held)| {
-                held.identifiers
-                    .into_iter()
-                    .map(move |(kind, value)| (id, kind, value))
-            })
-            .collect())
+    async fn profile_rows(&self, profiles: &[i64]) -> StoreResult<Vec<(i64, HeldRows)>> {
+        self.select_in(profiles, held_rows::select_sql).await
     }
 
     async fn write_resolution(&self, write: ResolutionWrite) -> StoreResult<()> {

@@ -18,14 +18,14 @@ use super::{Columns, select_in};
 use crate::{Backend, StoreResult};
 
 /// The member and identifier rows a profile holds.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub(crate) struct HeldRows {
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct HeldRows {
     /// Its records.
     #[serde(default)]
-    pub(crate) members: Vec<RecordKey>,
+    pub members: Vec<RecordKey>,
     /// Its identifier rows, `(type, value)`.
     #[serde(default)]
-    pub(crate) identifiers: Vec<(String, String)>,
+    pub identifiers: Vec<(String, String)>,
 }
 
 /// The stored form of a list, borrowed from what a write holds.
