@@ -31,10 +31,12 @@
 //!   write-ahead log; the checkpoint after the last one copies it all, beside whatever comes next.
 //!   While it runs, readers see documents resolved anew for some profiles and not yet for others, and
 //!   lookups by record or identifier answer from the previous resolution until the last write commits.
-//!   An interrupted `resolve_pending` pass leaves the high-water mark where it was (unless its last write
-//!   was already committing, which completes it), so the next call redoes it; an interrupted rebuild
-//!   should be run again. Documents it wrote for new ids have no member rows: the next full pass removes
-//!   them, as it removes every profile without members. A write of an interrupted resolution may still
+//!   An interrupted pass (a `resolve_pending` pass or a rebuild) leaves its staging tables behind
+//!   (unless its last write was already committing, which completes it), and the profiles it wrote list
+//!   rows that were never put in place: the next `resolve_pending` sees that
+//!   (`IdentityStore::full_pass_unfinished`) and runs a full pass, and until a pass ends, the store
+//!   refuses a step's write. Documents it wrote for new ids have no member rows: the next full pass
+//!   removes them, as it removes every profile without members. A write of an interrupted resolution may still
 //!   be committing when the next one starts: each starts by waiting for it
 //!   (`IdentityStore::settle_resolution_writes`), so that it reads the state that write leaves rather
 //!   than have it land in the middle of its own reads.
@@ -863,6 +865,11 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
             self.store
                 .set_normalizer_version(NORMALIZER_VERSION)
                 .await?;
+        }
+        if self.store.full_pass_unfinished().await? {
+            // Its profiles list rows that were never put in place; steps would build on them.
+            tracing::info!("a full pass began and did not finish: resolving every record again");
+            return self.full_pass().await;
         }
         let high_water = self.store.identity_high_water().await?;
         let pending = self.store.count_records_since(high_water).await?;

@@ -46,6 +46,11 @@ pub enum StoreError {
         "another full pass of identity resolution started while this one ran; this one stopped (run it again once the other has finished)"
     )]
     StagingTaken,
+    /// A write of a resolution step met a full pass that began and has not put its rows in place.
+    #[error(
+        "a full pass of identity resolution has begun and not finished; resolution steps wait for one to finish (the next resolution runs a full pass if none is running)"
+    )]
+    FullPassUnfinished,
     /// A stored value could not be decoded.
     #[error("corrupt value in the store: {0}")]
     Corrupt(String),

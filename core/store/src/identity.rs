@@ -822,6 +822,23 @@ async fn create_staging_tables(
     Ok(())
 }
 
+/// Whether a full pass's staging tables exist (see [`IdentityStore::full_pass_unfinished`]).
+async fn staging_exists(conn: &mut sqlx::AnyConnection, backend: Backend) -> StoreResult<bool> {
+    let [(members_table, _), _] = STAGED_TABLES;
+    let found: i64 = match backend {
+        Backend::Sqlite => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1",
+        ),
+        Backend::Postgres => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = $1",
+        ),
+    }
+    .bind(members_table)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(found > 0)
+}
+
 /// Adds `staged`'s rows to the staging tables ([`ResolutionRows::Staged`]) and, on the pass's last write,
 /// puts them in place of the live tables. Fails, writing nothing, when another pass began staging since.
 async fn write_staged_rows(
@@ -1068,6 +1085,11 @@ pub trait IdentityStore: Send + Sync {
     /// Begins staging a full pass's rows ([`StagedRows`]): creates the staging tables empty (dropping any
     /// an interrupted pass left) and returns the token of this staging, which every later one supersedes.
     async fn begin_staged_rows(&self) -> StoreResult<i64>;
+    /// Whether a full pass began staging rows and has not put them in place (its staging tables
+    /// remain): it was interrupted, or it is running in another process. Profiles it wrote list rows
+    /// that are not in place, so only a full pass brings lists and rows back in step; until one ends,
+    /// every other resolution write fails with [`StoreError::FullPassUnfinished`].
+    async fn full_pass_unfinished(&self) -> StoreResult<bool>;
     /// The version of identifier normalisation the profiles were last built with in full (0 before
     /// any).
     async fn normalizer_version(&self) -> StoreResult<i64>;
@@ -1165,6 +1187,12 @@ impl SqlStore {
         let mut tx = connection.begin().await?;
         let conn: &mut sqlx::AnyConnection = &mut tx;
         lock_resolution_writes(conn, backend).await?;
+        // A full pass that has begun has written profiles whose lists are ahead of the rows in place:
+        // a step's write would build on them.
+        if !matches!(write.rows, ResolutionRows::Staged(_)) && staging_exists(conn, backend).await?
+        {
+            return Err(StoreError::FullPassUnfinished);
+        }
         let removed = &write.removed;
         // Decided under the lock, so no write comes between the check and the rows.
         let compare_in_full = match &write.rows {
@@ -1455,6 +1483,11 @@ impl IdentityStore for SqlStore {
         .await;
         connection.release().await;
         token
+    }
+
+    async fn full_pass_unfinished(&self) -> StoreResult<bool> {
+        let mut conn = self.pool().acquire().await?;
+        staging_exists(&mut conn, self.backend()).await
     }
 
     async fn settle_resolution_writes(&self) -> StoreResult<()> {

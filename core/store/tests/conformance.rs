@@ -633,11 +633,28 @@ async fn staged_rows_take_the_place_of_every_row(store: &SqlStore) {
 
     // A chunk of a full pass stages its rows; the last write puts every staged row in place. A staging
     // left by an interrupted pass is dropped when the next one begins.
+    assert!(!store.full_pass_unfinished().await.unwrap());
     let interrupted = store.begin_staged_rows().await.unwrap();
     let staged = |token: i64, rows: AllRows, last: bool| ResolutionWrite {
         rows: ResolutionRows::Staged(StagedRows { token, rows, last }),
         ..ResolutionWrite::default()
     };
+    // Until a pass puts its rows in place, a step's write is refused: profiles the pass wrote list rows
+    // that are not in place yet.
+    assert!(store.full_pass_unfinished().await.unwrap());
+    let mut stepped = profile(2);
+    stepped.members = vec![key("c"), key("e")];
+    let refused = store
+        .write_resolution(ResolutionWrite {
+            profiles: vec![stepped],
+            ..ResolutionWrite::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::FullPassUnfinished),
+        "{refused}"
+    );
     let stray = AllRows {
         members: vec![(key("stray"), 9)],
         identifiers: vec![("email".into(), "stray@example.com".into(), 9)],
@@ -757,6 +774,7 @@ async fn staged_rows_take_the_place_of_every_row(store: &SqlStore) {
         staging_tables, 0,
         "the staging tables took the live ones' place"
     );
+    assert!(!store.full_pass_unfinished().await.unwrap());
     let mut three = profile(3);
     three.members = vec![key("c"), key("d")];
     three.identifiers = vec![email("z@example.com")];

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use spindle_config::{IdentityConfig, ProfilesConfig};
 use spindle_model::{Identifier, RawRecord, RecordKey};
-use spindle_store::{IdentityStore, SqlStore};
+use spindle_store::{
+    AllRows, IdentityStore, ProfileWrite, ResolutionRows, ResolutionWrite, SqlStore, StagedRows,
+};
 use spindle_testkit::store::apply_records;
 
 use rayon::prelude::*;
@@ -21,6 +23,7 @@ use crate::profile::ProfileDocument;
 spindle_testkit::store_backends!(
     chunked_full_passes_equal_incremental_steps,
     cancelled_full_passes_leave_a_state_the_next_one_settles,
+    an_unfinished_full_pass_is_redone_by_the_next_resolution,
 );
 
 fn identity() -> IdentityConfig {
@@ -74,7 +77,8 @@ async fn load_crm_records(store: &SqlStore) {
     .await;
 }
 
-/// Every profile with its member records, checked against the rows the store keeps beside the documents.
+/// Every profile with its member records, checked against the rows the store keeps beside the documents
+/// and against each profile's list of the rows it holds.
 async fn state(store: &SqlStore) -> BTreeMap<i64, BTreeSet<RecordKey>> {
     let mut members: BTreeMap<i64, BTreeSet<RecordKey>> = BTreeMap::new();
     for (id, key) in store.all_memberships().await.unwrap() {
@@ -85,6 +89,31 @@ async fn state(store: &SqlStore) -> BTreeMap<i64, BTreeSet<RecordKey>> {
         ids,
         members.keys().copied().collect::<Vec<_>>(),
         "every profile has members, every member a profile"
+    );
+    let mut identifier_rows: BTreeMap<i64, BTreeSet<(String, String)>> = BTreeMap::new();
+    let rows: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT profile_id, id_type, id_value FROM profile_identifiers")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    for (id, kind, value) in rows {
+        identifier_rows.entry(id).or_default().insert((kind, value));
+    }
+    let lists = store.profile_rows(&ids).await.unwrap();
+    assert_eq!(lists.len(), ids.len(), "every profile lists its rows");
+    for (id, held) in lists {
+        let listed: BTreeSet<RecordKey> = held.members.into_iter().collect();
+        assert_eq!(listed, members[&id], "listed members of profile {id}");
+        let listed: BTreeSet<(String, String)> = held.identifiers.into_iter().collect();
+        assert_eq!(
+            listed,
+            identifier_rows.remove(&id).unwrap_or_default(),
+            "listed identifiers of profile {id}"
+        );
+    }
+    assert!(
+        identifier_rows.is_empty(),
+        "identifier rows of no profile: {identifier_rows:?}"
     );
     let mut identifiers: BTreeMap<i64, BTreeSet<(String, String)>> = BTreeMap::new();
     for (id, kind, value) in store.profile_identifiers(&ids).await.unwrap() {
@@ -233,6 +262,68 @@ async fn cancelled_full_passes_leave_a_state_the_next_one_settles(store: &SqlSto
     let rebuilt = engine.rebuild().await.unwrap();
     assert_eq!(rebuilt.unchanged, settled.len() as u64);
     assert_eq!(state(store).await, settled);
+}
+
+/// A full pass that began and did not finish (a rebuild stopped midway) leaves profiles listing rows that
+/// were never put in place. The next resolution runs a full pass, which brings lists and rows back in
+/// step, instead of steps that would build on those lists.
+async fn an_unfinished_full_pass_is_redone_by_the_next_resolution(store: &SqlStore) {
+    let (config, profiles) = (identity(), ProfilesConfig::default());
+    let engine = IdentityEngine::new(store, &config, &profiles).unwrap();
+    load_crm_records(store).await;
+    engine.resolve_pending().await.unwrap();
+    let before = state(store).await;
+
+    // The pass's first chunk rewrote a profile listing a record and an identifier it does not hold.
+    let id = *before.keys().next().unwrap();
+    let (_, held) = store.profile_rows(&[id]).await.unwrap().remove(0);
+    let document = store
+        .profiles_by_ids(&[id])
+        .await
+        .unwrap()
+        .remove(0)
+        .document;
+    let mut members = held.members;
+    members.push(RecordKey {
+        source: "crm".into(),
+        stream: "rows".into(),
+        external_id: "r-ahead".into(),
+    });
+    let mut identifiers = held.identifiers;
+    identifiers.push(("email".into(), "ahead@example.com".into()));
+    let token = store.begin_staged_rows().await.unwrap();
+    store
+        .write_resolution(ResolutionWrite {
+            profiles: vec![ProfileWrite {
+                id,
+                document,
+                search_text: String::new(),
+                members,
+                identifiers,
+            }],
+            rows: ResolutionRows::Staged(StagedRows {
+                token,
+                rows: AllRows::default(),
+                last: false,
+            }),
+            ..ResolutionWrite::default()
+        })
+        .await
+        .unwrap();
+    assert!(store.full_pass_unfinished().await.unwrap());
+
+    // Few records pending, which a step would take, but the pass did not finish.
+    apply_records(
+        store,
+        "shop",
+        (120..125).map(|i| record(i, 1, false)).collect(),
+    )
+    .await;
+    let report = engine.resolve_pending().await.unwrap();
+    assert_eq!(report.records, 125, "every record is resolved again");
+    assert!(!store.full_pass_unfinished().await.unwrap());
+    let after = state(store).await;
+    assert_eq!(after.values().map(BTreeSet::len).sum::<usize>(), 125);
 }
 
 /// A store task dropped before it finishes is aborted: it never runs on after the resolution gave up.
