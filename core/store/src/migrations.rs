@@ -193,7 +193,7 @@ mod tests {
     }
 
     /// A store at schema 9 gets each profile's list of held rows from its rows through migration 10,
-    /// which then drops the indexes by profile.
+    /// which drops rows of profiles that do not exist, then the indexes by profile.
     #[tokio::test]
     async fn profiles_list_the_rows_they_held_before_migration_10() {
         sqlx::any::install_default_drivers();
@@ -213,14 +213,24 @@ mod tests {
         for statement in [
             "INSERT INTO profiles (id, document, search_text, record_count, created_at, updated_at) \
              VALUES (7, '{}', '', 2, 0, 0), (8, '{}', '', 0, 0, 0)",
-            "INSERT INTO profile_members VALUES ('shop', 'orders', '9', 7), ('crm', 'contacts', '1', 7)",
-            "INSERT INTO profile_identifiers VALUES ('phone', '+33612345678', 7), ('email', 'a@x.io', 7)",
+            "INSERT INTO profile_members VALUES ('shop', 'orders', '9', 7), ('crm', 'contacts', '1', 7), \
+             ('crm', 'contacts', '5', 9)",
+            "INSERT INTO profile_identifiers VALUES ('phone', '+33612345678', 7), ('email', 'a@x.io', 7), \
+             ('email', 'gone@x.io', 9)",
         ] {
             sqlx::query(statement).execute(&pool).await.unwrap();
         }
 
         migrator(Backend::Sqlite).run(&pool).await.unwrap();
 
+        let orphans: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM profile_members WHERE profile_id = 9) \
+             + (SELECT COUNT(*) FROM profile_identifiers WHERE profile_id = 9)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(orphans, 0, "rows of a profile that does not exist are gone");
         let held: Vec<(i64, String)> =
             sqlx::query_as("SELECT id, held_rows FROM profiles ORDER BY id")
                 .fetch_all(&pool)
