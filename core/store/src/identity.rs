@@ -640,19 +640,11 @@ async fn write_profile_rows(
     )
     .await?;
     let identifiers_written = started.elapsed();
-    let left: Vec<(&RecordKey, i64)> = held_before
-        .iter()
-        .flat_map(|(id, held)| held.members.iter().map(move |k| (k, *id)))
+    let left: Vec<(&RecordKey, i64)> = held_rows::member_rows(held_before)
         .filter(|(k, _)| !wanted.contains_key(k))
         .collect();
     delete_members_of(conn, backend, &left).await?;
-    let dropped: Vec<(i64, &str, &str)> = held_before
-        .iter()
-        .flat_map(|(id, held)| {
-            held.identifiers
-                .iter()
-                .map(move |(kind, value)| (*id, kind.as_str(), value.as_str()))
-        })
+    let dropped: Vec<(i64, &str, &str)> = held_rows::identifier_rows(held_before)
         .filter(|row| !wanted_identifiers.contains(row))
         .collect();
     delete_identifiers(conn, backend, &dropped).await?;
@@ -1239,20 +1231,12 @@ impl SqlStore {
         if !held_by_removed.is_empty() {
             let taken: HashSet<&RecordKey> =
                 write.profiles.iter().flat_map(|p| &p.members).collect();
-            let members: Vec<(&RecordKey, i64)> = held_by_removed
-                .iter()
-                .flat_map(|(id, held)| held.members.iter().map(move |k| (k, *id)))
+            let members: Vec<(&RecordKey, i64)> = held_rows::member_rows(&held_by_removed)
                 .filter(|(k, _)| !taken.contains(k))
                 .collect();
             delete_members_of(conn, backend, &members).await?;
-            let identifiers: Vec<(i64, &str, &str)> = held_by_removed
-                .iter()
-                .flat_map(|(id, held)| {
-                    held.identifiers
-                        .iter()
-                        .map(move |(kind, value)| (*id, kind.as_str(), value.as_str()))
-                })
-                .collect();
+            let identifiers: Vec<(i64, &str, &str)> =
+                held_rows::identifier_rows(&held_by_removed).collect();
             delete_identifiers(conn, backend, &identifiers).await?;
         }
         execute_rows(conn, backend, removed, |list| {

@@ -115,10 +115,8 @@ pub(crate) async fn run(pool: &AnyPool, url: &StoreUrl) -> StoreResult<()> {
 mod tests {
     use super::*;
 
-    /// A store at schema 6 with identity rows keeps them through migration 7, which rebuilds their tables
-    /// without rowids.
-    #[tokio::test]
-    async fn identity_rows_survive_the_move_to_tables_without_rowid() {
+    /// A SQLite store in a fresh folder (kept while the folder lives), migrated up to `version`.
+    async fn sqlite_store_at(version: i64) -> (tempfile::TempDir, AnyPool) {
         sqlx::any::install_default_drivers();
         let folder = tempfile::tempdir().unwrap();
         let url = format!(
@@ -131,8 +129,16 @@ mod tests {
             .await
             .unwrap();
         let mut before = migrator(Backend::Sqlite);
-        before.migrations.to_mut().retain(|m| m.version <= 6);
+        before.migrations.to_mut().retain(|m| m.version <= version);
         before.run(&pool).await.unwrap();
+        (folder, pool)
+    }
+
+    /// A store at schema 6 with identity rows keeps them through migration 7, which rebuilds their tables
+    /// without rowids.
+    #[tokio::test]
+    async fn identity_rows_survive_the_move_to_tables_without_rowid() {
+        let (_folder, pool) = sqlite_store_at(6).await;
         for statement in [
             "INSERT INTO profile_members VALUES ('crm', 'contacts', '1', 7), ('shop', 'orders', '9', 7)",
             "INSERT INTO profile_identifiers VALUES ('email', 'a@x.io', 7), ('phone', '+33612345678', 7)",
@@ -196,20 +202,7 @@ mod tests {
     /// which drops rows of profiles that do not exist, then the indexes by profile.
     #[tokio::test]
     async fn profiles_list_the_rows_they_held_before_migration_10() {
-        sqlx::any::install_default_drivers();
-        let folder = tempfile::tempdir().unwrap();
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            folder.path().join("store.db").display()
-        );
-        let pool = sqlx::any::AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(&url)
-            .await
-            .unwrap();
-        let mut before = migrator(Backend::Sqlite);
-        before.migrations.to_mut().retain(|m| m.version <= 9);
-        before.run(&pool).await.unwrap();
+        let (_folder, pool) = sqlite_store_at(9).await;
         for statement in [
             "INSERT INTO profiles (id, document, search_text, record_count, created_at, updated_at) \
              VALUES (7, '{}', '', 2, 0, 0), (8, '{}', '', 0, 0, 0)",

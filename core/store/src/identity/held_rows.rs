@@ -69,6 +69,24 @@ impl Columns for HeldRows {
     }
 }
 
+/// Each member row `(record, profile)` that `lists` name.
+pub(crate) fn member_rows(lists: &[(i64, HeldRows)]) -> impl Iterator<Item = (&RecordKey, i64)> {
+    lists
+        .iter()
+        .flat_map(|(id, held)| held.members.iter().map(move |key| (key, *id)))
+}
+
+/// Each identifier row `(profile, type, value)` that `lists` name.
+pub(crate) fn identifier_rows(
+    lists: &[(i64, HeldRows)],
+) -> impl Iterator<Item = (i64, &str, &str)> {
+    lists.iter().flat_map(|(id, held)| {
+        held.identifiers
+            .iter()
+            .map(move |(kind, value)| (*id, kind.as_str(), value.as_str()))
+    })
+}
+
 /// The statement reading the lists of the profiles in `list`.
 pub(crate) fn select_sql(list: &str) -> String {
     format!("SELECT id, held_rows FROM profiles WHERE id IN ({list})")
