@@ -198,11 +198,48 @@ mod tests {
         }
     }
 
+    /// A PostgreSQL store in a schema of its own, migrated up to `version`: the schema's name and a pool
+    /// whose connection works in it. `None` when PostgreSQL is left out (see `spindle_testkit::store`).
+    async fn postgres_store_at(version: i64) -> Option<(String, AnyPool)> {
+        let Ok(url) = std::env::var("SPINDLE_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var("SPINDLE_TEST_SKIP_POSTGRES").as_deref() == Ok("1"),
+                "SPINDLE_TEST_POSTGRES_URL is not set: run `export SPINDLE_TEST_POSTGRES_URL=$(.ci/postgres.sh)` \
+                 (or set SPINDLE_TEST_SKIP_POSTGRES=1 to leave PostgreSQL out)"
+            );
+            return None;
+        };
+        sqlx::any::install_default_drivers();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let schema = format!("migrations_{}_{nanos}", std::process::id());
+        let search_path = format!("SET search_path TO {schema}");
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .after_connect(move |conn, _| {
+                let search_path = search_path.clone();
+                Box::pin(async move {
+                    sqlx::Executor::execute(conn, AssertSqlSafe(search_path)).await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .unwrap();
+        sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let mut before = migrator(Backend::Postgres);
+        before.migrations.to_mut().retain(|m| m.version <= version);
+        before.run(&pool).await.unwrap();
+        Some((schema, pool))
+    }
+
     /// A store at schema 9 gets each profile's list of held rows from its rows through migration 10,
     /// which drops rows of profiles that do not exist, then the indexes by profile.
-    #[tokio::test]
-    async fn profiles_list_the_rows_they_held_before_migration_10() {
-        let (_folder, pool) = sqlite_store_at(9).await;
+    async fn profiles_list_the_rows_they_held_after_migration_10(pool: &AnyPool, backend: Backend) {
         for statement in [
             "INSERT INTO profiles (id, document, search_text, record_count, created_at, updated_at) \
              VALUES (7, '{}', '', 2, 0, 0), (8, '{}', '', 0, 0, 0)",
@@ -211,42 +248,73 @@ mod tests {
             "INSERT INTO profile_identifiers VALUES ('phone', '+33612345678', 7), ('email', 'a@x.io', 7), \
              ('email', 'gone@x.io', 9)",
         ] {
-            sqlx::query(statement).execute(&pool).await.unwrap();
+            sqlx::query(statement).execute(pool).await.unwrap();
         }
 
-        migrator(Backend::Sqlite).run(&pool).await.unwrap();
+        migrator(backend).run(pool).await.unwrap();
 
         let orphans: i64 = sqlx::query_scalar(
             "SELECT (SELECT COUNT(*) FROM profile_members WHERE profile_id = 9) \
              + (SELECT COUNT(*) FROM profile_identifiers WHERE profile_id = 9)",
         )
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .unwrap();
         assert_eq!(orphans, 0, "rows of a profile that does not exist are gone");
         let held: Vec<(i64, String)> =
             sqlx::query_as("SELECT id, held_rows FROM profiles ORDER BY id")
-                .fetch_all(&pool)
+                .fetch_all(pool)
                 .await
                 .unwrap();
+        let held: Vec<(i64, serde_json::Value)> = held
+            .into_iter()
+            .map(|(id, text)| (id, serde_json::from_str(&text).unwrap()))
+            .collect();
         assert_eq!(
             held,
             vec![
                 (
                     7,
-                    r#"{"members":[["crm","contacts","1"],["shop","orders","9"]],"identifiers":[["email","a@x.io"],["phone","+33612345678"]]}"#
-                        .to_owned()
+                    serde_json::json!({
+                        "members": [["crm", "contacts", "1"], ["shop", "orders", "9"]],
+                        "identifiers": [["email", "a@x.io"], ["phone", "+33612345678"]],
+                    })
                 ),
-                (8, r#"{"members":[],"identifiers":[]}"#.to_owned()),
+                (8, serde_json::json!({"members": [], "identifiers": []})),
             ]
         );
-        let indexes: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' \
-             AND tbl_name IN ('profile_members', 'profile_identifiers')",
-        )
-        .fetch_one(&pool)
+        let indexes: i64 = match backend {
+            Backend::Sqlite => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' \
+                 AND tbl_name IN ('profile_members', 'profile_identifiers')",
+            ),
+            Backend::Postgres => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema() \
+                 AND tablename IN ('profile_members', 'profile_identifiers') \
+                 AND indexname LIKE '%_by_profile'",
+            ),
+        }
+        .fetch_one(pool)
         .await
         .unwrap();
         assert_eq!(indexes, 0, "the indexes by profile are gone");
+    }
+
+    #[tokio::test]
+    async fn sqlite_profiles_list_the_rows_they_held_after_migration_10() {
+        let (_folder, pool) = sqlite_store_at(9).await;
+        profiles_list_the_rows_they_held_after_migration_10(&pool, Backend::Sqlite).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_profiles_list_the_rows_they_held_after_migration_10() {
+        let Some((schema, pool)) = postgres_store_at(9).await else {
+            return;
+        };
+        profiles_list_the_rows_they_held_after_migration_10(&pool, Backend::Postgres).await;
+        sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&pool)
+            .await
+            .unwrap();
     }
 }
