@@ -36,8 +36,8 @@
 //!   rows that were never put in place: the next `resolve_pending` sees that
 //!   (`IdentityStore::full_pass_unfinished`) and runs a full pass, and until a pass ends, the store
 //!   refuses a step's write. Documents it wrote for new ids have no member rows: the next full pass
-//!   removes them, as it removes every profile without members. A write of an interrupted resolution may still
-//!   be committing when the next one starts: each starts by waiting for it
+//!   removes them, as it removes every profile without members. A write of an interrupted resolution
+//!   may still be committing when the next one starts: each starts by waiting for it
 //!   (`IdentityStore::settle_resolution_writes`), so that it reads the state that write leaves rather
 //!   than have it land in the middle of its own reads.
 //! - a record changed by a source during the pass is resolved and built as first read; it is pending

@@ -11,9 +11,10 @@
 //!   transaction: readers see the state before or after a resolution step, never half of it. It writes only
 //!   the member and identifier rows that differ from what the given profiles hold (read from their lists
 //!   in the same transaction): a record that left them without joining another loses its membership, one
-//!   that joins moves to its new profile (and leaves the list of the profile it left). Documents are always written, from their JSON text when the caller gives it
-//!   ([`ResolutionWrite::encoded_documents`]). Profiles it gives out for the first time
-//!   ([`ResolutionWrite::new_ids`]) are not searched for stale rows.
+//!   that joins moves to its new profile (and leaves the list of the profile it left). Documents are
+//!   always written, from their JSON text when the caller gives it
+//!   ([`ResolutionWrite::encoded_documents`]). Profiles it gives out for the first time (the `new_ids`
+//!   of [`ResolutionRows`]) are not searched for stale rows.
 //! - Every resolution write holds one lock until it ends (SQLite's write lock; on PostgreSQL the row of
 //!   the high-water mark), which [`IdentityStore::settle_resolution_writes`] waits on: a resolution starts
 //!   after any write of a cancelled one, which may still be committing, has ended.
@@ -122,9 +123,9 @@ pub enum ResolutionRows {
 /// place of the live tables. Rows go in sorted, so that every insert appends. The pass writes every
 /// profile it keeps, each listing the rows staged for it (profiles not written keep their old lists).
 /// Written with the chunks' documents, they cost the pass's end a fraction of replacing a million rows
-/// at once (the pass's serial tail). Readers see the old rows until the last write commits, then the new ones, whose change is logged as "everything". A write
-/// whose `token` is no longer the newest staging's (another full pass began since) fails with
-/// [`StoreError::StagingTaken`], writing nothing.
+/// at once (the pass's serial tail). Readers see the old rows until the last write commits, then the new
+/// ones, whose change is logged as "everything". A write whose `token` is no longer the newest staging's
+/// (another full pass began since) fails with [`StoreError::StagingTaken`], writing nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StagedRows {
     /// What [`IdentityStore::begin_staged_rows`] returned for this pass.
@@ -134,6 +135,18 @@ pub struct StagedRows {
     pub rows: AllRows,
     /// Whether this is the pass's last write: the staged rows replace the live ones.
     pub last: bool,
+}
+
+impl ResolutionRows {
+    /// The written profiles' ids given out by this resolution, which hold no rows yet (none for a full
+    /// pass, whose rows replace every row).
+    fn new_ids(&self) -> &[i64] {
+        match self {
+            ResolutionRows::PerProfile { new_ids } => new_ids,
+            ResolutionRows::Changes(changes) => &changes.new_ids,
+            ResolutionRows::Staged(_) => &[],
+        }
+    }
 }
 
 impl Default for ResolutionRows {
@@ -567,6 +580,14 @@ async fn delete_members(
     .await
 }
 
+/// The statement reading `(record, profile)` for the records whose keys are in `list`.
+fn memberships_of_sql(list: &str) -> String {
+    format!(
+        "SELECT source, stream, external_id, profile_id FROM profile_members \
+         WHERE (source, stream, external_id) IN ({list})"
+    )
+}
+
 /// Deletes the member rows `(record, profile)`: each record leaves that profile (and stays where it is
 /// if it has moved to another).
 async fn delete_members_of(
@@ -678,18 +699,9 @@ async fn release_taken_members(
         .chain(removed.iter().copied())
         .collect();
     let mut taken: HashMap<i64, HashSet<RecordKey>> = HashMap::new();
-    for (key, id) in select_in(
-        conn,
-        backend,
-        keys,
-        |list| {
-            format!(
-                "SELECT source, stream, external_id, profile_id FROM profile_members \
-                 WHERE (source, stream, external_id) IN ({list})"
-            )
-        },
-        |row| <(RecordKey, i64)>::from_any(row, 0),
-    )
+    for (key, id) in select_in(conn, backend, keys, memberships_of_sql, |row| {
+        <(RecordKey, i64)>::from_any(row, 0)
+    })
     .await?
     {
         if !written.contains(&id) {
@@ -1179,10 +1191,10 @@ impl SqlStore {
         let mut tx = connection.begin().await?;
         let conn: &mut sqlx::AnyConnection = &mut tx;
         lock_resolution_writes(conn, backend).await?;
+        let staged = matches!(write.rows, ResolutionRows::Staged(_));
         // A full pass that has begun has written profiles whose lists are ahead of the rows in place:
         // a step's write would build on them.
-        if !matches!(write.rows, ResolutionRows::Staged(_)) && staging_exists(conn, backend).await?
-        {
+        if !staged && staging_exists(conn, backend).await? {
             return Err(StoreError::FullPassUnfinished);
         }
         let removed = &write.removed;
@@ -1204,18 +1216,13 @@ impl SqlStore {
         };
         // What the profiles removed and, compared in full, the profiles rewritten held before this write
         // (a full pass's rows replace every row instead).
-        let staged = matches!(write.rows, ResolutionRows::Staged(_));
         let held_by_removed = if staged {
             Vec::new()
         } else {
             held_rows::read_on(conn, backend, removed).await?
         };
         let held_by_rewritten = if compare_in_full {
-            let new_ids: HashSet<i64> = match &write.rows {
-                ResolutionRows::PerProfile { new_ids } => new_ids.iter().copied().collect(),
-                ResolutionRows::Changes(changes) => changes.new_ids.iter().copied().collect(),
-                ResolutionRows::Staged(_) => HashSet::new(),
-            };
+            let new_ids: HashSet<i64> = write.rows.new_ids().iter().copied().collect();
             let existing: Vec<i64> = write
                 .profiles
                 .iter()
@@ -1381,13 +1388,7 @@ impl IdentityStore for SqlStore {
     }
 
     async fn profiles_of_records(&self, keys: &[RecordKey]) -> StoreResult<Vec<(RecordKey, i64)>> {
-        self.select_in(keys, |list| {
-            format!(
-                "SELECT source, stream, external_id, profile_id FROM profile_members \
-                 WHERE (source, stream, external_id) IN ({list})"
-            )
-        })
-        .await
+        self.select_in(keys, memberships_of_sql).await
     }
 
     async fn profiles_with_identifiers(

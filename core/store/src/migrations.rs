@@ -199,21 +199,12 @@ mod tests {
     }
 
     /// A PostgreSQL store in a schema of its own, migrated up to `version`: the schema's name and a pool
-    /// whose connection works in it. `None` when PostgreSQL is left out (see `spindle_testkit::store`).
+    /// whose connection works in it. `None` when PostgreSQL is left out
+    /// (`spindle_testkit::store::postgres_url`).
     async fn postgres_store_at(version: i64) -> Option<(String, AnyPool)> {
-        let Ok(url) = std::env::var("SPINDLE_TEST_POSTGRES_URL") else {
-            assert!(
-                std::env::var("SPINDLE_TEST_SKIP_POSTGRES").as_deref() == Ok("1"),
-                "SPINDLE_TEST_POSTGRES_URL is not set: run `export SPINDLE_TEST_POSTGRES_URL=$(.ci/postgres.sh)` \
-                 (or set SPINDLE_TEST_SKIP_POSTGRES=1 to leave PostgreSQL out)"
-            );
-            return None;
-        };
+        let url = spindle_testkit::store::postgres_url()?;
         sqlx::any::install_default_drivers();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let schema = format!("migrations_{}_{nanos}", std::process::id());
+        let schema = spindle_testkit::store::fresh_schema_name();
         let search_path = format!("SET search_path TO {schema}");
         let pool = sqlx::any::AnyPoolOptions::new()
             .max_connections(1)

@@ -50,8 +50,9 @@ pub async fn sqlite() -> TestStore {
 
 static SCHEMAS: AtomicU32 = AtomicU32::new(0);
 
-/// A PostgreSQL store in a new schema, or `None` when PostgreSQL is explicitly left out.
-pub async fn postgres() -> Option<TestStore> {
+/// The test PostgreSQL server's URL, or `None` when PostgreSQL is explicitly left out (fails with
+/// instructions when neither is set).
+pub fn postgres_url() -> Option<String> {
     let Ok(url) = std::env::var("SPINDLE_TEST_POSTGRES_URL") else {
         assert!(
             std::env::var("SPINDLE_TEST_SKIP_POSTGRES").as_deref() == Ok("1"),
@@ -60,15 +61,26 @@ pub async fn postgres() -> Option<TestStore> {
         );
         return None;
     };
+    Some(url)
+}
+
+/// A schema name no other test store uses.
+pub fn fresh_schema_name() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let schema = format!(
+    format!(
         "test_{}_{}_{}",
         std::process::id(),
         nanos,
         SCHEMAS.fetch_add(1, Ordering::Relaxed)
-    );
+    )
+}
+
+/// A PostgreSQL store in a new schema, or `None` when PostgreSQL is explicitly left out.
+pub async fn postgres() -> Option<TestStore> {
+    let url = postgres_url()?;
+    let schema = fresh_schema_name();
     let url = StoreUrl::parse(&url, Path::new("."), Some(&schema)).expect("postgres url");
     let store = SqlStore::open(&url, &OpenOptions::default())
         .await
