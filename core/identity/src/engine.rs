@@ -101,7 +101,8 @@ pub enum IdentityError {
 pub struct ResolveReport {
     /// Records resolved.
     pub records: u64,
-    /// Profiles written (new or changed).
+    /// Profiles built and written: those the records resolved belong to (every profile, in a full
+    /// pass). The store leaves alone each one whose content and rows it already holds.
     pub profiles_written: u64,
     /// New profile ids given.
     pub created: u64,
@@ -1604,19 +1605,33 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
                 search.push(value.to_lowercase());
             }
         }
-        let encoded = document.to_stored_json()?;
+        let stored = document.to_stored_json()?;
+        let search_text = search.join(" ");
         Ok((
             ProfileWrite {
                 id,
-                search_text: search.join(" "),
+                fingerprint: Some(fingerprint(stored.content(), &search_text)),
+                search_text,
                 members: document.records,
                 identifiers: index_values,
-                // Written from `encoded`.
+                // Written from `stored.text`.
                 document: serde_json::Value::Null,
             },
-            encoded,
+            stored.text,
         ))
     }
+}
+
+/// A profile's [`ProfileWrite::fingerprint`]: its document's content (all but when its computed traits
+/// were evaluated) and its search text, hashed with XXH3 (64 bits, whose output its specification fixes):
+/// a profile built again from the same records and rules gets the same fingerprint, and the store leaves
+/// its row alone.
+fn fingerprint(content: &str, search_text: &str) -> i64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(content.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(search_text.as_bytes());
+    i64::from_le_bytes(hasher.digest().to_le_bytes())
 }
 
 #[cfg(test)]

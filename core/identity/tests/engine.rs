@@ -11,7 +11,7 @@ use spindle_identity::IdentityEngine;
 use spindle_identity::normalize::NORMALIZER_VERSION;
 use spindle_identity::profile::ProfileDocument;
 use spindle_model::{Event, Identifier, RawRecord, RecordKey};
-use spindle_store::{IdentityStore, SqlStore};
+use spindle_store::{IdentityStore, ProfileRow, SqlStore};
 use spindle_testkit::store::apply_records;
 
 spindle_testkit::store_backends!(
@@ -84,6 +84,13 @@ async fn memberships(store: &SqlStore) -> BTreeMap<i64, BTreeSet<RecordKey>> {
         out.entry(id).or_default().insert(key);
     }
     out
+}
+
+/// Every stored profile, by id.
+async fn stored_profiles(store: &SqlStore) -> BTreeMap<i64, ProfileRow> {
+    let ids = store.profile_ids().await.unwrap();
+    let rows = store.profiles_by_ids(&ids).await.unwrap();
+    rows.into_iter().map(|row| (row.id, row)).collect()
 }
 
 async fn a_chain_across_sources_is_one_profile_with_its_evidence(store: &SqlStore) {
@@ -159,7 +166,13 @@ async fn incremental_steps_equal_a_rebuild_and_keep_ids(store: &SqlStore) {
         engine.resolve_pending().await.unwrap();
     }
     let incremental = memberships(store).await;
+    let stored_before = stored_profiles(store).await;
     let report = engine.rebuild().await.unwrap();
+    assert_eq!(
+        stored_profiles(store).await,
+        stored_before,
+        "a rebuild that changes nothing writes no profile: documents and versions stay"
+    );
     assert_eq!(
         memberships(store).await,
         incremental,
@@ -283,6 +296,19 @@ async fn a_rule_change_splits_profiles_on_rebuild(store: &SqlStore) {
         .unwrap();
     let id = profile_of(store, "crm", "contacts", "a").await;
     assert_eq!(memberships(store).await.len(), 1);
+    apply_records(
+        store,
+        "crm",
+        vec![record("contacts", "d", &[("email", "d@x.io")], json!({}))],
+    )
+    .await;
+    IdentityEngine::new(store, &before, &profiles)
+        .unwrap()
+        .resolve_pending()
+        .await
+        .unwrap();
+    let bystander = profile_of(store, "crm", "contacts", "d").await;
+    let stored_before = stored_profiles(store).await;
 
     let after = identity(&["email"]);
     let report = IdentityEngine::new(store, &after, &profiles)
@@ -291,6 +317,15 @@ async fn a_rule_change_splits_profiles_on_rebuild(store: &SqlStore) {
         .await
         .unwrap();
     insta::assert_json_snapshot!("rule_change_report", report);
+    let stored_after = stored_profiles(store).await;
+    assert_eq!(
+        stored_after[&bystander], stored_before[&bystander],
+        "a profile the rule change leaves as it was is not written"
+    );
+    assert!(
+        stored_after[&id].updated_at > stored_before[&id].updated_at,
+        "the split profile is written"
+    );
     assert_eq!(
         profile_of(store, "crm", "contacts", "a").await,
         id,

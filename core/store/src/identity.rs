@@ -12,9 +12,10 @@
 //!   the member and identifier rows that differ from what the given profiles hold (read from their lists
 //!   in the same transaction): a record that left them without joining another loses its membership, one
 //!   that joins moves to its new profile (and leaves the list of the profile it left). Documents are
-//!   always written, from their JSON text when the caller gives it
-//!   ([`ResolutionWrite::encoded_documents`]). Profiles it gives out for the first time (the `new_ids`
-//!   of [`ResolutionRows`]) are not searched for stale rows.
+//!   written from their JSON text when the caller gives it ([`ResolutionWrite::encoded_documents`]),
+//!   except where the stored profile already has the same content ([`ProfileWrite::fingerprint`]) and
+//!   rows. Profiles it gives out for the first time (the `new_ids` of [`ResolutionRows`]) are not
+//!   searched for stale rows.
 //! - Every resolution write holds one lock until it ends (SQLite's write lock; on PostgreSQL the row of
 //!   the high-water mark), which [`IdentityStore::settle_resolution_writes`] waits on: a resolution starts
 //!   after any write of a cancelled one, which may still be committing, has ended.
@@ -56,8 +57,8 @@ pub struct ProfileRow {
     pub record_count: u64,
     /// When the id was first given.
     pub created_at: chrono::DateTime<Utc>,
-    /// When the profile was last written. Every write advances it (by a millisecond at least), so its
-    /// milliseconds also serve as the profile's version.
+    /// When the profile last changed. Every write that changes it advances it (by a millisecond at
+    /// least), so its milliseconds also serve as the profile's version.
     pub updated_at: chrono::DateTime<Utc>,
 }
 
@@ -74,6 +75,11 @@ pub struct ProfileWrite {
     pub members: Vec<RecordKey>,
     /// Its normalised identifiers, `(type, value)`.
     pub identifiers: Vec<(String, String)>,
+    /// A hash of the profile's content (its document and search text) that leaves out what changes
+    /// with every build of it (when its computed traits were evaluated). When the stored profile has the
+    /// same fingerprint and holds the same rows, its row is left as it is: neither its document nor its
+    /// `updated_at` changes. `None`: the profile is always written.
+    pub fingerprint: Option<i64>,
 }
 
 /// One resolution step, written atomically.
@@ -1251,7 +1257,7 @@ impl SqlStore {
         })
         .await?;
 
-        // Documents are always written. Each encoded document moves into its statement's arguments
+        // Each encoded document moves into its statement's arguments
         // (binding a `&str` would copy it, and a full pass writes hundreds of megabytes of them).
         let mut encoded = if write.encoded_documents.len() == write.profiles.len() {
             std::mem::take(&mut write.encoded_documents)
@@ -1259,21 +1265,26 @@ impl SqlStore {
             Vec::new()
         }
         .into_iter();
-        let per_statement = WRITE_PARAMS / 7;
+        // A profile whose fingerprint and rows are as stored is left alone (see `ProfileWrite::fingerprint`);
+        // the rows are compared here whatever the fingerprint covers, so that every list stays right.
+        let per_statement = WRITE_PARAMS / 8;
         let statements = chunk_statements(
             backend,
             write.profiles.len(),
             per_statement,
-            7,
+            8,
             |list| {
                 format!(
-                    "INSERT INTO profiles (id, document, search_text, record_count, created_at, updated_at, held_rows) VALUES {list} \
+                    "INSERT INTO profiles (id, document, search_text, record_count, created_at, updated_at, held_rows, fingerprint) VALUES {list} \
                  ON CONFLICT (id) DO UPDATE SET document = excluded.document, search_text = excluded.search_text, \
-                 record_count = excluded.record_count, held_rows = excluded.held_rows, \
-                 updated_at = CASE WHEN excluded.updated_at > profiles.updated_at THEN excluded.updated_at ELSE profiles.updated_at + 1 END"
+                 record_count = excluded.record_count, held_rows = excluded.held_rows, fingerprint = excluded.fingerprint, \
+                 updated_at = CASE WHEN excluded.updated_at > profiles.updated_at THEN excluded.updated_at ELSE profiles.updated_at + 1 END \
+                 WHERE excluded.fingerprint IS NULL OR profiles.fingerprint IS DISTINCT FROM excluded.fingerprint \
+                 OR profiles.held_rows <> excluded.held_rows"
                 )
             },
         );
+        let mut documents_changed = 0;
         for (sql, chunk) in statements.zip(write.profiles.chunks(per_statement)) {
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for profile in chunk {
@@ -1288,9 +1299,10 @@ impl SqlStore {
                     .bind(i64::try_from(profile.members.len()).unwrap_or(i64::MAX))
                     .bind(now)
                     .bind(now)
-                    .bind(held_rows::encode(&profile.members, &profile.identifiers));
+                    .bind(held_rows::encode(&profile.members, &profile.identifiers))
+                    .bind(profile.fingerprint);
             }
-            query.execute(&mut *conn).await?;
+            documents_changed += query.execute(&mut *conn).await?.rows_affected();
         }
 
         let documents_written = started.elapsed();
@@ -1344,6 +1356,7 @@ impl SqlStore {
         tracing::debug!(
             profiles = write.profiles.len(),
             removed = removed.len(),
+            documents_changed,
             members = rows.members,
             members_left = rows.members_left,
             identifiers = rows.identifiers,

@@ -73,6 +73,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0010_profiles_hold_their_rows.sql"),
         include_str!("../migrations/postgres/0010_profiles_hold_their_rows.sql"),
     ),
+    (
+        11,
+        "profile_fingerprints",
+        include_str!("../migrations/sqlite/0011_profile_fingerprints.sql"),
+        include_str!("../migrations/postgres/0011_profile_fingerprints.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.

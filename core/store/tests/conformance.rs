@@ -39,6 +39,7 @@ spindle_testkit::store_backends!(
     a_new_resolution_waits_for_a_resolution_write_in_progress,
     staged_rows_take_the_place_of_every_row,
     row_changes_are_written_unless_profiles_were_written_since,
+    a_profile_whose_fingerprint_and_rows_are_as_stored_is_left_alone,
 );
 
 fn record(id: &str, version: i64, email: &str) -> RawRecord {
@@ -532,6 +533,7 @@ fn profile(id: i64) -> ProfileWrite {
         members: vec![key(&format!("p{id}"))],
         identifiers: vec![("email".into(), format!("p{id}@example.com"))],
         document: json!({ "id": id }),
+        fingerprint: None,
     }
 }
 
@@ -613,6 +615,71 @@ async fn profile_writes_are_logged_by_generation(store: &SqlStore) {
     let recent = store.profile_changes_since(newest - 1).await.unwrap();
     assert!(!recent.everything);
     assert_eq!(recent.ids.into_iter().collect::<Vec<_>>(), vec![1]);
+}
+
+async fn a_profile_whose_fingerprint_and_rows_are_as_stored_is_left_alone(store: &SqlStore) {
+    let write = |document: serde_json::Value, fingerprint: Option<i64>, extra: Option<&str>| {
+        let mut profile = profile(1);
+        profile.document = document;
+        profile.fingerprint = fingerprint;
+        if let Some(email) = extra {
+            profile.identifiers.push(("email".into(), email.into()));
+        }
+        ResolutionWrite {
+            profiles: vec![profile],
+            ..ResolutionWrite::default()
+        }
+    };
+    let stored = || async { store.profile(1).await.unwrap().unwrap() };
+
+    store
+        .write_resolution(write(json!({"v": 1}), Some(7), None))
+        .await
+        .unwrap();
+    let first = stored().await;
+    assert_eq!(first.document, json!({"v": 1}));
+
+    // Same fingerprint, same rows: the row stays as it was, version included (a document that differs
+    // under the same fingerprint shows that nothing was written).
+    store
+        .write_resolution(write(json!({"v": 2}), Some(7), None))
+        .await
+        .unwrap();
+    assert_eq!(stored().await, first);
+
+    // Same fingerprint, other rows: written, and the rows follow.
+    store
+        .write_resolution(write(json!({"v": 3}), Some(7), Some("extra@example.com")))
+        .await
+        .unwrap();
+    let with_extra = stored().await;
+    assert_eq!(with_extra.document, json!({"v": 3}));
+    assert!(with_extra.updated_at > first.updated_at);
+    let found = store
+        .profiles_with_identifiers(&[("email".into(), "extra@example.com".into())])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+
+    // Another fingerprint, or none: written.
+    store
+        .write_resolution(write(json!({"v": 4}), Some(8), Some("extra@example.com")))
+        .await
+        .unwrap();
+    let refingerprinted = stored().await;
+    assert_eq!(refingerprinted.document, json!({"v": 4}));
+    assert!(refingerprinted.updated_at > with_extra.updated_at);
+    for version in [5, 6] {
+        store
+            .write_resolution(write(
+                json!({"v": version}),
+                None,
+                Some("extra@example.com"),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(stored().await.document, json!({"v": version}));
+    }
 }
 
 async fn staged_rows_take_the_place_of_every_row(store: &SqlStore) {

@@ -36,6 +36,7 @@ fn profile(id: i64) -> ProfileWrite {
             external_id: id.to_string(),
         }],
         identifiers: vec![("email".into(), format!("{id}@x.io"))],
+        fingerprint: None,
     }
 }
 

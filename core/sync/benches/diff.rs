@@ -127,6 +127,7 @@ async fn main() {
                     members: doc.records.clone(),
                     identifiers: vec![("email".into(), format!("person{id}@example.com"))],
                     document: serde_json::to_value(&doc).unwrap(),
+                    fingerprint: None,
                 }
             })
             .collect();

@@ -300,6 +300,7 @@ async fn an_unfinished_full_pass_is_redone_by_the_next_resolution(store: &SqlSto
                 search_text: String::new(),
                 members,
                 identifiers,
+                fingerprint: None,
             }],
             rows: ResolutionRows::Staged(StagedRows {
                 token,

@@ -7,6 +7,9 @@
 //! Contract:
 //! - [`ProfileDocument::to_stored_json`] writes the stored form; a key missing from `records` (never
 //!   the case for documents the engine builds) is written in full.
+//! - `computed_at`, the one field that changes with every build of a profile, is written last, so that
+//!   [`StoredJson::content`], the text before it, is the same for two builds of a profile from the same
+//!   records and rules (computed traits included): the engine fingerprints profiles by it.
 //! - `Deserialize` for [`ProfileDocument`] reads both forms, so documents stored before the compact
 //!   form still read; an index out of range is an error. `Serialize` writes the full form: what the
 //!   admin API and the CLI show does not change.
@@ -21,10 +24,36 @@ use spindle_model::RecordKey;
 
 use super::{LinkEvidence, ProfileDocument, ProfileIdentifier, RejectedIdentifier, TraitValue};
 
+/// A document's stored form ([`ProfileDocument::to_stored_json`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredJson {
+    /// The JSON text.
+    pub text: String,
+    /// How many bytes at the start of `text` are its [`content`](Self::content).
+    content_len: usize,
+}
+
+impl StoredJson {
+    /// What the document says about the customer: the text without when its computed traits were
+    /// evaluated (`computed_at`, which ends the text). Equal for two builds of a profile from the same
+    /// records and rules.
+    pub fn content(&self) -> &str {
+        &self.text[..self.content_len]
+    }
+}
+
 impl ProfileDocument {
     /// The document as stored (see the module doc).
-    pub fn to_stored_json(&self) -> serde_json::Result<String> {
-        serde_json::to_string(&Compact(self))
+    pub fn to_stored_json(&self) -> serde_json::Result<StoredJson> {
+        let mut text = serde_json::to_string(&Compact(self))?;
+        // `Compact` writes an object with at least one field and no `computed_at`: it goes in place of
+        // the closing brace.
+        text.pop();
+        let content_len = text.len();
+        text.push_str(",\"computed_at\":");
+        text.push_str(&serde_json::to_string(&StoredTime(&self.computed_at))?);
+        text.push('}');
+        Ok(StoredJson { text, content_len })
     }
 
     /// Where `key` is in `records`, if it is there.
@@ -128,7 +157,8 @@ impl<'de> Deserialize<'de> for ProfileDocument {
     }
 }
 
-/// Serialises a document in its stored form.
+/// Serialises a document in its stored form, but for `computed_at` (which
+/// [`ProfileDocument::to_stored_json`] appends).
 struct Compact<'a>(&'a ProfileDocument);
 
 /// A record of `doc` as stored: its index, else its key.
@@ -266,7 +296,6 @@ impl Serialize for Compact<'_> {
         let mut out = serializer.serialize_struct("ProfileDocument", 12)?;
         out.serialize_field("traits", &CompactTraits(doc))?;
         out.serialize_field("computed", &doc.computed)?;
-        out.serialize_field("computed_at", &StoredTime(&doc.computed_at))?;
         out.serialize_field("consent", &doc.consent)?;
         out.serialize_field("identifiers", &doc.identifiers)?;
         out.serialize_field("rejected_identifiers", &doc.rejected_identifiers)?;
@@ -347,7 +376,7 @@ mod tests {
     #[test]
     fn the_stored_form_names_records_by_index_and_reads_back_whole() {
         let doc = document();
-        let stored = doc.to_stored_json().unwrap();
+        let stored = doc.to_stored_json().unwrap().text;
         let value: Value = serde_json::from_str(&stored).unwrap();
         assert_eq!(
             value["traits"]["first_name"],
@@ -362,6 +391,32 @@ mod tests {
         assert_eq!(read, doc);
         let from_value: ProfileDocument = serde_json::from_value(value).unwrap();
         assert_eq!(from_value, doc);
+    }
+
+    #[test]
+    fn the_content_is_the_same_for_builds_that_differ_only_in_when_they_were_computed() {
+        let doc = document();
+        let stored = doc.to_stored_json().unwrap();
+        let mut later = doc.clone();
+        later.computed_at += chrono::Duration::days(1);
+        let later = later.to_stored_json().unwrap();
+        assert_ne!(stored.text, later.text);
+        assert_eq!(stored.content(), later.content());
+        assert!(stored.text.starts_with(stored.content()));
+        assert!(!stored.content().contains("computed_at"));
+        assert_eq!(
+            serde_json::from_str::<ProfileDocument>(&later.text)
+                .unwrap()
+                .computed_at,
+            doc.computed_at + chrono::Duration::days(1)
+        );
+
+        let mut recomputed = doc.clone();
+        recomputed.computed.insert("orders".into(), json!(4));
+        assert_ne!(
+            recomputed.to_stored_json().unwrap().content(),
+            stored.content()
+        );
     }
 
     #[test]
@@ -380,7 +435,7 @@ mod tests {
     fn a_key_missing_from_the_records_is_stored_whole_and_an_index_out_of_range_is_refused() {
         let mut doc = document();
         doc.links[0].b = key("9");
-        let stored = doc.to_stored_json().unwrap();
+        let stored = doc.to_stored_json().unwrap().text;
         let value: Value = serde_json::from_str(&stored).unwrap();
         assert_eq!(value["links"][0]["b"]["external_id"], json!("9"));
         assert_eq!(
