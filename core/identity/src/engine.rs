@@ -1279,6 +1279,17 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         let mut writing: Option<StoreTask<()>> = None;
         for (n, range) in chunks.iter().cloned().enumerate() {
             let chunk_started = Instant::now();
+            // A full pass reads, beside the build, the fingerprints of the chunk's profiles that existed
+            // before it: those built again as they were are not sent to the store (which would compare
+            // and leave them alone, but only after taking in every document).
+            let existing: Vec<i64> = ids[range.clone()]
+                .iter()
+                .copied()
+                .filter(|id| full_pass && !new_ids.contains(id))
+                .collect();
+            let stored_fingerprints = (!existing.is_empty()).then(|| {
+                self.spawn_store(|store| async move { store.profile_fingerprints(&existing).await })
+            });
             let records = self.take_members(&mut set, &clusters, range.clone());
             // A full pass's slice of rows is cut beside the build, while the last chunk is written.
             let (built, slice) = on_every_core(|| {
@@ -1302,6 +1313,10 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
                 joined(write).await?;
             }
             let (profiles, encoded_documents) = built?;
+            let stored: HashMap<i64, i64> = match stored_fingerprints {
+                Some(task) => joined(task).await?.into_iter().collect(),
+                None => HashMap::new(),
+            };
             tracing::debug!(
                 profiles = profiles.len(),
                 build_ms = build_done.as_millis() as u64,
@@ -1354,6 +1369,11 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
                     "a resolution either reads its rows (a step) or stages them (a full pass)"
                 )
             };
+            let (profiles, encoded_documents): (Vec<ProfileWrite>, Vec<String>) = profiles
+                .into_iter()
+                .zip(encoded_documents)
+                .filter(|(profile, _)| stored.get(&profile.id) != profile.fingerprint.as_ref())
+                .unzip();
             let write = ResolutionWrite {
                 removed,
                 profiles,
@@ -1610,7 +1630,12 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         Ok((
             ProfileWrite {
                 id,
-                fingerprint: Some(fingerprint(stored.content(), &search_text)),
+                fingerprint: Some(fingerprint(
+                    stored.content(),
+                    &search_text,
+                    &document.records,
+                    &index_values,
+                )),
                 search_text,
                 members: document.records,
                 identifiers: index_values,
@@ -1623,14 +1648,32 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
 }
 
 /// A profile's [`ProfileWrite::fingerprint`]: its document's content (all but when its computed traits
-/// were evaluated) and its search text, hashed with XXH3 (64 bits, whose output its specification fixes):
-/// a profile built again from the same records and rules gets the same fingerprint, and the store leaves
-/// its row alone.
-fn fingerprint(content: &str, search_text: &str) -> i64 {
+/// were evaluated), its search text and its rows (members and identifiers), hashed with XXH3 (64 bits,
+/// whose output its specification fixes): a profile built again from the same records and rules gets
+/// the same fingerprint, and is not written again.
+fn fingerprint(
+    content: &str,
+    search_text: &str,
+    members: &[RecordKey],
+    identifiers: &[(String, String)],
+) -> i64 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    hasher.update(content.as_bytes());
-    hasher.update(&[0]);
-    hasher.update(search_text.as_bytes());
+    // Each text with its length first, so that no two sequences of texts hash the same bytes.
+    let mut text = |text: &str| {
+        hasher.update(&(text.len() as u64).to_le_bytes());
+        hasher.update(text.as_bytes());
+    };
+    text(content);
+    text(search_text);
+    for member in members {
+        text(&member.source);
+        text(&member.stream);
+        text(&member.external_id);
+    }
+    for (kind, value) in identifiers {
+        text(kind);
+        text(value);
+    }
     i64::from_le_bytes(hasher.digest().to_le_bytes())
 }
 

@@ -75,10 +75,13 @@ pub struct ProfileWrite {
     pub members: Vec<RecordKey>,
     /// Its normalised identifiers, `(type, value)`.
     pub identifiers: Vec<(String, String)>,
-    /// A hash of the profile's content (its document and search text) that leaves out what changes
-    /// with every build of it (when its computed traits were evaluated). When the stored profile has the
-    /// same fingerprint and holds the same rows, its row is left as it is: neither its document nor its
-    /// `updated_at` changes. `None`: the profile is always written.
+    /// A hash of the profile's content (its document, search text and rows) that leaves out what
+    /// changes with every build of it (when its computed traits were evaluated). When the stored profile
+    /// has the same fingerprint and holds the same rows, its row is left as it is: neither its document
+    /// nor its `updated_at` changes. `None`: the profile is always written. A caller whose fingerprints
+    /// cover the rows may also leave out a profile whose stored fingerprint
+    /// ([`IdentityStore::profile_fingerprints`]) equals its own: the store clears a profile's
+    /// fingerprint whenever it changes the profile's rows without writing the profile.
     pub fingerprint: Option<i64>,
 }
 
@@ -724,7 +727,8 @@ async fn release_taken_members(
             profile = id,
             "records moved away from a profile written since this resolution read it"
         );
-        sqlx::query("UPDATE profiles SET held_rows = $1 WHERE id = $2")
+        // Its fingerprint no longer describes its rows.
+        sqlx::query("UPDATE profiles SET held_rows = $1, fingerprint = NULL WHERE id = $2")
             .bind(held_rows::encode(&held.members, &held.identifiers))
             .bind(id)
             .execute(&mut *conn)
@@ -1059,6 +1063,9 @@ pub trait IdentityStore: Send + Sync {
     /// The member and identifier rows each of the given profiles holds, `(profile, rows)` (missing
     /// profiles are skipped).
     async fn profile_rows(&self, profiles: &[i64]) -> StoreResult<Vec<(i64, HeldRows)>>;
+    /// The fingerprints ([`ProfileWrite::fingerprint`]) of those of the given profiles that have one,
+    /// `(profile, fingerprint)`.
+    async fn profile_fingerprints(&self, profiles: &[i64]) -> StoreResult<Vec<(i64, i64)>>;
     /// Members of the given profiles, by profile then key.
     async fn profile_members(&self, profiles: &[i64]) -> StoreResult<Vec<(i64, RecordKey)>> {
         let mut members: Vec<(i64, RecordKey)> = self
@@ -1412,6 +1419,15 @@ impl IdentityStore for SqlStore {
             format!(
                 "SELECT id_type, id_value, profile_id FROM profile_identifiers \
                  WHERE (id_type, id_value) IN ({list})"
+            )
+        })
+        .await
+    }
+
+    async fn profile_fingerprints(&self, profiles: &[i64]) -> StoreResult<Vec<(i64, i64)>> {
+        self.select_in(profiles, |list| {
+            format!(
+                "SELECT id, fingerprint FROM profiles WHERE id IN ({list}) AND fingerprint IS NOT NULL"
             )
         })
         .await

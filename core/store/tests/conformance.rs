@@ -638,6 +638,10 @@ async fn a_profile_whose_fingerprint_and_rows_are_as_stored_is_left_alone(store:
         .unwrap();
     let first = stored().await;
     assert_eq!(first.document, json!({"v": 1}));
+    assert_eq!(
+        store.profile_fingerprints(&[1, 2]).await.unwrap(),
+        vec![(1, 7)]
+    );
 
     // Same fingerprint, same rows: the row stays as it was, version included (a document that differs
     // under the same fingerprint shows that nothing was written).
@@ -680,6 +684,7 @@ async fn a_profile_whose_fingerprint_and_rows_are_as_stored_is_left_alone(store:
             .unwrap();
         assert_eq!(stored().await.document, json!({"v": version}));
     }
+    assert!(store.profile_fingerprints(&[1]).await.unwrap().is_empty());
 }
 
 async fn staged_rows_take_the_place_of_every_row(store: &SqlStore) {
@@ -957,6 +962,7 @@ async fn row_changes_are_written_unless_profiles_were_written_since(store: &SqlS
         ..RowChanges::default()
     };
     two.identifiers.push(email("c@example.com"));
+    two.fingerprint = Some(22);
     store
         .write_resolution(ResolutionWrite {
             profiles: vec![two],
@@ -989,6 +995,10 @@ async fn row_changes_are_written_unless_profiles_were_written_since(store: &SqlS
     assert_eq!(
         store.profile_members(&[1, 2]).await.unwrap(),
         vec![(1, key("a")), (1, key("c")), (2, key("b"))]
+    );
+    assert!(
+        store.profile_fingerprints(&[2]).await.unwrap().is_empty(),
+        "profile 2's fingerprint no longer describes its rows"
     );
 
     // A removed profile's rows go with it, but for the records a written profile takes.

@@ -17,7 +17,7 @@ use spindle_testkit::store::apply_records;
 
 use rayon::prelude::*;
 
-use super::{IdentityEngine, Keys, StoreTask};
+use super::{IdentityEngine, Keys, StoreTask, fingerprint};
 use crate::profile::ProfileDocument;
 
 spindle_testkit::store_backends!(
@@ -182,9 +182,13 @@ async fn chunked_full_passes_equal_incremental_steps(store: &SqlStore) {
         "deleted records leave their profiles"
     );
 
-    // A rebuild in chunks finds the same profiles with the same ids, and changes nothing.
+    // A rebuild in chunks finds the same profiles with the same ids, and changes nothing: not even a
+    // profile's row (its document and version).
+    let ids = store.profile_ids().await.unwrap();
+    let rows_before = store.profiles_by_ids(&ids).await.unwrap();
     let report = engine.rebuild().await.unwrap();
     assert_eq!(state(store).await, stepped);
+    assert_eq!(store.profiles_by_ids(&ids).await.unwrap(), rows_before);
     assert_eq!(
         (
             report.unchanged,
@@ -366,4 +370,29 @@ fn records_come_in_the_order_of_their_keys_whatever_order_their_names_came_in() 
     assert_eq!(ordered, expected);
     assert_eq!(ordered[0].stream, "accounts");
     assert_eq!(ordered[5].stream, "orders");
+}
+
+#[test]
+fn a_fingerprint_covers_the_content_the_search_text_and_the_rows() {
+    let key = |id: &str| RecordKey {
+        source: "crm".into(),
+        stream: "contacts".into(),
+        external_id: id.into(),
+    };
+    let email = |value: &str| vec![("email".to_owned(), value.to_owned())];
+    let base = fingerprint("{}", "ada", &[key("1")], &email("a@x.io"));
+    assert_eq!(
+        base,
+        fingerprint("{}", "ada", &[key("1")], &email("a@x.io"))
+    );
+    for other in [
+        fingerprint("{\"a\":1}", "ada", &[key("1")], &email("a@x.io")),
+        fingerprint("{}", "ada b", &[key("1")], &email("a@x.io")),
+        fingerprint("{}", "ada", &[key("1"), key("2")], &email("a@x.io")),
+        fingerprint("{}", "ada", &[key("1")], &email("b@x.io")),
+        // The same bytes cut into other texts.
+        fingerprint("{}a", "da", &[key("1")], &email("a@x.io")),
+    ] {
+        assert_ne!(other, base);
+    }
 }
