@@ -101,8 +101,9 @@ pub enum IdentityError {
 pub struct ResolveReport {
     /// Records resolved.
     pub records: u64,
-    /// Profiles built and written: those the records resolved belong to (every profile, in a full
-    /// pass). The store leaves alone each one whose content and rows it already holds.
+    /// Profiles written: those the records resolved belong to, but for those a full pass built again as
+    /// they were (a step's are all handed to the store, which leaves alone the few it already holds as
+    /// they are).
     pub profiles_written: u64,
     /// New profile ids given.
     pub created: u64,
@@ -1245,7 +1246,7 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
                 aliases.push((*old_id, heir));
             }
         }
-        let report = ResolveReport {
+        let mut report = ResolveReport {
             records: record_count,
             profiles_written: ids.len() as u64,
             touched: ids.iter().chain(&removed).copied().collect(),
@@ -1369,11 +1370,16 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
                     "a resolution either reads its rows (a step) or stages them (a full pass)"
                 )
             };
+            let built_count = profiles.len();
             let (profiles, encoded_documents): (Vec<ProfileWrite>, Vec<String>) = profiles
                 .into_iter()
                 .zip(encoded_documents)
-                .filter(|(profile, _)| stored.get(&profile.id) != profile.fingerprint.as_ref())
+                .filter(|(profile, _)| {
+                    profile.fingerprint.is_none()
+                        || stored.get(&profile.id) != profile.fingerprint.as_ref()
+                })
                 .unzip();
+            report.profiles_written -= (built_count - profiles.len()) as u64;
             let write = ResolutionWrite {
                 removed,
                 profiles,
@@ -1658,7 +1664,10 @@ fn fingerprint(
     identifiers: &[(String, String)],
 ) -> i64 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    // Each text with its length first, so that no two sequences of texts hash the same bytes.
+    // Each text and list with its length first, so that no two different inputs hash the same bytes.
+    let mut length = |length: usize| hasher.update(&(length as u64).to_le_bytes());
+    length(members.len());
+    length(identifiers.len());
     let mut text = |text: &str| {
         hasher.update(&(text.len() as u64).to_le_bytes());
         hasher.update(text.as_bytes());

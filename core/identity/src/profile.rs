@@ -74,7 +74,9 @@ pub struct ProfileDocument {
     pub traits: BTreeMap<String, TraitValue>,
     /// Computed traits at `computed_at`.
     pub computed: BTreeMap<String, Value>,
-    /// When computed traits were evaluated.
+    /// When computed traits were evaluated. A profile built again with the same content is not written
+    /// again, so this is the time of the build that last changed the profile: its values still held at
+    /// the last resolution that reached it.
     pub computed_at: DateTime<Utc>,
     /// Consent per purpose.
     pub consent: BTreeMap<String, bool>,

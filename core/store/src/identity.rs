@@ -78,10 +78,12 @@ pub struct ProfileWrite {
     /// A hash of the profile's content (its document, search text and rows) that leaves out what
     /// changes with every build of it (when its computed traits were evaluated). When the stored profile
     /// has the same fingerprint and holds the same rows, its row is left as it is: neither its document
-    /// nor its `updated_at` changes. `None`: the profile is always written. A caller whose fingerprints
-    /// cover the rows may also leave out a profile whose stored fingerprint
-    /// ([`IdentityStore::profile_fingerprints`]) equals its own: the store clears a profile's
-    /// fingerprint whenever it changes the profile's rows without writing the profile.
+    /// nor its `updated_at` changes (it is still logged in the profile change log: readers there also
+    /// read what a document does not hold, such as member records' events). `None`: the profile is
+    /// always written. A full pass, whose last write logs everything, may also leave out a profile whose
+    /// stored fingerprint ([`IdentityStore::profile_fingerprints`]) equals its own when its fingerprints
+    /// cover the rows: the store clears a profile's fingerprint whenever it changes the profile's rows
+    /// without writing the profile.
     pub fingerprint: Option<i64>,
 }
 
@@ -130,7 +132,8 @@ pub enum ResolutionRows {
 /// A full pass's rows, staged ([`ResolutionRows::Staged`]): each write of the pass adds its share to
 /// staging tables that [`IdentityStore::begin_staged_rows`] created empty, and the last one puts them in
 /// place of the live tables. Rows go in sorted, so that every insert appends. The pass writes every
-/// profile it keeps, each listing the rows staged for it (profiles not written keep their old lists).
+/// profile it keeps but those whose stored fingerprint shows them as they were, each listing the rows
+/// staged for it (profiles not written keep their old lists, which those rows equal).
 /// Written with the chunks' documents, they cost the pass's end a fraction of replacing a million rows
 /// at once (the pass's serial tail). Readers see the old rows until the last write commits, then the new
 /// ones, whose change is logged as "everything". A write whose `token` is no longer the newest staging's
