@@ -339,7 +339,7 @@ async fn main() {
         (
             (),
             format!(
-                "{} records -> {} profiles ({} unchanged, {} split, {} merged, {} new)",
+                "{} records -> {} profiles written ({} with the same records as before, {} split, {} merged, {} new)",
                 report.records,
                 report.profiles_written,
                 report.unchanged,
