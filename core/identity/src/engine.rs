@@ -1283,11 +1283,15 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
             // A full pass reads, beside the build, the fingerprints of the chunk's profiles that existed
             // before it: those built again as they were are not sent to the store (which would compare
             // and leave them alone, but only after taking in every document).
-            let existing: Vec<i64> = ids[range.clone()]
-                .iter()
-                .copied()
-                .filter(|id| full_pass && !new_ids.contains(id))
-                .collect();
+            let existing: Vec<i64> = if full_pass {
+                ids[range.clone()]
+                    .iter()
+                    .copied()
+                    .filter(|id| !new_ids.contains(id))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let stored_fingerprints = (!existing.is_empty()).then(|| {
                 self.spawn_store(|store| async move { store.profile_fingerprints(&existing).await })
             });
