@@ -19,10 +19,11 @@
 //! step, which resolves its changed records together with every record of the profiles they reach; each
 //! line gives the records resolved and profiles written beside the records loaded.
 //!
-//! Each figure is the wall time (with the CPU time the process used meanwhile) and the peak resident set
-//! size, sampled from `/proc/self/status` every 20 ms, with the peak of its anonymous part (the process's
-//! own memory; the rest is the SQLite file, which the store reads through a memory map). `SPINDLE_BENCH_SCALE` (default 1.0) scales the record
-//! counts; `RUST_LOG` (for example `spindle_identity=debug,spindle_store=debug`) prints the engine's timings
+//! Each figure is the wall time (with the CPU time the process used meanwhile, and the bytes it read from
+//! storage: a figure bound by the disk rather than the cores shows there) and the peak resident set size,
+//! sampled from `/proc/self/status` every 20 ms, with the peak of its anonymous part (the process's own
+//! memory; the rest is the SQLite file, which the store reads through a memory map).
+//! `SPINDLE_BENCH_SCALE` (default 1.0) scales the record counts; `RUST_LOG` (for example `spindle_identity=debug,spindle_store=debug`) prints the engine's timings
 //! of each phase on stderr. Targets on a 2-core machine: full build under 10 s, incremental batch under
 //! 500 ms, peak memory under 1.5 GB.
 
@@ -44,6 +45,7 @@ use spindle_config::{IdentityConfig, ProfilesConfig};
 use spindle_identity::IdentityEngine;
 use spindle_model::RawRecord;
 use spindle_store::{IdentityStore, OpenOptions, SqlStore, StoreUrl};
+use spindle_testkit::proc_status::storage_read_bytes;
 use spindle_testkit::store::apply_records;
 
 const SEED: u64 = 0xBE7C_2024;
@@ -155,16 +157,18 @@ where
     F: AsyncFnOnce() -> (T, String),
 {
     let sampler = Sampler::start();
-    let (started, cpu) = (Instant::now(), cpu_time());
+    let (started, cpu, read) = (Instant::now(), cpu_time(), storage_read_bytes());
     let (out, what) = work().await;
     let (elapsed, cpu) = (started.elapsed(), cpu_time().saturating_sub(cpu));
+    let read = storage_read_bytes().saturating_sub(read);
     let (baseline, peak, peak_anon) = sampler.finish();
     let verdict = if elapsed <= target { "ok" } else { "OVER" };
     eprintln!(
-        "{label}: {what} in {:.3} s (CPU {:.1} s), peak RSS {:.2} GiB (+{:.2} GiB over {:.2} GiB \
+        "{label}: {what} in {:.3} s (CPU {:.1} s, {:.0} MiB read from storage), peak RSS {:.2} GiB (+{:.2} GiB over {:.2} GiB \
          before; peak anonymous {:.2} GiB, the rest is the store file mapped in) [target {:.1} s: {verdict}]",
         elapsed.as_secs_f64(),
         cpu.as_secs_f64(),
+        read as f64 / (1024.0 * 1024.0),
         gib(peak),
         gib(peak.saturating_sub(baseline)),
         gib(baseline),

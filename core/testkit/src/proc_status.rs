@@ -24,3 +24,16 @@ pub fn bytes(field: &str) -> u64 {
 pub fn peak_rss() -> u64 {
     bytes("VmHWM:")
 }
+
+/// The bytes this process has caused to be read from storage so far (`read_bytes` of `/proc/self/io`:
+/// reads served from the page cache do not count); 0 where it cannot be read.
+pub fn storage_read_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|line| line.strip_prefix("read_bytes:"))
+                .and_then(|value| value.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
