@@ -762,6 +762,10 @@ async fn profiles_are_resolved_after_each_run_and_explained() {
     );
     let by_phone = ws.run_ok(&["profiles", "show", "+44 20 7946 0958"]);
     assert_eq!(by_phone, show, "the same customer by e-mail or by phone");
+    // The E.164 form `show` prints names the customer too: digits after a `+` are not an id.
+    assert!(show.contains("+442079460958"), "{show}");
+    let by_e164 = ws.run_ok(&["profiles", "show", "+442079460958"]);
+    assert_eq!(by_e164, show, "the same customer by the phone as printed");
     let by_vendor_id = ws.run_ok(&["profiles", "explain", "crm_export_id:1002"]);
     assert!(
         by_vendor_id.contains(

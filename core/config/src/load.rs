@@ -198,9 +198,21 @@ impl Loader<'_> {
 
         let store = self.store(store.unwrap_or_default());
         let source_ids: Vec<String> = sources.iter().map(|(id, _)| id.get_ref().clone()).collect();
-        let server = self.server(server.unwrap_or_default(), &source_ids);
+        let server = server.unwrap_or_default();
+        // Records come from the sources and from the collector, under its write keys' sources.
+        let record_sources: Vec<String> = source_ids
+            .iter()
+            .cloned()
+            .chain(
+                server
+                    .write_keys
+                    .keys()
+                    .map(|source| source.get_ref().clone()),
+            )
+            .collect();
+        let server = self.server(server, &source_ids);
         let identity = self.identity(identity.unwrap_or_default(), &source_ids);
-        let profiles = self.profiles(profiles.unwrap_or_default());
+        let profiles = self.profiles(profiles.unwrap_or_default(), &record_sources);
         let sources: BTreeMap<String, SourceConfig> = sources
             .into_iter()
             .filter_map(|(id, (common, settings))| {
@@ -994,6 +1006,19 @@ impl Loader<'_> {
                 .hint =
                     Some("use an ISO 3166 alpha-2 code such as \"FR\", \"GB\" or \"US\"".into());
                 ok = false;
+            } else if !phone_region_known(text) {
+                // Phones written without a country code would all be refused.
+                self.error(
+                    region.span(),
+                    format!("unknown region `{text}`"),
+                    "no phone numbering plan is known for it",
+                )
+                .hint = Some(if text == "UK" {
+                    "the United Kingdom's ISO 3166 code is \"GB\"".into()
+                } else {
+                    "use an ISO 3166 alpha-2 code such as \"FR\", \"GB\" or \"US\"".into()
+                });
+                ok = false;
             }
         }
         for pattern in &raw.blocked_patterns {
@@ -1048,10 +1073,13 @@ impl Loader<'_> {
         })
     }
 
+    /// The survivorship rule `value` of `trait_name`; a `source_priority` must name only sources records
+    /// come from (`record_sources`).
     fn survivorship(
         &mut self,
         value: &Spanned<toml::Value>,
         trait_name: &str,
+        record_sources: &[String],
     ) -> Option<Survivorship> {
         let hint = "use \"latest\", \"first_seen\", \"max\", \"min\" or { source_priority = [\"shop\", \"crm\"] }";
         let parsed = match value.get_ref() {
@@ -1080,16 +1108,31 @@ impl Loader<'_> {
             )
             .hint = Some(hint.into());
         }
+        if let Some(Survivorship::SourcePriority(names)) = &parsed
+            && let Some(unknown) = names.iter().find(|name| !record_sources.contains(name))
+        {
+            let hint = suggest(unknown, record_sources.iter().map(String::as_str), "source");
+            self.error(
+                value.span(),
+                format!(
+                    "`source_priority` of `{trait_name}` names `{unknown}`, which is no source"
+                ),
+                "unknown source",
+            )
+            .hint = Some(hint);
+            return None;
+        }
         parsed
     }
 
-    fn profiles(&mut self, raw: RawProfiles) -> Option<ProfilesConfig> {
+    /// `[profiles]`; `record_sources` are the sources records come from.
+    fn profiles(&mut self, raw: RawProfiles, record_sources: &[String]) -> Option<ProfilesConfig> {
         let mut ok = true;
         let default_survivorship = match &raw.default_survivorship {
             None => Survivorship::Latest,
             Some(rule) => {
                 let value = Spanned::new(rule.span(), toml::Value::String(rule.get_ref().clone()));
-                match self.survivorship(&value, "default_survivorship") {
+                match self.survivorship(&value, "default_survivorship", record_sources) {
                     Some(rule) => rule,
                     None => {
                         ok = false;
@@ -1100,7 +1143,7 @@ impl Loader<'_> {
         };
         let mut survivorship = BTreeMap::new();
         for (name, value) in &raw.survivorship {
-            match self.survivorship(value, name) {
+            match self.survivorship(value, name, record_sources) {
                 Some(rule) => {
                     survivorship.insert(name.clone(), rule);
                 }
@@ -1327,6 +1370,16 @@ fn serde_diagnostic(message: &str, span: Range<usize>, section: &str) -> Diagnos
     Diagnostic::new(Some(span), format!("{message} in {section}"), "here")
 }
 
+/// Whether libphonenumber (through `rlibphonenumber`, as identity resolution parses phones) has a
+/// numbering plan for the ISO 3166 alpha-2 `code`.
+fn phone_region_known(code: &str) -> bool {
+    code.parse::<rlibphonenumber::Region>().is_ok_and(|region| {
+        rlibphonenumber::PHONE_NUMBER_UTIL
+            .get_country_code_for_region(region)
+            .is_some()
+    })
+}
+
 fn check_id(id: &str) -> Result<(), String> {
     let mut chars = id.chars();
     match chars.next() {
@@ -1393,5 +1446,56 @@ fn contains_reference(value: &serde_json::Value) -> bool {
         serde_json::Value::Array(items) => items.iter().any(contains_reference),
         serde_json::Value::Object(map) => map.values().any(contains_reference),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::secret::ProcessSecrets;
+
+    fn load(text: &str) -> Result<crate::Config, super::LoadError> {
+        super::load_str(
+            text,
+            Path::new("connectors.toml"),
+            &ProcessSecrets::new(Path::new(".")),
+        )
+    }
+
+    #[test]
+    fn source_priority_names_sources_and_collector_sources() {
+        let config = r#"
+[server]
+write_keys = { website = "wk-web-0123456789" }
+
+[sources.crm]
+kind = "csv"
+path = "crm.csv"
+id = "Contact ID"
+identifiers = { email = "Email" }
+schedule = "0 */15 * * * *"
+
+[profiles]
+survivorship = { first_name = { source_priority = ["website", "crm"] } }
+"#;
+        load(config).expect("a source and a collector source");
+        let misspelt = config.replace(r#"["website", "crm"]"#, r#"["website", "crm_export"]"#);
+        let err = load(&misspelt).expect_err("no source is named crm_export");
+        let rendered = err.render(false);
+        assert!(
+            rendered.contains("names `crm_export`, which is no source")
+                && rendered.contains("did you mean `crm`?"),
+            "{rendered}"
+        );
+    }
+
+    #[test]
+    fn a_default_region_must_have_a_phone_numbering_plan() {
+        load("[identity]\ndefault_region = \"GB\"\n").expect("GB is known");
+        let rendered = load("[identity]\ndefault_region = \"UK\"\n")
+            .expect_err("UK is not an ISO 3166 code")
+            .render(false);
+        assert!(rendered.contains("\"GB\""), "{rendered}");
     }
 }

@@ -1,10 +1,11 @@
 //! Identifier normalisation: the form in which identifiers are compared.
 //!
 //! - `email`: trimmed, lower-cased, and refused unless it parses as an address (RFC 5322 via `email_address`).
+//!   A value with display text (`Ada Lovelace <ada@example.com>`) gives the address between the brackets.
 //! - `phone`: parsed with `rlibphonenumber` (a port of libphonenumber, with its metadata) in the configured
-//!   default region and written in E.164; refused when it is not a valid number. A value already written
-//!   in strict E.164 (`+` and 8 to 15 digits, no leading zero) is taken as it is without a parse, which
-//!   keeps a full rebuild of a million records fast; such a value only ever matches the same number.
+//!   default region and written in E.164; refused when it is not a valid number. Every spelling is
+//!   parsed, E.164 ones included: `+11111111111` is refused like `+1 111 111 1111`, and `+330612345678`
+//!   gives `+33612345678` like `+33 0612345678`.
 //! - `user_id`, `anonymous_id`: trimmed.
 //! - `<source>_id` (vendor ids): trimmed; the type already names the source, so ids of two vendors never meet.
 //!
@@ -17,8 +18,9 @@ use rlibphonenumber::{PHONE_NUMBER_UTIL, PhoneNumberFormat, Region};
 
 /// The version of this normalisation, raised whenever some raw value normalises differently (or is
 /// refused where it was accepted, or the reverse): the profiles of a store built with an older version are
-/// resolved again in full by the next resolution. 1: phones parsed with `rlibphonenumber`.
-pub const NORMALIZER_VERSION: i64 = 1;
+/// resolved again in full by the next resolution. 1: phones parsed with `rlibphonenumber`. 2: phones
+/// written in E.164 are parsed and validated too; e-mails with display text give their address.
+pub const NORMALIZER_VERSION: i64 = 2;
 
 /// A normalised identifier value, or why the raw value cannot be one.
 pub type Normalized = Result<String, String>;
@@ -39,15 +41,6 @@ pub struct Normalizer {
     /// with the configured code when libphonenumber does not know it.
     region: Result<Option<Region>, String>,
     phones: Mutex<HashMap<String, Normalized>>,
-}
-
-fn strict_e164(text: &str) -> bool {
-    let Some(digits) = text.strip_prefix('+') else {
-        return false;
-    };
-    (8..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0')
 }
 
 impl Normalizer {
@@ -81,13 +74,10 @@ impl Normalizer {
                     &lower,
                     email_address::Options::default(),
                 )
-                .map(|_| lower)
+                .map(|address| address.email().to_owned())
                 .map_err(|err| format!("not an e-mail address: {err}"))
             }
             "phone" => {
-                if strict_e164(value) {
-                    return Ok(value.to_owned());
-                }
                 // Spellings made of digits, `+`, brackets, spaces, dots and dashes that differ only by
                 // spaces, dots and dashes give the same number (libphonenumber keeps only the digits and
                 // a leading `+`): such a number is remembered under its spelling without them. Anything
@@ -180,6 +170,42 @@ mod tests {
                 .starts_with("not an e-mail address")
         );
         assert!(n.normalize("email", "   ").is_err());
+    }
+
+    #[test]
+    fn an_email_with_display_text_gives_its_address() {
+        let n = Normalizer::new(None);
+        for spelling in [
+            "Ada Lovelace <Ada.Lovelace@Example.com>",
+            "\"Lovelace, Ada\" <ada.lovelace@example.com>",
+        ] {
+            assert_eq!(
+                n.normalize("email", spelling),
+                Ok("ada.lovelace@example.com".into()),
+                "{spelling}"
+            );
+        }
+    }
+
+    #[test]
+    fn phones_in_e164_are_validated_like_any_other_spelling() {
+        let n = Normalizer::new(Some("FR"));
+        // A placeholder number is refused however it is spaced: it must never link customers.
+        for spelling in ["+11111111111", "+1 111 111 1111"] {
+            assert_eq!(
+                n.normalize("phone", spelling),
+                Err("not a valid phone number".into()),
+                "{spelling}"
+            );
+        }
+        // A trunk zero kept after the country code gives the same number, spaced or not.
+        for spelling in ["+330612345678", "+33 0612345678", "+33612345678"] {
+            assert_eq!(
+                n.normalize("phone", spelling),
+                Ok("+33612345678".into()),
+                "{spelling}"
+            );
+        }
     }
 
     #[test]

@@ -266,8 +266,10 @@ pub fn compute(
         let value = match spec.aggregate {
             Aggregate::Count => Value::from(matching.len()),
             Aggregate::Sum => {
+                // Rounded to cents. `Iterator::sum` of no floats is -0.0, and a sum rounding to
+                // nothing may be too: `+ 0.0` writes either as 0.
                 let sum: f64 = numbers().sum();
-                Value::from((sum * 100.0).round() / 100.0)
+                Value::from((sum * 100.0).round() / 100.0 + 0.0)
             }
             Aggregate::Min => numbers()
                 .min_by(f64::total_cmp)

@@ -13,6 +13,15 @@ use spindle_store::{IdentityStore, ProfileStore, SqlStore};
 use crate::commands::{cli_actor, lock_store, open_store, print};
 use crate::{Failure, load_config};
 
+/// `who` read as a profile id: digits only, without a leading zero (ids start at 1). `+33612345678` and
+/// `0612345678` are phones, which `i64`'s parse would read as ids.
+fn as_profile_id(who: &str) -> Option<i64> {
+    if who.is_empty() || who.starts_with('0') || !who.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    who.parse().ok()
+}
+
 /// Finds the one profile `who` names: an id, an e-mail, a phone, or `type:value`.
 async fn find(
     config: &Config,
@@ -20,7 +29,7 @@ async fn find(
     who: &str,
 ) -> Result<(i64, ProfileDocument), Failure> {
     let who = who.trim();
-    let id = if let Ok(id) = who.parse::<i64>() {
+    let id = if let Some(id) = as_profile_id(who) {
         id
     } else {
         let (kind, raw) = match who.split_once(':') {
@@ -187,4 +196,24 @@ pub async fn rebuild(path: &Path) -> Result<(), Failure> {
         "rebuilt {} profile(s) from {} record(s): {} unchanged, {} split, {} merged, {} new\n",
         profiles, report.records, report.unchanged, report.split, report.merged, report.created
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::as_profile_id;
+
+    #[test]
+    fn only_plain_digits_name_a_profile_id() {
+        assert_eq!(as_profile_id("42"), Some(42));
+        for phone_or_other in [
+            "+33612345678",
+            "0612345678",
+            "",
+            "4 2",
+            "-3",
+            "ada@example.com",
+        ] {
+            assert_eq!(as_profile_id(phone_or_other), None, "{phone_or_other}");
+        }
+    }
 }

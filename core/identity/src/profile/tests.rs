@@ -196,4 +196,10 @@ fn computed_traits_aggregate_the_timeline() {
         (empty["count_all"].clone(), empty["max_30d"].clone()),
         (json!(0), serde_json::Value::Null)
     );
+    // A customer without orders has spent 0, not -0 (which JSON would carry to destinations).
+    assert_eq!(empty["sum"].to_string(), "0.0");
+    let refund = event("order_completed", 50, json!({"amount": "-0.001"}));
+    let refunded = stored("shop", "r", 0, json!({}), vec![refund]);
+    let rounded = compute(&traits, &timeline(&[&refunded]), now);
+    assert_eq!(rounded["sum"].to_string(), "0.0");
 }
