@@ -84,7 +84,7 @@ pub struct ServerConfig {
 }
 
 /// `[identity]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdentityConfig {
     /// Identifier types that link records.
     pub link_on: Vec<String>,
@@ -103,7 +103,7 @@ pub struct IdentityConfig {
 }
 
 /// A compound matching rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CompoundRule {
     /// Its name.
     pub name: String,
@@ -112,7 +112,7 @@ pub struct CompoundRule {
 }
 
 /// How one trait's value is chosen among a profile's records.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub enum Survivorship {
     /// From the most recently updated record.
     #[default]
@@ -128,7 +128,7 @@ pub enum Survivorship {
 }
 
 /// What a computed trait aggregates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Aggregate {
     /// Number of events.
     Count,
@@ -147,7 +147,7 @@ pub enum Aggregate {
 }
 
 /// A trait computed over the timeline, e.g. `sum(order_completed.amount within 90d)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ComputedTrait {
     /// The trait's name.
     pub name: String,
@@ -164,7 +164,7 @@ pub struct ComputedTrait {
 }
 
 /// `[profiles]`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct ProfilesConfig {
     /// Rule for traits without their own.
     pub default_survivorship: Survivorship,

@@ -10,9 +10,10 @@
 //! A full pass resolves every stored record as one closed set: [`IdentityEngine::rebuild`] always, and
 //! [`IdentityEngine::resolve_pending`] when at least half of the stored records are pending (a first build,
 //! a source loaded in full), where overlapping steps would resolve and write the same profiles many times
-//! over, or when the store's profiles were built by an older normaliser
+//! over, or when the store's profiles were built otherwise ([`BuiltWith`]): by another normaliser
 //! ([`NORMALIZER_VERSION`](crate::normalize::NORMALIZER_VERSION)), whose identifiers would not meet the
-//! values this one gives. A full pass gives the same profiles as steps would; it differs in how it reads
+//! values this one gives, or under other `[identity]` or `[profiles]` rules, which steps would apply only
+//! to the profiles their records reach. A full pass gives the same profiles as steps would; it differs in how it reads
 //! and writes:
 //! - it reads records page by page, decoding only their identifiers (and traits for compound rules), and
 //!   keeps what resolution needs compactly (keys packed end to end, each distinct linking value numbered
@@ -63,9 +64,9 @@ use regex::Regex;
 use spindle_config::{IdentityConfig, ProfilesConfig};
 use spindle_model::{RecordKey, StoredRecord};
 use spindle_store::{
-    AllRows, EncodedBody, EncodedRecord, IdentityStore, PayloadParts, ProfileChangeStore,
-    ProfileStore, ProfileWrite, ResolutionRows, ResolutionWrite, RowChanges, StagedRows,
-    StoreError,
+    AllRows, BuiltWith, EncodedBody, EncodedRecord, IdentityStore, PayloadParts,
+    ProfileChangeStore, ProfileStore, ProfileWrite, ResolutionRows, ResolutionWrite, RowChanges,
+    StagedRows, StoreError,
 };
 use tracing::Instrument;
 
@@ -164,6 +165,8 @@ pub struct IdentityEngine<'a, S> {
     link_on: HashSet<String, foldhash::fast::RandomState>,
     blocked: HashSet<String, foldhash::fast::RandomState>,
     patterns: Vec<Regex>,
+    /// What profiles built by this engine are built with ([`rules_fingerprint`]).
+    built_with: BuiltWith,
     /// Records read per incremental step ([`STEP`]; smaller in tests).
     step: u32,
     /// Records per written chunk of a full pass ([`WRITE_RECORDS`]; smaller in tests).
@@ -656,6 +659,38 @@ fn compound_value(record: &StoredRecord, field: &str) -> Option<String> {
     text(field)
 }
 
+/// A fingerprint of the rules profiles are built with, the `[identity]` and `[profiles]` sections (never
+/// 0, which the store keeps for "unknown"). It only has to tell rules apart within one build of Spindle:
+/// a build that hashes them otherwise costs one full pass.
+fn rules_fingerprint(identity: &IdentityConfig, profiles: &ProfilesConfig) -> i64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    identity.hash(&mut hasher);
+    profiles.hash(&mut hasher);
+    match hasher.finish() as i64 {
+        0 => 1,
+        fingerprint => fingerprint,
+    }
+}
+
+/// The normalised values `[identity] blocked` lists: each entry as written (trimmed, lower-cased), and
+/// as the phone and the e-mail address it normalises to, so that `+33 6 00 00 00 01` blocks the
+/// `+33600000001` records hold, and `Test <test@example.com>` blocks `test@example.com`.
+fn blocked_values(identity: &IdentityConfig) -> HashSet<String, foldhash::fast::RandomState> {
+    let normalizer = Normalizer::new(identity.default_region.as_deref());
+    identity
+        .blocked
+        .iter()
+        .flat_map(|entry| {
+            let written = entry.trim().to_lowercase();
+            let normalized = ["phone", "email"]
+                .into_iter()
+                .filter_map(|kind| normalizer.normalize(kind, entry).ok());
+            std::iter::once(written).chain(normalized)
+        })
+        .collect()
+}
+
 impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + 'static>
     IdentityEngine<'a, S>
 {
@@ -689,12 +724,12 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
             profiles,
             rules,
             link_on: identity.link_on.iter().cloned().collect(),
-            blocked: identity
-                .blocked
-                .iter()
-                .map(|b| b.trim().to_lowercase())
-                .collect(),
+            blocked: blocked_values(identity),
             patterns,
+            built_with: BuiltWith {
+                normalizer_version: NORMALIZER_VERSION,
+                rules: rules_fingerprint(identity, profiles),
+            },
             step: STEP,
             write_records: WRITE_RECORDS,
         })
@@ -853,20 +888,26 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
     pub async fn resolve_pending(&self) -> Result<ResolveReport, IdentityError> {
         // After any write of a cancelled resolution, which may still be committing.
         self.store.settle_resolution_writes().await?;
-        if self.store.normalizer_version().await? < NORMALIZER_VERSION {
+        let built = self.store.built_with().await?;
+        if built != self.built_with {
             // Whether any profile exists: one row, where counting reads every document.
             if !self.store.profiles_page(0, 1).await?.is_empty() {
-                // Identifiers stored by an older normaliser would not meet the values this one gives.
-                tracing::info!(
-                    version = NORMALIZER_VERSION,
-                    "identifiers are normalised differently since the profiles were built: resolving every record again"
-                );
+                // Steps would build only the profiles their records reach; the others would keep what
+                // the older normaliser or rules gave.
+                if built.normalizer_version != NORMALIZER_VERSION {
+                    tracing::info!(
+                        version = NORMALIZER_VERSION,
+                        "identifiers are normalised differently since the profiles were built: resolving every record again"
+                    );
+                } else {
+                    tracing::info!(
+                        "the [identity] or [profiles] rules changed since the profiles were built: resolving every record again"
+                    );
+                }
                 return self.full_pass().await;
             }
-            // No profile yet: none was built by an older normaliser.
-            self.store
-                .set_normalizer_version(NORMALIZER_VERSION)
-                .await?;
+            // No profile yet: none was built otherwise.
+            self.store.set_built_with(self.built_with).await?;
         }
         if self.store.full_pass_unfinished().await? {
             // Its profiles list rows that were never put in place; steps would build on them.
@@ -1036,14 +1077,12 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
     }
 
     /// Resolves every stored record as one closed set (see the module doc for how it is written), then
-    /// records the normalisation version it used.
+    /// records what it built the profiles with ([`BuiltWith`]).
     async fn full_pass(&self) -> Result<ResolveReport, IdentityError> {
         let report = self.resolve_everything().await?;
-        // After the pass has committed: a pass cut short leaves the old version, and the next
+        // After the pass has committed: a pass cut short leaves the old record, and the next
         // resolution runs one again.
-        self.store
-            .set_normalizer_version(NORMALIZER_VERSION)
-            .await?;
+        self.store.set_built_with(self.built_with).await?;
         Ok(report)
     }
 

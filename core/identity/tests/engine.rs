@@ -11,7 +11,7 @@ use spindle_identity::IdentityEngine;
 use spindle_identity::normalize::NORMALIZER_VERSION;
 use spindle_identity::profile::ProfileDocument;
 use spindle_model::{Event, Identifier, RawRecord, RecordKey};
-use spindle_store::{IdentityStore, ProfileRow, SqlStore};
+use spindle_store::{BuiltWith, IdentityStore, ProfileRow, SqlStore};
 use spindle_testkit::store::apply_records;
 
 spindle_testkit::store_backends!(
@@ -24,6 +24,7 @@ spindle_testkit::store_backends!(
     traits_consent_and_computed_traits_follow_the_rules,
     compound_rules_link_records_without_a_shared_key,
     profiles_of_an_older_normaliser_are_resolved_again_in_full,
+    changed_rules_reach_every_profile_at_the_next_resolution,
 );
 
 fn identity(link_on: &[&str]) -> IdentityConfig {
@@ -202,10 +203,14 @@ async fn blocked_values_never_link(store: &SqlStore) {
             record("contacts", "2", &[("email", "test@example.com")], json!({})),
             record("contacts", "3", &[("email", "noreply@shop.io")], json!({})),
             record("contacts", "4", &[("email", "noreply@shop.io")], json!({})),
+            record("contacts", "5", &[("phone", "06 00 00 00 01")], json!({})),
+            record("contacts", "6", &[("phone", "+33600000001")], json!({})),
         ],
     )
     .await;
-    let (identity, profiles) = (identity(&["email"]), ProfilesConfig::default());
+    let (mut identity, profiles) = (identity(&["email", "phone"]), ProfilesConfig::default());
+    // Blocked as a person writes it, not in the E.164 form records normalise to.
+    identity.blocked.push("+33 6 00 00 00 01".into());
     IdentityEngine::new(store, &identity, &profiles)
         .unwrap()
         .resolve_pending()
@@ -213,8 +218,8 @@ async fn blocked_values_never_link(store: &SqlStore) {
         .unwrap();
     assert_eq!(
         store.count_profiles().await.unwrap(),
-        4,
-        "neither the blocked value nor the pattern links"
+        6,
+        "neither the blocked values nor the pattern link"
     );
 }
 
@@ -566,7 +571,11 @@ async fn compound_rules_link_records_without_a_shared_key(store: &SqlStore) {
 async fn profiles_of_an_older_normaliser_are_resolved_again_in_full(store: &SqlStore) {
     let (identity, profiles) = (identity(&["email", "phone"]), ProfilesConfig::default());
     let engine = IdentityEngine::new(store, &identity, &profiles).unwrap();
-    assert_eq!(store.normalizer_version().await.unwrap(), 0, "a new store");
+    assert_eq!(
+        store.built_with().await.unwrap(),
+        BuiltWith::default(),
+        "a new store"
+    );
     let records: Vec<RawRecord> = (0..6)
         .map(|i| {
             let email = format!("p{}@example.com", i % 3);
@@ -575,10 +584,9 @@ async fn profiles_of_an_older_normaliser_are_resolved_again_in_full(store: &SqlS
         .collect();
     apply_records(store, "file", records).await;
     engine.resolve_pending().await.unwrap();
-    assert_eq!(
-        store.normalizer_version().await.unwrap(),
-        NORMALIZER_VERSION
-    );
+    let built = store.built_with().await.unwrap();
+    assert_eq!(built.normalizer_version, NORMALIZER_VERSION);
+    assert_ne!(built.rules, 0, "the rules are recorded");
     let before = memberships(store).await;
     assert_eq!(before.len(), 3);
     assert_eq!(
@@ -589,14 +597,68 @@ async fn profiles_of_an_older_normaliser_are_resolved_again_in_full(store: &SqlS
 
     // Profiles built by an older normaliser: every record is resolved again, though none is pending,
     // and the profiles keep their ids.
-    store.set_normalizer_version(0).await.unwrap();
+    store
+        .set_built_with(BuiltWith {
+            normalizer_version: 0,
+            ..built
+        })
+        .await
+        .unwrap();
     let report = engine.resolve_pending().await.unwrap();
     assert_eq!(report.records, 6);
     assert_eq!(report.unchanged, 3);
     assert_eq!(memberships(store).await, before);
-    assert_eq!(
-        store.normalizer_version().await.unwrap(),
-        NORMALIZER_VERSION
-    );
+    assert_eq!(store.built_with().await.unwrap(), built);
     assert_eq!(engine.resolve_pending().await.unwrap().records, 0);
+}
+
+async fn changed_rules_reach_every_profile_at_the_next_resolution(store: &SqlStore) {
+    // Two pairs of customers' records, each pair sharing a phone but not an e-mail address.
+    let records: Vec<RawRecord> = (0..4)
+        .map(|i| {
+            let email = format!("p{i}@example.com");
+            let phone = if i < 2 {
+                "06 12 34 56 78"
+            } else {
+                "06 98 76 54 32"
+            };
+            let name = format!("Name {i}");
+            record(
+                "rows",
+                &format!("r{i}"),
+                &[("email", &email), ("phone", phone)],
+                json!({ "first_name": name }),
+            )
+        })
+        .collect();
+    apply_records(store, "file", records).await;
+    let by_email = identity(&["email"]);
+    let profiles = ProfilesConfig::default();
+    let engine = IdentityEngine::new(store, &by_email, &profiles).unwrap();
+    engine.resolve_pending().await.unwrap();
+    assert_eq!(store.count_profiles().await.unwrap(), 4);
+
+    // Linking on phones too: no record is pending, yet the next resolution joins every pair.
+    let by_email_and_phone = identity(&["email", "phone"]);
+    let engine = IdentityEngine::new(store, &by_email_and_phone, &profiles).unwrap();
+    let report = engine.resolve_pending().await.unwrap();
+    assert_eq!((report.records, report.merged), (4, 2));
+    assert_eq!(store.count_profiles().await.unwrap(), 2);
+    assert_eq!(
+        engine.resolve_pending().await.unwrap().records,
+        0,
+        "once applied, the same rules resolve nothing"
+    );
+
+    // A change of `[profiles]` alone rebuilds every document: the first record's name survives now.
+    let first_seen = ProfilesConfig {
+        default_survivorship: Survivorship::FirstSeen,
+        ..ProfilesConfig::default()
+    };
+    let engine = IdentityEngine::new(store, &by_email_and_phone, &first_seen).unwrap();
+    assert_eq!(engine.resolve_pending().await.unwrap().records, 4);
+    let first = profile_of(store, "file", "rows", "r1").await;
+    let document: ProfileDocument =
+        serde_json::from_value(store.profile(first).await.unwrap().unwrap().document).unwrap();
+    assert_eq!(document.traits["first_name"].value, "Name 0");
 }

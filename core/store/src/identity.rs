@@ -204,6 +204,19 @@ pub struct AllRows {
 const HIGH_WATER: &str = "identity_seq";
 /// The counter holding the version of identifier normalisation the profiles were built with.
 const NORMALIZER: &str = "identity_normalizer";
+/// The counter holding the fingerprint of the rules the profiles were built with.
+const RULES: &str = "identity_rules";
+
+/// What the stored profiles were last built with in full ([`IdentityStore::built_with`]). A resolution
+/// that would build them otherwise resolves every record again: steps only build the profiles their
+/// records reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BuiltWith {
+    /// The version of identifier normalisation (0: unknown).
+    pub normalizer_version: i64,
+    /// A fingerprint of the `[identity]` and `[profiles]` rules, which the engine gives (0: unknown).
+    pub rules: i64,
+}
 /// The counter numbering full passes' stagings of rows ([`IdentityStore::begin_staged_rows`]).
 const STAGING: &str = "identity_staging";
 
@@ -1110,11 +1123,10 @@ pub trait IdentityStore: Send + Sync {
     /// that are not in place, so only a full pass brings lists and rows back in step; until one ends,
     /// every other resolution write fails with [`StoreError::FullPassUnfinished`].
     async fn full_pass_unfinished(&self) -> StoreResult<bool>;
-    /// The version of identifier normalisation the profiles were last built with in full (0 before
-    /// any).
-    async fn normalizer_version(&self) -> StoreResult<i64>;
-    /// Records that every profile was just built with normalisation `version`.
-    async fn set_normalizer_version(&self, version: i64) -> StoreResult<()>;
+    /// What the profiles were last built with in full (each part 0 before any).
+    async fn built_with(&self) -> StoreResult<BuiltWith>;
+    /// Records that every profile was just built with `built`.
+    async fn set_built_with(&self, built: BuiltWith) -> StoreResult<()>;
     /// A profile by id, following merges (`None` when neither it nor an alias exists).
     async fn profile(&self, id: i64) -> StoreResult<Option<ProfileRow>>;
     /// Profiles whose search text contains `text` (lower-cased), by id, at most `limit`.
@@ -1514,17 +1526,22 @@ impl IdentityStore for SqlStore {
         Ok(())
     }
 
-    async fn normalizer_version(&self) -> StoreResult<i64> {
-        self.counter(NORMALIZER).await
+    async fn built_with(&self) -> StoreResult<BuiltWith> {
+        Ok(BuiltWith {
+            normalizer_version: self.counter(NORMALIZER).await?,
+            rules: self.counter(RULES).await?,
+        })
     }
 
-    async fn set_normalizer_version(&self, version: i64) -> StoreResult<()> {
+    async fn set_built_with(&self, built: BuiltWith) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE counters SET value = $1 WHERE name = $2")
-            .bind(version)
-            .bind(NORMALIZER)
-            .execute(&mut *tx)
-            .await?;
+        for (name, value) in [(NORMALIZER, built.normalizer_version), (RULES, built.rules)] {
+            sqlx::query("UPDATE counters SET value = $1 WHERE name = $2")
+                .bind(value)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -35,8 +35,8 @@ pub use backup::{RestoreOptions, StoreLock, backup_sqlite, restore_sqlite};
 pub use collector::{CollectedOutcome, CollectedRecord, CollectorConnection, StoreCounts};
 pub use error::StoreError;
 pub use identity::{
-    AllRows, HeldRows, IdentityStore, ProfileRow, ProfileWrite, ResolutionRows, ResolutionWrite,
-    RowChanges, StagedRows,
+    AllRows, BuiltWith, HeldRows, IdentityStore, ProfileRow, ProfileWrite, ResolutionRows,
+    ResolutionWrite, RowChanges, StagedRows,
 };
 pub use profile_changes::{KEEP as PROFILE_CHANGES_KEPT, ProfileChangeStore, ProfileChanges};
 pub use spindle_config::store_url::{Backend, StoreUrl};

@@ -79,6 +79,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0011_profile_fingerprints.sql"),
         include_str!("../migrations/postgres/0011_profile_fingerprints.sql"),
     ),
+    (
+        12,
+        "identity_rules",
+        include_str!("../migrations/sqlite/0012_identity_rules.sql"),
+        include_str!("../migrations/postgres/0012_identity_rules.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.
