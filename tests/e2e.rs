@@ -775,6 +775,12 @@ async fn profiles_are_resolved_after_each_run_and_explained() {
     );
     let search = ws.run_ok(&["profiles", "search", "lovelace"]);
     assert_eq!(search.lines().count(), 1, "{search}");
+    let cut = ws.run_ok(&["profiles", "search", "example", "--limit", "2"]);
+    assert_eq!(cut.lines().count(), 3, "{cut}");
+    assert!(
+        cut.contains("more profiles match: the first 2 are shown"),
+        "{cut}"
+    );
     let missing = ws.run(&["profiles", "show", "nobody@example.com"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(

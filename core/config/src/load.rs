@@ -946,7 +946,13 @@ impl Loader<'_> {
                 .map(|t| Spanned::new(0..0, (*t).to_owned()))
                 .collect()
         });
-        let names: Vec<String> = link_on.iter().map(|t| t.get_ref().clone()).collect();
+        // The valid types linked on, which `limits` and `priority` may name (a misspelt one has an error
+        // of its own and is not offered as a suggestion).
+        let names: Vec<String> = link_on
+            .iter()
+            .map(|t| t.get_ref().clone())
+            .filter(|t| check_identifier_type(t).is_ok())
+            .collect();
         for kind in &link_on {
             if let Err(hint) = check_identifier_type(kind.get_ref()) {
                 self.error(
@@ -1180,11 +1186,18 @@ impl Loader<'_> {
         if link_on.contains(kind.get_ref()) {
             return true;
         }
-        let hint = suggest(
-            kind.get_ref(),
-            link_on.iter().map(String::as_str),
-            "`link_on` has",
-        );
+        let hint = if link_on.is_empty() {
+            format!(
+                "add `{}` to `link_on`, which lists no valid type",
+                kind.get_ref()
+            )
+        } else {
+            suggest(
+                kind.get_ref(),
+                link_on.iter().map(String::as_str),
+                "`link_on` has",
+            )
+        };
         self.error(kind.span(), message, "not linked on").hint = Some(hint);
         false
     }
@@ -1488,6 +1501,26 @@ survivorship = { first_name = { source_priority = ["website", "crm"] } }
                 && rendered.contains("did you mean `crm`?"),
             "{rendered}"
         );
+    }
+
+    #[test]
+    fn limits_of_types_not_linked_on_suggest_only_valid_types() {
+        let empty = load("[identity]\nlink_on = []\nlimits = { email = 5 }\n")
+            .expect_err("email is not linked on")
+            .render(false);
+        assert!(
+            empty.contains("add `email` to `link_on`, which lists no valid type"),
+            "{empty}"
+        );
+        let misspelt =
+            load("[identity]\nlink_on = [\"userid\", \"email\"]\nlimits = { user_id = 1 }\n")
+                .expect_err("userid is no type")
+                .render(false);
+        assert!(
+            misspelt.contains("unknown identifier type `userid`"),
+            "{misspelt}"
+        );
+        assert!(!misspelt.contains("did you mean `userid`"), "{misspelt}");
     }
 
     #[test]

@@ -65,6 +65,17 @@ async fn find(
     Ok((row.id, doc))
 }
 
+/// The line said before a profile named by an id it was merged under (`id` is what was asked for,
+/// `found` the profile that holds its records now), or nothing.
+fn merged_note(who: &str, found: i64) -> String {
+    match as_profile_id(who.trim()) {
+        Some(asked) if asked != found => {
+            format!("profile {asked} was merged into profile {found}\n\n")
+        }
+        _ => String::new(),
+    }
+}
+
 /// Prints the 360° view of one profile.
 pub async fn show(path: &Path, who: &str) -> Result<(), Failure> {
     let config = load_config(path)?;
@@ -79,7 +90,7 @@ pub async fn show(path: &Path, who: &str) -> Result<(), Failure> {
     // Windows such as `within 90d` are evaluated now, not when the profile was last resolved.
     let computed = profile::compute(&config.profiles.computed, &timeline, Utc::now());
     store.close().await;
-    print(&explain::show(id, &doc, &computed, &timeline))
+    print(&(merged_note(who, id) + &explain::show(id, &doc, &computed, &timeline)))
 }
 
 /// Prints why one profile's records are one customer.
@@ -88,18 +99,21 @@ pub async fn explain(path: &Path, who: &str) -> Result<(), Failure> {
     let store = open_store(&config).await?;
     let (id, doc) = find(&config, &store, who).await?;
     store.close().await;
-    print(&explain::explain(id, &doc))
+    print(&(merged_note(who, id) + &explain::explain(id, &doc)))
 }
 
 /// Lists profiles matching a text.
 pub async fn search(path: &Path, text: &str, limit: u32) -> Result<(), Failure> {
     let config = load_config(path)?;
     let store = open_store(&config).await?;
-    let rows = store
-        .search_profiles(text, limit)
+    // One more than shown, to tell whether there are more.
+    let mut rows = store
+        .search_profiles(text, limit.saturating_add(1))
         .await
         .context("searching profiles")?;
     store.close().await;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
     let mut out = String::new();
     for row in &rows {
         let doc: ProfileDocument =
@@ -129,6 +143,11 @@ pub async fn search(path: &Path, text: &str, limit: u32) -> Result<(), Failure> 
     }
     if rows.is_empty() {
         out.push_str(&format!("no profile matches `{text}`\n"));
+    }
+    if more {
+        out.push_str(&format!(
+            "more profiles match: the first {limit} are shown (`--limit` shows more)\n"
+        ));
     }
     print(&out)
 }
@@ -201,6 +220,16 @@ pub async fn rebuild(path: &Path) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::as_profile_id;
+
+    #[test]
+    fn a_merged_id_is_said_to_be_merged() {
+        assert_eq!(
+            super::merged_note(" 29 ", 24),
+            "profile 29 was merged into profile 24\n\n"
+        );
+        assert_eq!(super::merged_note("24", 24), "");
+        assert_eq!(super::merged_note("ada@example.com", 24), "");
+    }
 
     #[test]
     fn only_plain_digits_name_a_profile_id() {
