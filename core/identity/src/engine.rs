@@ -60,7 +60,6 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use rayon::prelude::*;
-use regex::Regex;
 use spindle_config::{IdentityConfig, ProfilesConfig};
 use spindle_model::{RecordKey, StoredRecord};
 use spindle_store::{
@@ -70,6 +69,7 @@ use spindle_store::{
 };
 use tracing::Instrument;
 
+use crate::links::LinkRules;
 use crate::normalize::{NORMALIZER_VERSION, Normalizer};
 use crate::profile::{self, LinkEvidence, ProfileIdentifier, RejectedIdentifier, key_of};
 use crate::resolve::{Lists, Resolution, Rules, Values, resolve_values};
@@ -162,9 +162,7 @@ pub struct IdentityEngine<'a, S> {
     identity: &'a IdentityConfig,
     profiles: &'a ProfilesConfig,
     rules: Rules,
-    link_on: HashSet<String, foldhash::fast::RandomState>,
-    blocked: HashSet<String, foldhash::fast::RandomState>,
-    patterns: Vec<Regex>,
+    links: LinkRules,
     /// What profiles built by this engine are built with ([`rules_fingerprint`]).
     built_with: BuiltWith,
     /// Records read per incremental step ([`STEP`]; smaller in tests).
@@ -673,24 +671,6 @@ fn rules_fingerprint(identity: &IdentityConfig, profiles: &ProfilesConfig) -> i6
     }
 }
 
-/// The normalised values `[identity] blocked` lists: each entry as written (trimmed, lower-cased), and
-/// as the phone and the e-mail address it normalises to, so that `+33 6 00 00 00 01` blocks the
-/// `+33600000001` records hold, and `Test <test@example.com>` blocks `test@example.com`.
-fn blocked_values(identity: &IdentityConfig) -> HashSet<String, foldhash::fast::RandomState> {
-    let normalizer = Normalizer::new(identity.default_region.as_deref());
-    identity
-        .blocked
-        .iter()
-        .flat_map(|entry| {
-            let written = entry.trim().to_lowercase();
-            let normalized = ["phone", "email"]
-                .into_iter()
-                .filter_map(|kind| normalizer.normalize(kind, entry).ok());
-            std::iter::once(written).chain(normalized)
-        })
-        .collect()
-}
-
 impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + 'static>
     IdentityEngine<'a, S>
 {
@@ -700,16 +680,6 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
         identity: &'a IdentityConfig,
         profiles: &'a ProfilesConfig,
     ) -> Result<Self, IdentityError> {
-        let patterns = identity
-            .blocked_patterns
-            .iter()
-            .map(|p| {
-                Regex::new(p).map_err(|err| IdentityError::Pattern {
-                    pattern: p.clone(),
-                    reason: err.to_string(),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         let rules = Rules {
             priority: identity.priority.clone(),
             limits: identity
@@ -723,9 +693,7 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
             identity,
             profiles,
             rules,
-            link_on: identity.link_on.iter().cloned().collect(),
-            blocked: blocked_values(identity),
-            patterns,
+            links: LinkRules::new(identity)?,
             built_with: BuiltWith {
                 normalizer_version: NORMALIZER_VERSION,
                 rules: rules_fingerprint(identity, profiles),
@@ -733,16 +701,6 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
             step: STEP,
             write_records: WRITE_RECORDS,
         })
-    }
-
-    /// True when a normalised value never links.
-    pub fn is_blocked(&self, value: &str) -> bool {
-        let listed = if value.chars().any(char::is_uppercase) {
-            self.blocked.contains(&value.to_lowercase())
-        } else {
-            self.blocked.contains(value)
-        };
-        listed || self.patterns.iter().any(|p| p.is_match(value))
     }
 
     fn normalizer(&self) -> Normalizer {
@@ -770,19 +728,14 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
     /// How one identifier normalises: its value and whether it links records, or why it is refused.
     fn outcome(&self, normalizer: &Normalizer, kind: &str, raw: &str) -> Outcome {
         let value = normalizer.normalize(kind, raw)?;
-        let links = self.links_on(kind, &value);
+        let links = self.links.links(kind, &value);
         Ok((value, links))
     }
 
-    /// Whether a normalised identifier links records: its type links and the value is not blocked.
-    fn links_on(&self, kind: &str, value: &str) -> bool {
-        self.link_on.contains(kind) && !self.is_blocked(value)
-    }
-
     /// Whether an identifier row (a profile's `(type, value)`) links records: a compound key, or an
-    /// identifier that [links](Self::links_on).
+    /// identifier that [links](LinkRules::links).
     fn row_links(&self, kind: &str, value: &str) -> bool {
-        kind.starts_with("compound:") || self.links_on(kind, value)
+        kind.starts_with("compound:") || self.links.links(kind, value)
     }
 
     /// The analysis of `record` whose identifiers (in its order) normalised to `outcomes`.

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use spindle_model::RecordKey;
 
+use crate::links::LinkRules;
 use crate::profile::{ProfileDocument, TimelineEvent};
 
 fn key(k: &RecordKey) -> String {
@@ -18,8 +19,9 @@ fn value_text(value: &serde_json::Value) -> String {
     }
 }
 
-/// Why the records of profile `id` are one customer.
-pub fn explain(id: i64, doc: &ProfileDocument) -> String {
+/// Why the records of profile `id` are one customer; identifiers that `rules` say never link are
+/// marked with the reason.
+pub fn explain(id: i64, doc: &ProfileDocument, rules: &LinkRules) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -53,9 +55,13 @@ pub fn explain(id: i64, doc: &ProfileDocument) -> String {
     let _ = writeln!(out, "\nidentifiers");
     for identifier in &doc.identifiers {
         let raw: Vec<String> = identifier.raw.iter().map(|r| format!("{r:?}")).collect();
+        let never = rules
+            .why_not(&identifier.kind, &identifier.value)
+            .map(|why| format!("  (never links: {why})"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "  {:<14} {:<32} raw {}  from {}",
+            "  {:<14} {:<32} raw {}  from {}{never}",
             identifier.kind,
             identifier.value,
             raw.join(", "),

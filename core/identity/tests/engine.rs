@@ -140,7 +140,11 @@ async fn a_chain_across_sources_is_one_profile_with_its_evidence(store: &SqlStor
     assert_eq!(doc.records.len(), 3);
     insta::assert_snapshot!(
         "chain_explain",
-        spindle_identity::explain::explain(id, &doc)
+        spindle_identity::explain::explain(
+            id,
+            &doc,
+            &spindle_identity::links::LinkRules::new(&identity).unwrap()
+        )
     );
 }
 

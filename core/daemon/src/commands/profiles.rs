@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::Context;
 use chrono::Utc;
 use spindle_config::Config;
+use spindle_identity::links::LinkRules;
 use spindle_identity::profile::{self, ProfileDocument};
 use spindle_identity::{IdentityEngine, explain};
 use spindle_model::{JobId, JobTrigger, NewAuditEntry};
@@ -99,7 +100,8 @@ pub async fn explain(path: &Path, who: &str) -> Result<(), Failure> {
     let store = open_store(&config).await?;
     let (id, doc) = find(&config, &store, who).await?;
     store.close().await;
-    print(&(merged_note(who, id) + &explain::explain(id, &doc)))
+    let rules = LinkRules::new(&config.identity).context("identity rules")?;
+    print(&(merged_note(who, id) + &explain::explain(id, &doc, &rules)))
 }
 
 /// Lists profiles matching a text.

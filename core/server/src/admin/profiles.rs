@@ -356,7 +356,9 @@ pub(super) async fn explain(
     caller.require(Access::ReadProfiles)?;
     let Path(id) = id?;
     let (row, doc) = load(&state, id).await?;
-    let text = spindle_identity::explain::explain(row.id, &doc);
+    let rules = spindle_identity::links::LinkRules::new(&state.inner()?.config.identity)
+        .map_err(|err| ApiError::Internal(format!("identity rules: {err}")))?;
+    let text = spindle_identity::explain::explain(row.id, &doc, &rules);
     Ok(Json(Explanation {
         profile_id: row.id,
         records: doc.records,
