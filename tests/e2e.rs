@@ -791,7 +791,7 @@ async fn profiles_are_resolved_after_each_run_and_explained() {
 
     let profiles_before = store.count_profiles().await.unwrap();
     let rebuilt = ws.run_ok(&["identity", "rebuild"]);
-    assert!(rebuilt.contains(&format!("rebuilt {profiles_before} profile(s) from 12 record(s): {profiles_before} unchanged, 0 split, 0 merged, 0 new")), "{rebuilt}");
+    assert!(rebuilt.contains(&format!("rebuilt {profiles_before} profile(s) from 12 record(s): {profiles_before} unchanged, 0 changed, 0 split, 0 merged, 0 new")), "{rebuilt}");
 
     // Linking by e-mail only: Ada's CRM and shop records still share an address, so nothing splits;
     // dropping e-mail as well splits every cross-source customer.

@@ -343,10 +343,11 @@ async fn main() {
         (
             (),
             format!(
-                "{} records -> {} profiles written ({} with the same records as before, {} split, {} merged, {} new)",
+                "{} records -> {} profiles written ({} with the same records as before, {} changed, {} split, {} merged, {} new)",
                 report.records,
                 report.profiles_written,
                 report.unchanged,
+                report.changed,
                 report.split,
                 report.merged,
                 report.created

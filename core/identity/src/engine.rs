@@ -114,6 +114,10 @@ pub struct ResolveReport {
     pub split: u64,
     /// Old profiles with exactly the same records as before.
     pub unchanged: u64,
+    /// Old profiles that kept their id and were not split, but whose records changed otherwise: they
+    /// took in records (of profiles merged into them, or split from others) or lost some that were
+    /// deleted.
+    pub changed: u64,
     /// Ids of the profiles written or removed: what segment memberships must look at again.
     #[serde(skip)]
     pub touched: BTreeSet<i64>,
@@ -127,6 +131,7 @@ impl ResolveReport {
         self.merged += other.merged;
         self.split += other.split;
         self.unchanged += other.unchanged;
+        self.changed += other.changed;
         self.touched.extend(other.touched);
     }
 }
@@ -1557,6 +1562,8 @@ impl<'a, S: ProfileStore + IdentityStore + ProfileChangeStore + Clone + Sync + '
                     && members.iter().all(|m| old_of[*m] == Some(*old_id));
                 if same {
                     report.unchanged += 1;
+                } else if spread <= 1 {
+                    report.changed += 1;
                 }
             }
         }

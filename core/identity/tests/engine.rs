@@ -646,7 +646,16 @@ async fn changed_rules_reach_every_profile_at_the_next_resolution(store: &SqlSto
     let by_email_and_phone = identity(&["email", "phone"]);
     let engine = IdentityEngine::new(store, &by_email_and_phone, &profiles).unwrap();
     let report = engine.resolve_pending().await.unwrap();
-    assert_eq!((report.records, report.merged), (4, 2));
+    // Two profiles merged into the two that took in their records.
+    assert_eq!(
+        (
+            report.records,
+            report.merged,
+            report.changed,
+            report.unchanged
+        ),
+        (4, 2, 2, 0)
+    );
     assert_eq!(store.count_profiles().await.unwrap(), 2);
     assert_eq!(
         engine.resolve_pending().await.unwrap().records,

@@ -214,8 +214,14 @@ pub async fn rebuild(path: &Path) -> Result<(), Failure> {
     let profiles = store.count_profiles().await.context("counting profiles")?;
     store.close().await;
     print(&format!(
-        "rebuilt {} profile(s) from {} record(s): {} unchanged, {} split, {} merged, {} new\n",
-        profiles, report.records, report.unchanged, report.split, report.merged, report.created
+        "rebuilt {} profile(s) from {} record(s): {} unchanged, {} changed, {} split, {} merged, {} new\n",
+        profiles,
+        report.records,
+        report.unchanged,
+        report.changed,
+        report.split,
+        report.merged,
+        report.created
     ))
 }
 
