@@ -994,6 +994,8 @@ impl Loader<'_> {
             }
             limits.insert(kind.into_inner(), limit.into_inner());
         }
+        ok &= self.no_repeats(&link_on, "`link_on`");
+        ok &= self.no_repeats(&raw.priority, "`priority`");
         for kind in &raw.priority {
             let message = format!(
                 "`priority` lists `{}`, which is not in `link_on`",
@@ -1043,6 +1045,8 @@ impl Loader<'_> {
         }
         let mut compound = Vec::new();
         for rule in raw.compound {
+            let named = format!("compound rule `{}`", rule.name.get_ref());
+            ok &= self.no_repeats(&rule.fields, &named);
             if rule.fields.len() < 2 {
                 self.error(rule.name.span(), format!("compound rule `{}` needs at least two fields", rule.name.get_ref()), "too few fields")
                     .hint = Some("e.g. fields = [\"last_name\", \"first_initial\", \"birth_date\", \"postal_code\"]".into());
@@ -1177,6 +1181,27 @@ impl Loader<'_> {
     }
 
     /// True when `kind` is one of the `link_on` types; otherwise reports `message` with the closest one.
+    /// Reports each entry of `list` (`what` names the list) that repeats an earlier one; false when
+    /// there is one.
+    fn no_repeats(&mut self, list: &[Spanned<String>], what: &str) -> bool {
+        let mut ok = true;
+        for (at, entry) in list.iter().enumerate() {
+            if list[..at]
+                .iter()
+                .any(|earlier| earlier.get_ref() == entry.get_ref())
+            {
+                self.error(
+                    entry.span(),
+                    format!("{what} lists `{}` twice", entry.get_ref()),
+                    "listed before",
+                )
+                .hint = Some("remove this entry".into());
+                ok = false;
+            }
+        }
+        ok
+    }
+
     fn require_listed(
         &mut self,
         kind: &Spanned<String>,
