@@ -22,6 +22,6 @@ pub mod secret;
 pub mod store_url;
 
 pub use diagnostic::Diagnostic;
-pub use load::{DEFAULT_CONFIG_PATH, IDENTIFIER_TYPES, LoadError, load, load_str};
+pub use load::{DEFAULT_CONFIG_PATH, IDENTIFIER_TYPES, LoadError, load, load_str, phone_region};
 pub use model::*;
 pub use schema::json_schema;

@@ -1014,7 +1014,7 @@ impl Loader<'_> {
                 .hint =
                     Some("use an ISO 3166 alpha-2 code such as \"FR\", \"GB\" or \"US\"".into());
                 ok = false;
-            } else if !phone_region_known(text) {
+            } else if phone_region(text).is_none() {
                 // Phones written without a country code would all be refused.
                 self.error(
                     region.span(),
@@ -1408,14 +1408,16 @@ fn serde_diagnostic(message: &str, span: Range<usize>, section: &str) -> Diagnos
     Diagnostic::new(Some(span), format!("{message} in {section}"), "here")
 }
 
-/// Whether libphonenumber (through `rlibphonenumber`, as identity resolution parses phones) has a
-/// numbering plan for the ISO 3166 alpha-2 `code`.
-fn phone_region_known(code: &str) -> bool {
-    code.parse::<rlibphonenumber::Region>().is_ok_and(|region| {
-        rlibphonenumber::PHONE_NUMBER_UTIL
-            .get_country_code_for_region(region)
-            .is_some()
-    })
+/// The region of the ISO 3166 alpha-2 `code` when libphonenumber (through `rlibphonenumber`, with which
+/// identity resolution parses phones) has a numbering plan for it: what `default_region` must name.
+pub fn phone_region(code: &str) -> Option<rlibphonenumber::Region> {
+    code.parse::<rlibphonenumber::Region>()
+        .ok()
+        .filter(|region| {
+            rlibphonenumber::PHONE_NUMBER_UTIL
+                .get_country_code_for_region(*region)
+                .is_some()
+        })
 }
 
 fn check_id(id: &str) -> Result<(), String> {

@@ -13,8 +13,8 @@
 //! over, or when the store's profiles were built otherwise ([`BuiltWith`]): by another normaliser
 //! ([`NORMALIZER_VERSION`](crate::normalize::NORMALIZER_VERSION)), whose identifiers would not meet the
 //! values this one gives, or under other `[identity]` or `[profiles]` rules, which steps would apply only
-//! to the profiles their records reach. A full pass gives the same profiles as steps would; it differs in how it reads
-//! and writes:
+//! to the profiles their records reach. A full pass gives the same profiles as steps would; it differs in
+//! how it reads and writes:
 //! - it reads records page by page, decoding only their identifiers (and traits for compound rules), and
 //!   keeps what resolution needs compactly (keys packed end to end, each distinct linking value numbered
 //!   once) and each record's payload as the JSON text it read ([`EncodedBody`]: about 300 MB for a

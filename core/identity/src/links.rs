@@ -61,7 +61,7 @@ impl LinkRules {
 
     /// Whether a normalised identifier links records: its type links and the value is not blocked.
     pub fn links(&self, kind: &str, value: &str) -> bool {
-        self.link_on.contains(kind) && !self.is_blocked(value)
+        self.why_not(kind, value).is_none()
     }
 
     /// Why a normalised identifier does not link records, or `None` when it does.

@@ -48,10 +48,7 @@ impl Normalizer {
     pub fn new(default_region: Option<&str>) -> Self {
         let region = match default_region {
             None => Ok(None),
-            Some(code) => code
-                .parse::<Region>()
-                .ok()
-                .filter(|r| PHONE_NUMBER_UTIL.get_country_code_for_region(*r).is_some())
+            Some(code) => spindle_config::phone_region(code)
                 .map(Some)
                 .ok_or_else(|| code.to_owned()),
         };
